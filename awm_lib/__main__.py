@@ -1,0 +1,3 @@
+from awm_lib.cli import main
+
+raise SystemExit(main())
