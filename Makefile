@@ -3,6 +3,8 @@
 #   make test   set up .venv, run the test suite
 # PROFILE=cpu (default, small parameters) or PROFILE=gpu (full parameters, on a CUDA machine).
 
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -16,10 +18,10 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-	$(PY) -m pip install -q torch==2.13.0 2>&1 | grep -v '^WARNING: Location' || true
-	$(PY) -m pip install -q -e ".[book,dev]" 2>&1 | grep -v '^WARNING: Location' || true
-	$(PY) -c "import awm_lib, torch, transformers, pydicom, papermill, jupyter_book" 
+	@# torch first, pinned, so pip takes the CPU wheel instead of GBs of CUDA packages
+	$(PY) -m pip install -q torch==2.13.0 2>&1 | { grep -v '^WARNING: Location' || true; }
+	$(PY) -m pip install -q -e ".[book,dev]" 2>&1 | { grep -v '^WARNING: Location' || true; }
+	$(PY) -c "import awm_lib, torch, transformers, pydicom, papermill, jupyter_book"
 	@touch $(STAMP)
 
 test: $(STAMP)
