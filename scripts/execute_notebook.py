@@ -5,6 +5,11 @@
 Parameters come from ``notebooks/profiles.yml``: ``{profile: {notebook_stem: {name: value}}}``.
 The notebook runs with the project root as its working directory. The output is
 written to a temporary file and renamed, so a failed run leaves no stale output.
+
+Widgets: nbclient stores the state of every ipywidget the notebook created in the
+notebook's metadata (``store_widget_state``, passed explicitly below), and myst-nb
+embeds it in the HTML page, so the static book can draw the widgets.
+Hub downloads are off (``HF_HUB_OFFLINE=1``) unless the caller's environment says otherwise.
 """
 
 from __future__ import annotations
@@ -39,12 +44,12 @@ def main() -> int:
     tmp = args.output.with_name("." + args.output.name + ".running.ipynb")
     t0 = time.time()
     print(f"papermill [{args.profile}] {args.input} {params}", flush=True)
-    env_mpl = os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    del env_mpl
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the book never downloads weights
     try:
         pm.execute_notebook(
             str(args.input), str(tmp), parameters=params, cwd=str(ROOT), kernel_name="python3",
-            progress_bar=False, log_output=False,
+            progress_bar=False, log_output=False, store_widget_state=True,
         )
     except BaseException:
         # keep the failed notebook for inspection beside the output, never as the output

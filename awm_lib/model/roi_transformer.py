@@ -1,0 +1,323 @@
+"""The RoI classifier: crops -> ViT embeddings -> small transformer over RoI tokens -> logit.
+
+One mammogram becomes ``K`` tokens (the full-breast anchor at index 0, then
+the detector's top-k boxes) instead of ~50,000 patch tokens::
+
+    images (B,1,H,W), rois (B,K,4)
+      -> extract_rois          crops (B,K,3,S,S)       one batched grid_sample
+      -> backbone              (B*K, Db)               ONE ViT call for all crops
+      -> proj                  roi_embeddings (B,K,D)  (the contrastive losses use these)
+      -> + sine code / RoPE    position of each box
+      -> depth x RoIBlock      tokens (B,K,D)          pre-norm attention + MLP
+      -> pool                  (B,D)                   anchor | attention | mean | cls
+      -> head                  logits (B,)
+
+Attention uses ``F.scaled_dot_product_attention`` (fused kernels); asking for
+``return_attention=True`` switches to an explicit softmax that returns the
+weights, for the book's attention figures. Both paths compute the same thing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from awm_lib.errors import ConfigError
+from awm_lib.model.backbone import Backbone, BackboneConfig, build_backbone
+from awm_lib.model.crops import extract_rois
+from awm_lib.model.position import (
+    apply_rope,
+    boxes_to_cxcywh_norm,
+    check_mode,
+    rope_angles,
+    sine_box_embedding,
+    uses_sine,
+)
+
+POOLINGS = ("anchor", "attention", "mean", "cls")
+
+
+@dataclass
+class RoIClassifierConfig:
+    """Everything that shapes the RoI classifier (the backbone has its own config).
+
+    d_model is the width of the RoI transformer: backbone embeddings (``embed_dim``
+    of the backbone) are projected to it. ``topk`` proposals plus the anchor make
+    ``K = topk + 1`` RoIs per image.
+    """
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    crop_size: int = 224
+    topk: int = 5
+    d_model: int = 256
+    depth: int = 2
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.1
+    attn_dropout: float = 0.0
+    pre_norm: bool = True
+    position: str = "rope2d"  # none | sine | rope2d | rope1d_index | sine+rope2d
+    pooling: str = "anchor"  # anchor | attention | mean | cls
+    head_dropout: float = 0.1
+    rope_min_wavelength: float = 0.02
+    rope_max_wavelength: float = 4.0
+    max_value: float = 1.0  # divide image values by this before normalising (65535 for raw 16-bit)
+
+    def validate(self) -> None:
+        check_mode(self.position)
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"pooling={self.pooling!r}; choose one of {POOLINGS}")
+        if self.d_model % self.heads:
+            raise ConfigError(f"d_model={self.d_model} is not divisible by heads={self.heads}")
+        head_dim = self.d_model // self.heads
+        if "rope2d" in self.position and head_dim % 4:
+            raise ConfigError(f"rope2d needs d_model/heads divisible by 4, got {head_dim}")
+        if uses_sine(self.position) and self.d_model % 8:
+            raise ConfigError(f"the sine position code needs d_model divisible by 8, got {self.d_model}")
+        if self.depth < 0 or self.topk < 0 or self.crop_size <= 0:
+            raise ConfigError("depth, topk must be >= 0 and crop_size > 0")
+
+
+@dataclass
+class RoIOutput:
+    """What :class:`RoIClassifier` returns.
+
+    logits (B,): one malignancy logit per image.
+    roi_embeddings (B, K, D): backbone embeddings after the projection to
+        d_model, BEFORE position codes and the transformer; the repulsive and
+        contrastive losses act on these (they shape what the ViT sees per crop).
+    tokens (B, K, D): RoI tokens after the transformer (and final norm).
+    pooled (B, D): the image embedding the head classifies.
+    roi_mask (B, K) bool: True for real RoIs, False for padding.
+    attention: per block (B, heads, K', K') weights, K' = K (+1 with CLS pooling),
+        only with ``return_attention=True``.
+    pool_weights (B, K): how ``pooled`` weights the RoI tokens (one-hot for
+        "anchor", uniform for "mean", learned for "attention", None for "cls").
+    """
+
+    logits: torch.Tensor
+    roi_embeddings: torch.Tensor
+    tokens: torch.Tensor
+    pooled: torch.Tensor
+    roi_mask: torch.Tensor | None = None
+    attention: list[torch.Tensor] | None = None
+    pool_weights: torch.Tensor | None = None
+
+
+class RoIAttention(nn.Module):
+    """Multi-head self-attention over RoI tokens with optional rotary position codes."""
+
+    def __init__(self, d_model: int, heads: int, attn_dropout: float = 0.0, dropout: float = 0.0):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.attn_dropout = attn_dropout
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        key_mask: torch.Tensor | None = None,
+        angles: torch.Tensor | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, K, D); key_mask (B, K) True = real RoI; angles (B, K, hd/2) rotary angles."""
+        b, k, d = x.shape
+        q, kk, v = self.qkv(x).split(d, dim=-1)
+        q, kk, v = (t.view(b, k, self.heads, d // self.heads).transpose(1, 2) for t in (q, kk, v))  # (B, h, K, hd)
+        if angles is not None:  # rotate queries and keys: logits depend on relative position
+            q, kk = apply_rope(q, angles[:, None]), apply_rope(kk, angles[:, None])
+        mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, K)
+        p = self.attn_dropout if self.training else 0.0
+        if need_weights:  # explicit softmax: same maths as SDPA, weights kept for plots
+            scores = (q @ kk.transpose(-2, -1)) * (q.shape[-1] ** -0.5)  # (B, h, K, K)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            weights = scores.softmax(dim=-1)
+            y = F.dropout(weights, p) @ v
+        else:
+            weights = None
+            y = F.scaled_dot_product_attention(q, kk, v, attn_mask=mask, dropout_p=p)
+        y = y.transpose(1, 2).reshape(b, k, d)  # (B, K, D)
+        return self.resid_dropout(self.proj(y)), weights
+
+
+class RoIBlock(nn.Module):
+    """Transformer block: attention + MLP, each with a residual (pre-norm by default)."""
+
+    def __init__(self, cfg: RoIClassifierConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.pre_norm = cfg.pre_norm
+        self.norm1 = nn.LayerNorm(d)
+        self.attn = RoIAttention(d, cfg.heads, cfg.attn_dropout, cfg.dropout)
+        self.norm2 = nn.LayerNorm(d)
+        hidden = int(cfg.mlp_ratio * d)
+        self.mlp = nn.Sequential(
+            nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d), nn.Dropout(cfg.dropout)
+        )
+
+    def forward(self, x, key_mask=None, angles=None, need_weights=False):
+        if self.pre_norm:
+            a, w = self.attn(self.norm1(x), key_mask, angles, need_weights)
+            x = x + a
+            return x + self.mlp(self.norm2(x)), w
+        a, w = self.attn(x, key_mask, angles, need_weights)
+        x = self.norm1(x + a)
+        return self.norm2(x + self.mlp(x)), w
+
+
+class AttentionPool(nn.Module):
+    """Attention-MIL pooling (Ilse et al. 2018): a small MLP scores each token, softmax over RoIs."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(d_model, d_model // 2), nn.Tanh(), nn.Linear(d_model // 2, 1))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.score(x).squeeze(-1).float()  # (B, K)
+        if mask is not None:
+            s = s.masked_fill(~mask, float("-inf"))
+        w = s.softmax(dim=-1)  # (B, K)
+        return (w.to(x.dtype)[..., None] * x).sum(dim=1), w
+
+
+class RoIClassifier(nn.Module):
+    """Backbone + crops + position codes + RoI transformer + pooling + binary head."""
+
+    def __init__(self, cfg: RoIClassifierConfig, backbone: Backbone | None = None):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.backbone = backbone if backbone is not None else build_backbone(cfg.backbone)
+        if cfg.crop_size % self.backbone.patch_size:
+            raise ConfigError(
+                f"crop_size={cfg.crop_size} is not a multiple of the backbone's patch size "
+                f"{self.backbone.patch_size}; use e.g. 224 or 448"
+            )
+        d = cfg.d_model
+        self.proj = nn.Linear(self.backbone.embed_dim, d)
+        self.blocks = nn.ModuleList([RoIBlock(cfg) for _ in range(cfg.depth)])
+        self.norm = nn.LayerNorm(d) if cfg.pre_norm else nn.Identity()
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d)) if cfg.pooling == "cls" else None
+        self.attn_pool = AttentionPool(d) if cfg.pooling == "attention" else None
+        self.head = nn.Sequential(nn.LayerNorm(d), nn.Dropout(cfg.head_dropout), nn.Linear(d, 1))
+        self._init_new_weights()
+
+    def _init_new_weights(self) -> None:
+        for name, mod in self.named_modules():
+            if name.startswith("backbone"):
+                continue
+            if isinstance(mod, nn.Linear):
+                nn.init.trunc_normal_(mod.weight, std=0.02)
+                nn.init.zeros_(mod.bias)
+        if self.cls_token is not None:
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    # -- parameter groups (separate learning rates for backbone and head) --------------
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.backbone.parameters() if p.requires_grad]
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if not n.startswith("backbone.") and p.requires_grad]
+
+    # -- forward -----------------------------------------------------------------------
+    def forward(
+        self,
+        images: torch.Tensor,
+        rois: torch.Tensor,
+        image_sizes: torch.Tensor | None = None,
+        roi_mask: torch.Tensor | None = None,
+        return_attention: bool = False,
+    ) -> RoIOutput:
+        """images (B, 1, H, W) in [0, 1]; rois (B, K, 4) xyxy pixels, anchor at index 0.
+
+        image_sizes (B, 2) as (H, W): the real extent of each (possibly padded)
+        image, used to normalise box coordinates; default: the tensor's H, W.
+        roi_mask (B, K) bool: True for real RoIs, False for padding.
+        """
+        b, _, h, w = images.shape
+        if image_sizes is None:
+            image_sizes = torch.tensor([[h, w]], device=rois.device).expand(b, 2)
+        bcfg = self.backbone.cfg
+        crops = extract_rois(
+            images, rois, self.cfg.crop_size, bcfg.pixel_mean, bcfg.pixel_std, max_value=self.cfg.max_value
+        )  # (B, K, 3, S, S)
+        boxes_norm = boxes_to_cxcywh_norm(rois.float(), image_sizes)  # (B, K, 4)
+        return self.forward_crops(crops, boxes_norm, roi_mask, return_attention)
+
+    def forward_crops(
+        self,
+        crops: torch.Tensor,
+        boxes_norm: torch.Tensor,
+        roi_mask: torch.Tensor | None = None,
+        return_attention: bool = False,
+    ) -> RoIOutput:
+        """crops (B, K, 3, S, S) normalised; boxes_norm (B, K, 4) cxcywh in [0, 1]."""
+        cfg = self.cfg
+        b, k = crops.shape[:2]
+        feats = self.backbone(crops.flatten(0, 1)).view(b, k, -1)  # (B, K, Db): one ViT call
+        emb = self.proj(feats)  # (B, K, D)
+        x = emb
+        if uses_sine(cfg.position):
+            x = x + sine_box_embedding(boxes_norm, cfg.d_model).to(x.dtype)
+        angles = rope_angles(
+            cfg.position,
+            boxes_norm,
+            cfg.d_model // cfg.heads,
+            **(
+                dict(min_wavelength=cfg.rope_min_wavelength, max_wavelength=cfg.rope_max_wavelength)
+                if "rope2d" in cfg.position
+                else {}
+            ),
+        )  # (B, K, hd/2) or None
+        mask = roi_mask
+        if self.cls_token is not None:  # a learned token placed where the anchor is
+            x = torch.cat([self.cls_token.expand(b, 1, -1).to(x.dtype), x], dim=1)  # (B, 1+K, D)
+            if angles is not None:
+                angles = torch.cat([angles[:, :1], angles], dim=1)
+            if mask is not None:
+                mask = torch.cat([mask.new_ones(b, 1), mask], dim=1)
+        attention = [] if return_attention else None
+        for block in self.blocks:
+            x, wts = block(x, mask, angles, return_attention)
+            if attention is not None:
+                attention.append(wts)
+        x = self.norm(x)
+        pooled, pool_weights = self._pool(x, roi_mask)
+        logits = self.head(pooled).squeeze(-1)  # (B,)
+        tokens = x[:, 1:] if self.cls_token is not None else x
+        return RoIOutput(
+            logits=logits,
+            roi_embeddings=emb,
+            tokens=tokens,
+            pooled=pooled,
+            roi_mask=roi_mask,
+            attention=attention,
+            pool_weights=pool_weights,
+        )
+
+    def _pool(self, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, K', D) -> pooled (B, D), weights over the K RoIs (B, K) or None."""
+        mode = self.cfg.pooling
+        b, k = x.shape[:2]
+        if mode == "cls":
+            return x[:, 0], None
+        if mode == "attention":
+            return self.attn_pool(x, mask)
+        if mode == "anchor":
+            w = torch.zeros(b, k, device=x.device)
+            w[:, 0] = 1.0
+            return x[:, 0], w
+        valid = torch.ones(b, k, device=x.device) if mask is None else mask.float()  # mean
+        w = valid / valid.sum(dim=1, keepdim=True).clamp_min(1.0)
+        return (w.to(x.dtype)[..., None] * x).sum(dim=1), w
+
+
+def build_roi_classifier(cfg: RoIClassifierConfig) -> RoIClassifier:
+    """The one constructor the training code needs."""
+    return RoIClassifier(cfg)

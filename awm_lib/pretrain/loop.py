@@ -1,0 +1,530 @@
+"""The pretraining loop: student, EMA teacher, multi-crop views, DINO (+ iBOT) loss.
+
+One step, in the order the code runs it::
+
+    images, masks  = a random batch from the tissue bank           # on the device
+    views          = multi_crop(images, masks)                     # 2 global + n local
+    teacher(global views)            -> t_cls (2, B, K), t_patch   # no gradients
+    student(global views, masked)    -> s_cls, s_patch             # iBOT masks
+    student(local views)             -> s_cls (n, B, K)
+    loss = dino_loss(s_cls, teacher_probs(t_cls)) + w * ibot_loss(...)
+    loss.backward(); clip; AdamW step
+    teacher <- EMA(teacher, student);  center <- EMA(center, t_cls)
+
+Schedules (learning rate, weight decay, teacher momentum and temperature)
+run on *progress* in ``[0, 1]``: the larger of ``step / max_steps`` and
+``elapsed / time_limit``. So a run given "20 minutes" anneals properly in 20
+minutes whatever the machine's speed, and a run given "300 steps" is exactly
+reproducible.
+
+At the end the TEACHER's backbone (the EMA average: smoother and better than
+the student, as in DINO) is saved with ``save_pretrained``; it loads with
+``transformers.Dinov2Model.from_pretrained(out_dir)`` like any DINOv2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from awm_lib.errors import CheckpointError, ConfigError, NonFiniteLossError
+from awm_lib.io_utils import atomic_path, run_record
+from awm_lib.pretrain.augment import MultiCropConfig, multi_crop
+from awm_lib.pretrain.dino import (
+    DINOHead,
+    cosine_schedule,
+    dino_loss,
+    ema_update,
+    entropy,
+    ibot_loss,
+    random_patch_masks,
+    teacher_probs,
+    teacher_temperature,
+    update_center,
+    warmup_cosine,
+)
+from awm_lib.pretrain.tissue import TissueBank, concat_banks, files_bank, mias_bank, synthetic_bank
+
+
+@dataclass
+class PretrainConfig:
+    # --- architecture (ignored when init_from is set) ---
+    hidden_size: int = 384
+    depth: int = 6
+    heads: int = 6
+    patch_size: int = 14
+    image_size: int = 224  # size of the position-embedding grid (interpolated for other sizes)
+    drop_path_rate: float = 0.1  # student only: the teacher runs in eval mode
+    init_from: str | None = None  # save_pretrained folder or hub id (e.g. "facebook/dinov2-small")
+    # --- data ---
+    bank_path: str | None = None  # a saved TissueBank (.npz); if set, mias/vindr are not read
+    mias_root: str | None = "auto"  # "auto" = awm_lib.paths.mias_root(); None = do not use
+    n_synthetic: int = 0
+    vindr_root: str | None = None  # a folder of DICOMs (searched recursively)
+    workers: int = 1  # processes for rendering synthetic images
+    long_side: int = 512
+    max_images: int | None = None  # per real source, for quick runs
+    # --- views ---
+    n_global: int = 2
+    n_local: int = 8
+    global_size: int = 224
+    local_size: int = 98
+    global_scale: tuple[float, float] = (0.25, 1.0)
+    local_scale: tuple[float, float] = (0.02, 0.15)
+    # --- heads and loss ---
+    out_dim: int = 8192  # prototypes
+    head_hidden: int = 2048
+    head_bottleneck: int = 256
+    ibot_weight: float = 1.0  # 0 disables the masked-patch term
+    ibot_out_dim: int = 8192
+    mask_ratio: tuple[float, float] = (0.1, 0.5)
+    mask_probability: float = 0.5
+    student_temp: float = 0.1
+    teacher_temp: tuple[float, float] = (0.04, 0.07)  # warm-up start, final
+    teacher_temp_warmup: float = 0.3  # fraction of the run
+    center_momentum: float = 0.9
+    # --- optimisation ---
+    batch_size: int = 256
+    lr: float = 5e-4
+    min_lr: float = 1e-6
+    warmup: float = 0.1  # fraction of the run
+    weight_decay: tuple[float, float] = (0.04, 0.2)
+    ema_momentum: tuple[float, float] = (0.996, 1.0)
+    clip_grad: float = 3.0
+    freeze_prototypes: float = 0.02  # fraction of the run with prototypes frozen (DINO's first epoch)
+    max_steps: int = 100_000
+    time_limit_minutes: float | None = None  # the whole run's budget: schedules anneal within it
+    stop_after_minutes: float | None = None  # leave THIS invocation after M minutes, resumable
+    bf16: bool = True  # autocast on CUDA only
+    device: str = "auto"
+    seed: int = 0
+    # --- bookkeeping ---
+    log_every: int = 10
+    checkpoint_every_minutes: float = 5.0
+    resume: bool = True
+    keep_train_state: bool = False  # keep out_dir/train_state.pt after a finished run
+    save_dtype: str = "float16"  # storage dtype of the saved weights; they load as float32
+    progress: bool = True
+    command: str | None = None  # recorded in the model card; default sys.argv
+
+    def crop_config(self) -> MultiCropConfig:
+        return MultiCropConfig(
+            n_global=self.n_global,
+            n_local=self.n_local,
+            global_size=self.global_size,
+            local_size=self.local_size,
+            global_scale=tuple(self.global_scale),
+            local_scale=tuple(self.local_scale),
+        )
+
+    def validate(self) -> None:
+        for name in ("global_size", "local_size", "image_size"):
+            if getattr(self, name) % self.patch_size:
+                raise ConfigError(f"{name}={getattr(self, name)} must be a multiple of patch_size={self.patch_size}")
+        if self.hidden_size % self.heads:
+            raise ConfigError(f"hidden_size={self.hidden_size} is not divisible by heads={self.heads}")
+        if self.max_steps < 1 or self.batch_size < 1:
+            raise ConfigError("max_steps and batch_size must be >= 1")
+        if self.save_dtype not in ("float16", "bfloat16", "float32"):
+            raise ConfigError(f"save_dtype={self.save_dtype!r}; use float16, bfloat16 or float32")
+        self.crop_config().validate()
+
+
+# Two named starting points; anything else via --set key=value.
+PRESETS: dict[str, dict[str, Any]] = {
+    # minutes on a laptop CPU: proves the pipeline, learns little
+    "cpu-smoke": dict(
+        hidden_size=96, depth=4, heads=3, image_size=112, long_side=256, global_size=112, local_size=56,
+        n_local=4, out_dim=1024, ibot_out_dim=1024, head_hidden=512, head_bottleneck=128,
+        batch_size=16, lr=5e-4, max_steps=100_000, time_limit_minutes=5.0, bf16=False,
+        log_every=5, checkpoint_every_minutes=2.0,
+    ),
+    # one H100, 20 minutes in all: ViT-S/14 width with 6 blocks, 11.0M parameters (22 MB in float16)
+    "gpu-20min": dict(
+        hidden_size=384, depth=6, heads=6, image_size=224, long_side=512, global_size=224, local_size=98,
+        n_local=8, out_dim=8192, ibot_out_dim=8192, batch_size=256, lr=5e-4,
+        max_steps=1_000_000, time_limit_minutes=17.0, bf16=True, log_every=20,
+    ),
+}
+
+
+def preset_config(name: str | None = None, overrides: list[str] | None = None, **kw: Any) -> PretrainConfig:
+    """A :class:`PretrainConfig` from a preset name, ``key=value`` strings, and keyword overrides."""
+    if name is not None and name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    cfg = PretrainConfig(**(PRESETS[name] if name else {}))
+    for item in overrides or []:
+        cfg = apply_override(cfg, item)
+    return dataclasses.replace(cfg, **kw)
+
+
+def apply_override(cfg: PretrainConfig, item: str) -> PretrainConfig:
+    """``"lr=1e-3"``, ``"mask_ratio=0.1,0.4"``, ``"init_from=none"`` -> a new config."""
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    key, raw = (s.strip() for s in item.split("=", 1))
+    fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
+    if key not in fields:
+        raise ConfigError(f"unknown pretraining setting {key!r}; known: {', '.join(sorted(fields))}")
+    current = getattr(cfg, key)
+    if raw.lower() in ("none", "null"):
+        value: Any = None
+    elif isinstance(current, bool):
+        value = raw.lower() in ("1", "true", "yes", "on")
+    elif isinstance(current, tuple):
+        value = tuple(float(v) for v in raw.split(","))
+    elif isinstance(current, int):
+        value = int(raw)
+    elif isinstance(current, float) or (current is None and _is_number(raw)):
+        value = float(raw)
+    else:
+        value = raw
+    return dataclasses.replace(cfg, **{key: value})
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+# --- the networks ------------------------------------------------------------------
+class DINOStudent(nn.Module):
+    """A ``Dinov2Model`` backbone with a CLS head (DINO) and a patch head (iBOT).
+
+    The teacher is a ``deepcopy`` of this module: the same class, never trained
+    by gradients, updated by :func:`ema_update`.
+    """
+
+    def __init__(self, backbone: nn.Module, cfg: PretrainConfig):
+        super().__init__()
+        d = backbone.config.hidden_size
+        self.backbone = backbone
+        self.head = DINOHead(d, cfg.out_dim, cfg.head_hidden, cfg.head_bottleneck)
+        self.patch_head = DINOHead(d, cfg.ibot_out_dim, cfg.head_hidden, cfg.head_bottleneck) if cfg.ibot_weight > 0 else None
+
+    def forward(self, x: torch.Tensor, patch_masks: torch.Tensor | None = None, patch_select: torch.Tensor | None = None):
+        """``x`` ``(N, 3, S, S)`` -> CLS logits ``(N, K)`` and patch logits ``(M, K')`` at ``patch_select``.
+
+        ``patch_masks`` ``(N, P)`` replaces those patches by the mask token;
+        ``patch_select`` ``(N, P)`` picks the patches whose logits we need
+        (the masked ones: computing the head on all patches would be waste).
+        """
+        hidden = self.backbone(pixel_values=x, bool_masked_pos=patch_masks).last_hidden_state  # (N, 1+P, D)
+        cls_logits = self.head(hidden[:, 0])
+        patch_logits = None
+        if self.patch_head is not None and patch_select is not None:
+            patch_logits = self.patch_head(hidden[:, 1:][patch_select])  # (M, K')
+        return cls_logits, patch_logits
+
+
+def build_backbone(cfg: PretrainConfig) -> nn.Module:
+    """A ``Dinov2Model``: loaded from ``init_from`` (continued pretraining) or freshly initialised."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    if cfg.init_from:
+        try:
+            model = Dinov2Model.from_pretrained(cfg.init_from, dtype=torch.float32, drop_path_rate=cfg.drop_path_rate)
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"cannot load a Dinov2Model from {cfg.init_from!r} ({e}); give a save_pretrained folder, or a hub id with network access", path=cfg.init_from) from e
+        if model.config.patch_size != cfg.patch_size:
+            raise ConfigError(f"init_from has patch_size {model.config.patch_size}; set patch_size={model.config.patch_size} and crop sizes to its multiples")
+        return model
+    config = Dinov2Config(
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.depth,
+        num_attention_heads=cfg.heads,
+        patch_size=cfg.patch_size,
+        image_size=cfg.image_size,
+        drop_path_rate=cfg.drop_path_rate,
+        use_mask_token=True,
+    )
+    return Dinov2Model(config)
+
+
+def _param_groups(model: nn.Module) -> list[dict]:
+    """Weight decay on matrices only; biases, norms, tokens and position embeddings are not decayed."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or "token" in name or "position_embeddings" in name else decay).append(p)
+    return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False}]
+
+
+def _device(cfg: PretrainConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+# --- data ------------------------------------------------------------------------------
+def load_bank(cfg: PretrainConfig) -> TissueBank:
+    """The pretraining images the config asks for, as one :class:`TissueBank`."""
+    from awm_lib.paths import mias_root
+
+    banks = []
+    if cfg.bank_path:
+        banks.append(TissueBank.load(cfg.bank_path))
+    else:
+        if cfg.mias_root:
+            root = mias_root() if cfg.mias_root == "auto" else Path(cfg.mias_root)
+            banks.append(mias_bank(root, cfg.long_side, cfg.max_images, cfg.progress))
+        if cfg.vindr_root:
+            dicoms = sorted(Path(cfg.vindr_root).rglob("*.dicom")) + sorted(Path(cfg.vindr_root).rglob("*.dcm"))
+            banks.append(files_bank(dicoms[: cfg.max_images], cfg.long_side, "vindr", cfg.progress))
+    if cfg.n_synthetic > 0:
+        side = banks[0].long_side if banks else cfg.long_side
+        banks.append(synthetic_bank(cfg.n_synthetic, side, cfg.seed, cfg.progress, cfg.workers))
+    return concat_banks(banks)
+
+
+# --- one step ---------------------------------------------------------------------------
+@dataclass
+class StepState:
+    """Everything besides the networks that a step reads and updates."""
+
+    center: torch.Tensor  # (K,)
+    patch_center: torch.Tensor  # (K',)
+    step: int = 0
+    elapsed_s: float = 0.0
+
+
+def training_step(student: DINOStudent, teacher: DINOStudent, views, state: StepState, cfg: PretrainConfig, teacher_temp: float, generator: torch.Generator | None = None, autocast=contextlib.nullcontext) -> dict[str, torch.Tensor]:
+    """Forward both networks on one batch of views and return the losses (no optimiser step).
+
+    Also updates ``state.center`` / ``state.patch_center`` (teacher centering).
+    """
+    G = views.global_crops.flatten(0, 1)  # (nG*B, 3, g, g)
+    nG, B = views.global_crops.shape[:2]
+    use_ibot = student.patch_head is not None
+    masks = None
+    if use_ibot:
+        n_patches = (G.shape[-1] // cfg.patch_size) * (G.shape[-2] // cfg.patch_size)
+        masks = random_patch_masks(G.shape[0], n_patches, tuple(cfg.mask_ratio), cfg.mask_probability, generator, G.device)
+
+    with torch.no_grad(), autocast():
+        t_cls, t_patch = teacher(G, patch_select=masks)
+    t_cls = t_cls.float().view(nG, B, -1)  # (nG, B, K)
+    t_p = teacher_probs(t_cls, state.center, teacher_temp)
+
+    with autocast():
+        s_cls_g, s_patch = student(G, patch_masks=masks, patch_select=masks)
+        s_cls = [s_cls_g.float().view(nG, B, -1)]
+        if views.local_crops.shape[0] > 0:
+            s_cls_l, _ = student(views.local_crops.flatten(0, 1))
+            s_cls.append(s_cls_l.float().view(-1, B, s_cls_l.shape[-1]))
+    s_cls_all = torch.cat(s_cls)  # (nG + nL, B, K)
+
+    out = {"dino": dino_loss(s_cls_all, t_p, cfg.student_temp)}
+    loss = out["dino"]
+    if use_ibot:
+        t_pp = teacher_probs(t_patch.float(), state.patch_center, teacher_temp)
+        out["ibot"] = ibot_loss(s_patch.float(), t_pp, masks, cfg.student_temp)
+        loss = loss + cfg.ibot_weight * out["ibot"]
+        if t_patch.shape[0] > 0:
+            state.patch_center = update_center(state.patch_center, t_patch.float(), cfg.center_momentum)
+    state.center = update_center(state.center, t_cls, cfg.center_momentum)
+    out["loss"] = loss
+    out["teacher_entropy"] = entropy(t_p).detach()  # per image: low = confident
+    out["teacher_mean_entropy"] = entropy(t_p.mean(dim=(0, 1))).detach()  # of the batch average: low = collapse
+    return out
+
+
+# --- checkpoints ------------------------------------------------------------------------
+def _state_path(out_dir: Path) -> Path:
+    return out_dir / "train_state.pt"
+
+
+def _save_state(out_dir: Path, student, teacher, opt, state: StepState, cfg: PretrainConfig, generator: torch.Generator) -> None:
+    blob = {
+        "student": student.state_dict(),
+        "teacher": teacher.state_dict(),
+        "optimizer": opt.state_dict(),
+        "center": state.center,
+        "patch_center": state.patch_center,
+        "step": state.step,
+        "elapsed_s": state.elapsed_s,
+        "config": asdict(cfg),
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "generator": generator.get_state(),
+    }
+    with atomic_path(_state_path(out_dir)) as tmp:
+        torch.save(blob, tmp)
+
+
+ARCH_KEYS = ("hidden_size", "depth", "heads", "patch_size", "image_size", "init_from", "out_dim", "ibot_out_dim", "head_hidden", "head_bottleneck", "ibot_weight")
+
+
+def _load_state(out_dir: Path, student, teacher, opt, cfg: PretrainConfig, generator: torch.Generator) -> StepState | None:
+    path = _state_path(out_dir)
+    if not (cfg.resume and path.is_file()):
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a torn or foreign file
+        raise CheckpointError(f"cannot read the training state ({e}); delete it to start over", path=str(path)) from e
+    saved = blob["config"]
+    diff = [k for k in ARCH_KEYS if saved.get(k) != getattr(cfg, k) and not (isinstance(getattr(cfg, k), tuple) and tuple(saved.get(k)) == getattr(cfg, k))]
+    if diff:
+        raise CheckpointError(f"the training state was made with different {', '.join(diff)}; use another --out or delete it", path=str(path))
+    student.load_state_dict(blob["student"])
+    teacher.load_state_dict(blob["teacher"])
+    opt.load_state_dict(blob["optimizer"])
+    torch.set_rng_state(blob["rng_cpu"])
+    if blob["rng_cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(blob["rng_cuda"])
+    generator.set_state(blob["generator"])
+    dev = next(student.parameters()).device
+    return StepState(blob["center"].to(dev), blob["patch_center"].to(dev), blob["step"], blob["elapsed_s"])
+
+
+# --- the loop ------------------------------------------------------------------------------
+def pretrain(cfg: PretrainConfig, out_dir: str | Path, bank: TissueBank | None = None) -> bool:
+    """Pretrain, save the teacher backbone under ``out_dir`` with a model card.
+
+    Returns True when the run finished, False when it stopped early because of
+    ``stop_after_minutes`` (then ``train_state.pt`` is saved: call again with
+    the same config and ``out_dir`` to continue where it left off).
+
+    ``out_dir`` gets ``config.json`` + ``model.safetensors`` (the teacher
+    ``Dinov2Model``), ``README.md`` (model card), ``loss_log.jsonl``,
+    ``loss_curve.png``, ``pretrain_config.json``; while running also
+    ``train_state.pt`` (resumable; removed at the end unless ``keep_train_state``).
+    """
+    from awm_lib.pretrain.card import write_model_card
+
+    cfg.validate()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    torch.manual_seed(cfg.seed)
+    dev = _device(cfg)
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
+
+    bank = bank if bank is not None else load_bank(cfg)
+    bank_pixels, bank_masks = bank.to_tensors(dev)  # whole bank on the device
+    backbone = build_backbone(cfg)
+    student = DINOStudent(backbone, cfg).to(dev)
+    teacher = copy.deepcopy(student).eval().requires_grad_(False)  # drop-path off
+    opt = torch.optim.AdamW(_param_groups(student), lr=cfg.lr, betas=(0.9, 0.999))
+    state = _load_state(out_dir, student, teacher, opt, cfg, gen) or StepState(
+        torch.zeros(cfg.out_dim, device=dev), torch.zeros(cfg.ibot_out_dim, device=dev)
+    )
+    log_path = out_dir / "loss_log.jsonl"
+    _truncate_log(log_path, state.step)
+    crop_cfg = cfg.crop_config()
+    use_amp = cfg.bf16 and dev.type == "cuda"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
+    time_limit = cfg.time_limit_minutes * 60 if cfg.time_limit_minutes else math.inf
+
+    def progress() -> float:
+        return max(state.step / cfg.max_steps, state.elapsed_s / time_limit)
+
+    n_images = len(bank)
+    bar = tqdm(total=cfg.max_steps, initial=state.step, desc="pretrain", disable=not cfg.progress)
+    last_ckpt = time.time()
+    window_t, window_steps = time.time(), 0
+    student.train()
+    segment_end = time.time() + cfg.stop_after_minutes * 60 if cfg.stop_after_minutes else math.inf
+    while progress() < 1.0:
+        if time.time() > segment_end:
+            bar.close()
+            _save_state(out_dir, student, teacher, opt, state, cfg, gen)
+            return False
+        t0 = time.time()
+        p = progress()
+        lr = warmup_cosine(p, cfg.lr, cfg.min_lr, cfg.warmup)
+        wd = cosine_schedule(p, *cfg.weight_decay)
+        for g in opt.param_groups:
+            g["lr"], g["weight_decay"] = lr, (wd if g["apply_wd"] else 0.0)
+        momentum = cosine_schedule(p, *cfg.ema_momentum)
+        t_temp = teacher_temperature(p, *cfg.teacher_temp, cfg.teacher_temp_warmup)
+
+        idx = torch.randint(n_images, (cfg.batch_size,), device=dev, generator=gen)
+        images = bank_pixels[idx].float().div_(255)  # (B, 1, L, L)
+        views = multi_crop(images, bank_masks[idx], crop_cfg, gen)
+        out = training_step(student, teacher, views, state, cfg, t_temp, gen, autocast)
+        if not torch.isfinite(out["loss"]):
+            raise NonFiniteLossError(f"loss is {out['loss'].item()} at step {state.step}; lower lr or check the data")
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        if p < cfg.freeze_prototypes:  # DINO: keep the prototypes still while the MLP settles
+            for head in (student.head, student.patch_head):
+                if head is not None:
+                    head.prototypes.grad = None
+        if cfg.clip_grad:
+            torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.clip_grad)
+        opt.step()
+        ema_update(teacher, student, momentum)
+
+        state.step += 1
+        window_steps += 1
+        state.elapsed_s += time.time() - t0
+        bar.update(1)
+        if state.step % cfg.log_every == 0 or progress() >= 1.0:
+            now = time.time()
+            rec = {k: round(float(v.detach()), 5) for k, v in out.items()}
+            rec.update(step=state.step, progress=round(progress(), 4), lr=lr, wd=round(wd, 4), momentum=round(momentum, 5), teacher_temp=round(t_temp, 4),
+                       elapsed_s=round(state.elapsed_s, 1), images_per_s=round(window_steps * cfg.batch_size / max(now - window_t, 1e-9), 1))
+            window_t, window_steps = now, 0
+            with open(log_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            bar.set_postfix(loss=rec["loss"], H_t=rec["teacher_entropy"])
+        if time.time() - last_ckpt > cfg.checkpoint_every_minutes * 60:
+            _save_state(out_dir, student, teacher, opt, state, cfg, gen)
+            last_ckpt = time.time()
+    bar.close()
+    if cfg.keep_train_state:
+        _save_state(out_dir, student, teacher, opt, state, cfg, gen)
+
+    save_backbone(teacher.backbone, out_dir, cfg.save_dtype)
+    meta = run_record(cfg.command, seed=cfg.seed, device=dev, steps=state.step, train_seconds=round(state.elapsed_s, 1),
+                      wall_seconds=round(time.time() - t_start, 1), n_images=len(bank),
+                      sources={s: bank.sources.count(s) for s in sorted(set(bank.sources))}, config=asdict(cfg))
+    write_model_card(out_dir, meta)
+    if not cfg.keep_train_state:
+        _state_path(out_dir).unlink(missing_ok=True)
+    return True
+
+
+def _truncate_log(log_path: Path, step: int) -> None:
+    """On resume, forget log lines written after the state we resume from."""
+    if not log_path.exists():
+        return
+    lines = [ln for ln in log_path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    with atomic_path(log_path) as tmp:
+        tmp.write_text("".join(ln + "\n" for ln in lines))
+
+
+def save_backbone(backbone: nn.Module, out_dir: str | Path, dtype: str = "float16") -> Path:
+    """``save_pretrained`` a ``Dinov2Model``, stored in ``dtype`` but declared float32.
+
+    Half-precision storage halves the file; setting ``config.dtype`` back to
+    float32 makes ``from_pretrained`` upcast on load, so CPU users get an
+    ordinary float32 model with weights rounded to 3 significant digits.
+    """
+    out_dir = Path(out_dir)
+    model = copy.deepcopy(backbone).to(device="cpu", dtype=getattr(torch, dtype))
+    model.config.drop_path_rate = 0.0
+    model.save_pretrained(out_dir)
+    cfg_path = out_dir / "config.json"
+    c = json.loads(cfg_path.read_text())
+    c["dtype"] = "float32"
+    with atomic_path(cfg_path) as tmp:
+        tmp.write_text(json.dumps(c, indent=2, sort_keys=True) + "\n")
+    return out_dir

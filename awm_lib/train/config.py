@@ -1,0 +1,381 @@
+"""The training configuration: one dataclass tree, three presets, ``--set key=value`` overrides.
+
+:class:`TrainConfig` nests everything a run depends on::
+
+    TrainConfig
+      model: RoIClassifierConfig   (awm_lib.model: backbone, crop_size, RoI transformer, pooling)
+      loss:  LossConfig            (awm_lib.losses: BCE weight, repulsive / contrastive terms)
+      data:  DataConfig            (dataset, preprocessing size, proposer, topk, folds)
+      optim: OptimConfig           (AdamW, schedule, batch, accumulation, early stopping)
+      eval:  EvalConfig            (threshold criterion, bootstrap)
+
+Presets:
+
+* ``smoke``: a tiny random backbone on small images; the whole run, data
+  preparation included, finishes in a few minutes on a 2-core CPU. For tests,
+  CI and "does it run at all".
+* ``default``: the cheaper setting used in the book: ViT-S/14, crops of 224 px,
+  top-5 proposals + the anchor.
+* ``paper``: the paper's setting: ViT-B/14, crops of 448 px, top-5 + anchor.
+
+Overrides use dotted keys and are type-checked against the dataclasses, so a
+typo fails loudly instead of being ignored::
+
+    cfg = make_config("smoke", ["optim.lr_head=3e-4", "data.fold=2", "model.pooling=attention"])
+
+Unknown keys and values of the wrong type raise :class:`awm_lib.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from awm_lib.errors import ConfigError
+from awm_lib.losses import LossConfig
+from awm_lib.model.backbone import BackboneConfig
+from awm_lib.model.roi_transformer import RoIClassifierConfig
+
+# =====================================================================================
+# Generic machinery: dataclass <-> dict, typed parsing of "key=value"
+# =====================================================================================
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_optional(tp) -> tuple[bool, Any]:
+    """``X | None`` -> (True, X)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) < len(typing.get_args(tp)):
+            return True, args[0] if len(args) == 1 else typing.Union[tuple(args)]
+    return False, tp
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def check_value(value: Any, tp, key: str) -> Any:
+    """Return ``value`` coerced to ``tp`` (int -> float, list -> tuple), or raise ConfigError."""
+    optional, inner = _is_optional(tp)
+    if value is None:
+        if optional or tp is Any:
+            return None
+        raise ConfigError(f"{key} cannot be None (expected {_type_name(tp)})")
+    tp = inner
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}={value!r} is not one of {list(args)}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, dict):
+            return from_dict(tp, value, prefix=key + ".")
+        raise ConfigError(f"{key} must be a mapping of {tp.__name__} fields, got {type(value).__name__}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(value) != len(args):
+                raise ConfigError(f"{key} must have {len(args)} entries, got {len(value)}")
+            items = [check_value(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
+        else:
+            elem = args[0] if args else Any
+            items = [check_value(v, elem, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{key}: cannot check a value of type {_type_name(tp)}")
+
+
+def parse_text(text: str, tp, key: str) -> Any:
+    """Parse the right-hand side of ``--set key=value`` for a field of type ``tp``."""
+    optional, inner = _is_optional(tp)
+    low = text.strip().lower()
+    if optional and low in ("none", "null"):
+        return None
+    origin = typing.get_origin(inner)
+    if inner is bool:
+        table = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+        if low not in table:
+            raise ConfigError(f"{key}={text!r}: expected true or false")
+        return table[low]
+    if inner is str or (origin is Literal and all(isinstance(a, str) for a in typing.get_args(inner))):
+        return check_value(text, tp, key)
+    if inner in (int, float) or origin in (tuple, list, dict) or dataclasses.is_dataclass(inner) or origin is Literal:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            if origin in (tuple, list):  # allow "a,b,c" for lists
+                value = [json.loads(v) if _is_json(v) else v for v in text.split(",")]
+            else:
+                raise ConfigError(f"{key}={text!r}: expected {_type_name(inner)}") from None
+        if inner is int and isinstance(value, float) and value.is_integer() and "e" in low:
+            value = int(value)  # allow 1e3 for integers
+        return check_value(value, tp, key)
+    return check_value(text, tp, key)
+
+
+def _is_json(s: str) -> bool:
+    try:
+        json.loads(s)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def to_dict(cfg) -> dict:
+    """A dataclass tree as plain JSON-ready dicts (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def from_dict(cls, d: dict, prefix: str = ""):
+    """Build dataclass ``cls`` from a (nested) dict, checking every key and type."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{prefix or cls.__name__} must be a mapping")
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = set(d) - names
+    if unknown:
+        k = sorted(unknown)[0]
+        raise ConfigError(_unknown_key_message(prefix + k, [prefix + n for n in names]))
+    kwargs = {k: check_value(v, hints[k], prefix + k) for k, v in d.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{prefix or cls.__name__}: {e}") from e
+
+
+def _unknown_key_message(key: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(key, choices, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys here: {', '.join(sorted(choices))}"
+    return f"unknown configuration key {key!r}{hint}"
+
+
+def set_value(cfg, key: str, text: str, _prefix: str = ""):
+    """A copy of ``cfg`` with the dotted ``key`` set from the string ``text`` (type-checked)."""
+    head, _, rest = key.partition(".")
+    full = _prefix + head
+    names = [f.name for f in dataclasses.fields(cfg)]
+    if head not in names:
+        raise ConfigError(_unknown_key_message(_prefix + key, [_prefix + n for n in names]))
+    current = getattr(cfg, head)
+    if rest:
+        if not dataclasses.is_dataclass(current):
+            raise ConfigError(f"{full!r} is a value, not a section: cannot set {_prefix + key!r}")
+        new = set_value(current, rest, text, _prefix=full + ".")
+    else:
+        if dataclasses.is_dataclass(current):
+            leaf = next(f.name for f in dataclasses.fields(current) if not dataclasses.is_dataclass(getattr(current, f.name)))
+            raise ConfigError(f"{full!r} is a section; set one of its keys, e.g. {full}.{leaf}=...")
+        new = parse_text(text, _hints(type(cfg))[head], full)
+    try:
+        return dataclasses.replace(cfg, **{head: new})
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{full}={text!r}: {e}") from e
+
+
+def apply_overrides(cfg, overrides: list[str] | tuple[str, ...] | None):
+    """Apply ``["a.b=1", ...]`` in order; each must be ``key=value``."""
+    for item in overrides or ():
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} must look like key=value (e.g. optim.lr_head=1e-4)")
+        cfg = set_value(cfg, key.strip(), text)
+    return cfg
+
+
+# =====================================================================================
+# The training configuration
+# =====================================================================================
+DATASETS = ("synthetic", "mias", "vindr")
+
+
+@dataclass
+class DataConfig:
+    dataset: Literal["synthetic", "mias", "vindr"] = "synthetic"
+    root: str | None = None  # None: the default location (synthetic: generated on demand)
+    long_side: int = 1024  # the preprocessing cache's long side (pixels of the breast crop)
+    proposer: str = "blob"  # blob (default), oracle, random, none, ... (awm_lib.proposals)
+    nms_iou: float = 0.5  # NMS between proposals (how many are kept is model.topk)
+    roi_margin: float = 40.0  # pixels (of the ORIGINAL image) added around each proposal when squaring it
+    roi_min_overlap: float = 0.5  # roi_labels: overlap with a malignant lesion that makes a RoI "malignant"
+    max_images: int | None = None  # keep at most this many images per split (stratified), for quick runs
+    fold: int = 0  # mini-MIAS: the test fold (5-fold cross-validation by woman)
+    n_folds: int = 5
+    val_fraction: float = 0.2  # mini-MIAS: share of the training women carved out for validation
+    synthetic_n: int = 400  # synthetic: images to generate (split train/val/test by the generator)
+    synthetic_size: int = 1024  # synthetic: image height in pixels
+    synthetic_seed: int = 0
+    augment: bool = True  # random intensity gamma + small RoI jitter on training images
+    num_workers: int = 0  # DataLoader worker processes (0: load in the main process)
+
+    def __post_init__(self):
+        if self.long_side < 32:
+            raise ValueError("long_side must be at least 32 pixels")
+        if not 0 <= self.fold < self.n_folds:
+            raise ValueError(f"fold must be in 0..{self.n_folds - 1}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError("val_fraction must be between 0 and 1")
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 20
+    max_steps: int | None = None  # stop after this many optimizer steps (None: epochs decide)
+    batch_size: int = 8  # images per process per micro-batch
+    accum_steps: int = 1  # micro-batches per optimizer step (effective batch = batch_size * accum * world)
+    lr_backbone: float = 1e-5
+    lr_head: float = 1e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.01  # the cosine ends at lr * min_lr_ratio
+    grad_clip: float | None = 1.0
+    amp: bool = True  # bf16 autocast on CUDA; CPU always runs fp32
+    eval_every: int = 0  # validate every N optimizer steps; 0 = at the end of every epoch
+    patience: int = 5  # stop after this many validations without a better val AUC; 0 = never
+    ckpt_every: int = 0  # extra checkpoints every N steps (0: at every validation only)
+    keep_last: int = 2
+    log_every: int = 1
+    deterministic: bool = True  # torch.use_deterministic_algorithms(warn_only=True)
+    device: str = "auto"  # auto | cpu | cuda | cuda:1 ...
+    progress: bool = True  # tqdm bars
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "accum_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.lr_backbone < 0 or self.lr_head <= 0:
+            raise ValueError("learning rates must be positive (lr_backbone may be 0 to freeze it)")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError("min_lr_ratio must be in [0, 1]")
+
+
+@dataclass
+class EvalConfig:
+    threshold_criterion: Literal["f1", "youden"] = "f1"  # chosen on validation, applied to test
+    n_boot: int = 1000  # bootstrap resamples for the 95% intervals
+    boot_by_patient: bool = True  # resample women, not images
+    batch_size: int = 16
+
+
+@dataclass
+class TrainConfig:
+    preset: str = "default"
+    seed: int = 0
+    model: RoIClassifierConfig = field(default_factory=RoIClassifierConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# Keys that may differ between a checkpoint and a resumed run without changing the result.
+RESUME_IGNORE = ("data.root", "data.num_workers", "optim.device", "optim.progress", "optim.log_every")
+
+
+def _preset_smoke() -> TrainConfig:
+    """Minutes on a laptop CPU: a 2-block, 64-wide random ViT on 56-px crops of 256-px images."""
+    return TrainConfig(
+        preset="smoke",
+        model=RoIClassifierConfig(
+            backbone=BackboneConfig(name_or_path=None, random_arch="micro"),
+            crop_size=56, topk=3, d_model=64, depth=1, heads=2, dropout=0.0, head_dropout=0.0,
+        ),
+        data=DataConfig(long_side=256, roi_margin=20.0, max_images=None, synthetic_n=96, synthetic_size=512, augment=False),
+        optim=OptimConfig(epochs=2, batch_size=8, lr_backbone=1e-4, lr_head=1e-3, warmup_steps=2, patience=0),
+        eval=EvalConfig(n_boot=200),
+    )
+
+
+def _preset_default() -> TrainConfig:
+    """The book's setting: ViT-S/14 (DINOv2-small), 224-px crops, top-5 + anchor."""
+    return TrainConfig(
+        preset="default",
+        model=RoIClassifierConfig(
+            backbone=BackboneConfig(name_or_path="facebook/dinov2-small", random_arch="small", freeze_patch_embed=True, freeze_blocks=6),
+            crop_size=224, topk=5, d_model=256, depth=2, heads=4,
+        ),
+        data=DataConfig(long_side=1024),
+        optim=OptimConfig(epochs=20, batch_size=8),
+    )
+
+
+def _preset_paper() -> TrainConfig:
+    """The paper's setting: ViT-B/14 (DINOv2-base), 448-px crops, top-5 + anchor."""
+    return TrainConfig(
+        preset="paper",
+        model=RoIClassifierConfig(
+            backbone=BackboneConfig(name_or_path="facebook/dinov2-base", random_arch="base", freeze_patch_embed=True),
+            crop_size=448, topk=5, d_model=256, depth=2, heads=4,
+        ),
+        data=DataConfig(long_side=2048, roi_margin=40.0),
+        optim=OptimConfig(epochs=30, batch_size=4, accum_steps=2),
+    )
+
+
+PRESETS = {"smoke": _preset_smoke, "default": _preset_default, "paper": _preset_paper}
+
+
+def make_config(preset: str = "default", overrides: list[str] | None = None, **data_fields) -> TrainConfig:
+    """A preset, then ``data`` fields given as keywords (dataset=..., root=...), then overrides."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    cfg = PRESETS[preset]()
+    if data_fields:
+        try:
+            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **data_fields))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(str(e)) from e
+    cfg = apply_overrides(cfg, overrides)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Check every value's type (a round trip through :func:`from_dict`) and each section's rules."""
+    from_dict(TrainConfig, to_dict(cfg))
+    cfg.model.validate()
+    cfg.model.backbone.validate()
+    cfg.loss.validate()
+    if cfg.model.crop_size % 14:
+        raise ConfigError(f"model.crop_size={cfg.model.crop_size} must be a multiple of the ViT patch size 14 (e.g. 56, 224, 448)")
+    return cfg
+
+
+def config_from_dict(d: dict) -> TrainConfig:
+    """The inverse of :func:`to_dict` (e.g. the config saved in a checkpoint), checked."""
+    return validate(from_dict(TrainConfig, d))
