@@ -29,6 +29,7 @@ __all__ = [
     "subplots",
     "show_mammogram",
     "show_heatmap",
+    "show_grid",
     "plot_curves",
     "plot_bars",
     "plot_roc",
@@ -65,8 +66,8 @@ def use_book_style(dpi: int = 100) -> None:
 
 def subplots(nrows: int = 1, ncols: int = 1, width: float = 6.4, height: float = 4.0, **kw):
     """``plt.subplots`` with a size per panel (inches) instead of per figure."""
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=True,
-                             layout="constrained", **kw)
+    kw.setdefault("squeeze", True)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), layout="constrained", **kw)
     return fig, axes
 
 
@@ -123,6 +124,22 @@ def show_heatmap(img, heat, alpha: float = 0.45, ax: Axes | None = None, title: 
     if colorbar:
         ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     return ax
+
+
+def show_grid(images, titles: Sequence[str] | None = None, boxes: Sequence | None = None,
+              ncols: int = 4, size: float = 3.0):
+    """Several mammograms side by side (``boxes[i]``: the ``xyxy`` boxes of image i); returns the figure."""
+    n = len(images)
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    fig, axes = subplots(nrows, ncols, width=size, height=size * 1.25, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.set_axis_off()
+            continue
+        show_mammogram(images[i], boxes=None if boxes is None else boxes[i], ax=ax,
+                       title=None if titles is None else titles[i])
+    return fig
 
 
 def plot_curves(x, curves: Mapping[str, Sequence[float]], xlabel: str = "", ylabel: str = "",

@@ -39,13 +39,16 @@ def test_antialiasing_turns_a_checkerboard_grey(box_size):
     board = ((yy + xx) % 2).float().view(1, 1, 32, 32)  # finest possible texture, mean 0.5
     boxes = torch.tensor([[[0.0, 0.0, box_size, box_size]]])
     good = extract_rois(board, boxes, crop_size=8, **RAW)[0, 0, 0]
-    # Away from the image border every output pixel is the texture's mean. (At the
-    # border a coarse pyramid level blends in the zero background just outside.)
-    inner = good if box_size == 32.0 else good[1:, 1:]
-    assert torch.allclose(inner, torch.full_like(inner, 0.5), atol=1e-5)
+    assert torch.allclose(good, torch.full((8, 8), 0.5), atol=1e-5)  # the texture's mean
     if box_size != 32.0:  # (at exactly 4x bilinear points fall on pixel corners: grey by luck)
         naive = extract_rois(board, boxes, crop_size=8, antialias=False, **RAW)[0, 0, 0]
         assert (naive - 0.5).abs().max() > 0.1  # one point per output pixel: aliasing
+
+
+def test_bright_edge_stays_bright_when_shrinking():
+    img = torch.ones(1, 1, 30, 30)  # tissue touching the image border (the chest wall)
+    crop = extract_rois(img, torch.tensor([[[0.0, 0.0, 30.0, 30.0]]]), crop_size=8, **RAW)
+    assert torch.allclose(crop, torch.ones_like(crop), atol=1e-6)
 
 
 def test_outside_the_image_is_zero():
@@ -53,6 +56,11 @@ def test_outside_the_image_is_zero():
     crop = extract_rois(img, torch.tensor([[[-4.0, -4.0, 4.0, 4.0]]]), crop_size=8, **RAW)[0, 0, 0]
     assert torch.all(crop[:4, :4] == 0) and torch.all(crop[:4, 4:] == 0) and torch.all(crop[4:, :4] == 0)
     assert torch.allclose(crop[4:, 4:], torch.ones(4, 4))
+    # shrinking 2x a box that sticks out: cells outside are 0, cells inside 1
+    big = extract_rois(torch.ones(1, 1, 16, 16), torch.tensor([[[-16.0, -16.0, 16.0, 16.0]]]), 16, **RAW)
+    expected = torch.zeros(16, 16)
+    expected[8:, 8:] = 1
+    assert torch.allclose(big[0, 0, 0], expected, atol=1e-6)
 
 
 def test_batched_equals_one_box_at_a_time():

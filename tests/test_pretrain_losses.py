@@ -36,8 +36,7 @@ def test_uniform_teacher_gives_logsumexp_minus_mean():
 
 def test_dino_loss_skips_same_view_pairs():
     # 2 global views; the teacher is one-hot on prototype 0 for view 0 and on 1 for view 1.
-    K = 3
-    p = torch.tensor([[[1.0, 0, 0]], [[0, 1.0, 0]]])  # (2, 1, K)
+    p = torch.tensor([[[1.0, 0, 0]], [[0, 1.0, 0]]])  # (2, 1, K=3)
     s = torch.tensor([[[0.0, 1.0, 0.0]], [[1.0, 0.0, 0.0]]])  # (2, 1, K): each student view predicts the OTHER
     T = 1.0
     ls = torch.log_softmax(s / T, -1)

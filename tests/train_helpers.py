@@ -79,3 +79,23 @@ def state_dict_equal(a: nn.Module, b: nn.Module, atol: float = 0.0) -> bool:
     if sa.keys() != sb.keys():
         return False
     return all(torch.allclose(sa[k], sb[k], atol=atol, rtol=0) for k in sa)
+
+
+def ddp_worker(rank: int, world: int, port: int, out_dir: str, result_path: str) -> None:
+    """One process of the two-process DDP test (spawned by torch.multiprocessing)."""
+    import os
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from awm_lib.train.distributed import cleanup, init_from_env
+    from awm_lib.train.loop import fit
+
+    dist = init_from_env()
+    assert dist.backend == "gloo" and dist.world_size == world
+    torch.manual_seed(0)
+    model = ToyModel()  # same seed on every rank: same initial weights (DDP also broadcasts them)
+    fit(model, ToyDataset(32, seed=0), ToyDataset(12, seed=1), make_optim(epochs=2, batch_size=4 // world), out_dir,
+        loss_fn=bce_loss, collate_fn=toy_collate, seed=0, run_config={"toy": 1}, dist=dist)
+    if rank == 0:
+        torch.save({k: v.clone() for k, v in model.state_dict().items()}, result_path)
+    cleanup(dist)

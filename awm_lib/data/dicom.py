@@ -99,8 +99,8 @@ def read_dicom(path: str | Path) -> DicomPixels:
     pixels = _apply_voi(raw, ds, path)  # (H, W) float in [0, 1], high = bright for MONOCHROME2
     photometric = _str_tag(ds, "PhotometricInterpretation") or "MONOCHROME2"
     if photometric == "MONOCHROME1":
-        pixels = 1.0 - pixels  # high stored value = dark: flip so tissue is bright
-    if not np.isfinite(pixels).all() or pixels.max() - pixels.min() <= 0:
+        pixels = np.float32(1.0) - pixels  # high stored value = dark: flip so tissue is bright
+    if pixels.max() - pixels.min() <= 0 or not np.isfinite(pixels.sum()):
         raise EmptyImageError("the image is constant (e.g. all black) after windowing; there is no breast to see", path)
     return DicomPixels(
         pixels=pixels.astype(np.float32, copy=False),
@@ -224,12 +224,11 @@ def _apply_voi(raw: np.ndarray, ds, path) -> np.ndarray:
     from pydicom.dataset import Dataset
     from pydicom.pixels import apply_voi_lut
 
-    raw_f = raw.astype(np.float64, copy=False)
     try:
         if ds.get("VOILUTSequence"):
             out = apply_voi_lut(raw, ds, index=0, prefer_lut=True).astype(np.float64)
-            lut = np.asarray(ds.VOILUTSequence[0].LUTData, dtype=np.float64).ravel()
-            lo, hi = float(lut.min()), float(lut.max())
+            lut = _lut_values(ds.VOILUTSequence[0])
+            lo, hi = float(lut.min()), float(lut.max())  # the table's own output range
             return _unit(out, lo, hi)
         if "WindowCenter" in ds and "WindowWidth" in ds:
             voi = Dataset()
@@ -238,17 +237,32 @@ def _apply_voi(raw: np.ndarray, ds, path) -> np.ndarray:
             voi.WindowCenter, voi.WindowWidth = ds.WindowCenter, ds.WindowWidth
             if "VOILUTFunction" in ds:
                 voi.VOILUTFunction = ds.VOILUTFunction
-            out = apply_voi_lut(raw_f, voi, index=0)
+            out = apply_voi_lut(raw.astype(np.float64, copy=False), voi, index=0)
             return _unit(out, 0.0, 65535.0)
     except Exception as e:
         raise DicomError(f"cannot apply the VOI LUT / window ({e})", path) from e
-    return _unit(raw_f, float(raw_f.min()), float(raw_f.max()))
+    return _unit(raw, float(raw.min()), float(raw.max()))
+
+
+def _lut_values(item) -> np.ndarray:
+    """A LUT's entries, whether pydicom read LUTData as numbers (US) or raw bytes (OW)."""
+    data = item.LUTData
+    if isinstance(data, bytes | bytearray):
+        bits = int(item.LUTDescriptor[2])
+        return np.frombuffer(data, dtype="<u2" if bits > 8 else "u1").astype(np.float64)
+    return np.asarray(data, dtype=np.float64).ravel()
 
 
 def _unit(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """(x - lo) / (hi - lo), clipped to [0, 1], as float32 (in place where possible: images are big)."""
     if hi <= lo:
-        return np.zeros_like(x, dtype=np.float64)
-    return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+        return np.zeros(x.shape, dtype=np.float32)
+    y = x.astype(np.float32)  # a copy
+    y -= np.float32(lo)
+    y *= np.float32(1.0 / (hi - lo))
+    np.minimum(y, 1.0, out=y)
+    np.maximum(y, 0.0, out=y)
+    return y
 
 
 def _str_tag(ds, keyword: str) -> str | None:

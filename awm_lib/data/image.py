@@ -43,7 +43,8 @@ class MammoImage:
     ``pixels``: (H, W) float32 in [0, 1], dark background, bright tissue.
     ``raw``: (H, W) values before display scaling: for DICOM the output of the
     Modality LUT (before windowing and before any MONOCHROME1 inversion), for
-    PNG/PGM the stored integers.
+    PNG the stored integers, for PGM the integers as Pillow returns them
+    (Pillow rescales a PGM's ``maxval`` to the full 8- or 16-bit range).
     """
 
     pixels: np.ndarray

@@ -83,7 +83,7 @@ def n_studies_for(n_images: int) -> int:
     return max(1, math.ceil(n_images / 4))
 
 
-def test_studies(n_studies: int, seed: int, test_fraction: float = 0.2) -> set[int]:
+def pick_test_studies(n_studies: int, seed: int, test_fraction: float = 0.2) -> set[int]:
     """Indices of the test studies: ~``test_fraction`` of them, at least one when there are two."""
     if n_studies < 2:
         return set()
@@ -210,7 +210,7 @@ def write_synthetic_dataset(
     settings = _settings(n, seed, size, difficulty, prevalence, bits_stored, test_fraction)
     _check_manifest(root, settings)
     n_studies = settings["n_studies"]
-    tests = test_studies(n_studies, seed, test_fraction)
+    tests = pick_test_studies(n_studies, seed, test_fraction)
 
     studies, written = [], 0
     bar = tqdm(total=4 * n_studies, desc="synthetic mammograms", unit="img", disable=not progress)

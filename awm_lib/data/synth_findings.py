@@ -57,7 +57,7 @@ class FindingSpec:
     birads: int  # 2..5; >= 4 exactly when malignant
     lookalike: bool  # benign, drawn to resemble the malignant version
     size_mm: float  # diameter of the mass / extent of the cluster
-    contrast: float  # added attenuation at the lesion's core (image values are ~[0, 1])
+    contrast: float  # attenuation above fibroglandular tissue at the core (masses, asymmetry) or added (calcs, lines)
     irregularity: float  # 0 = smooth oval margin .. 1 = very irregular
     n_lines: int  # spicules / radiating lines (0 for smooth masses)
     depth: float  # position: fraction of the way from chest wall to skin
@@ -81,7 +81,7 @@ def sample_finding(rng, *, malignant: bool, lookalike: bool, difficulty: float) 
         kind = _pick(rng, MALIGNANT_KINDS)
         fade, shrink = 1.0 - 0.55 * d, 1.0 - 0.35 * d
         if kind == "spiculated_mass":
-            spec = dict(size_mm=u(8, 25) * shrink, contrast=u(0.15, 0.24) * fade, irregularity=u(0.6, 1.0), n_lines=int(u(10, 28) * (1 - 0.5 * d)))
+            spec = dict(size_mm=u(8, 25) * shrink, contrast=u(0.07, 0.13) * fade, irregularity=u(0.6, 1.0), n_lines=int(u(10, 28) * (1 - 0.5 * d)))
         elif kind == "calcification":
             spec = dict(size_mm=u(5, 14) * shrink, contrast=u(0.35, 0.6) * fade, irregularity=u(0.7, 1.0), n_lines=int(u(12, 35) * (1 - 0.5 * d)))
         else:  # distortion
@@ -91,7 +91,7 @@ def sample_finding(rng, *, malignant: bool, lookalike: bool, difficulty: float) 
     if lookalike:  # benign, but it borrows the malignant look, more so when difficult
         kind = _pick(rng, {"mass": 0.45, "calcification": 0.4, "distortion": 0.15})
         if kind == "mass":
-            spec = dict(size_mm=u(6, 20), contrast=u(0.12, 0.2), irregularity=0.25 + 0.5 * d, n_lines=int(8 * d * u(0.5, 1.0)))
+            spec = dict(size_mm=u(6, 20), contrast=u(0.04, 0.1), irregularity=0.25 + 0.5 * d, n_lines=int(8 * d * u(0.5, 1.0)))
         elif kind == "calcification":
             spec = dict(size_mm=u(4, 10), contrast=u(0.3, 0.5), irregularity=0.2 + 0.5 * d, n_lines=int(u(6, 14) + 10 * d))
         else:
@@ -99,13 +99,13 @@ def sample_finding(rng, *, malignant: bool, lookalike: bool, difficulty: float) 
         return FindingSpec(kind, False, 3, True, **spec, **where)
     kind = _pick(rng, BENIGN_KINDS)
     if kind == "mass":
-        spec = dict(size_mm=u(6, 25), contrast=u(0.12, 0.2), irregularity=u(0.0, 0.12), n_lines=0)
+        spec = dict(size_mm=u(6, 25), contrast=u(0.04, 0.1), irregularity=u(0.0, 0.12), n_lines=0)
         birads = int(rng.choice([2, 3]))
     elif kind == "calcification":
         spec = dict(size_mm=u(6, 20), contrast=u(0.45, 0.7), irregularity=0.0, n_lines=int(u(3, 10)))
         birads = 2
     else:  # asymmetry
-        spec = dict(size_mm=u(18, 40), contrast=u(0.05, 0.09), irregularity=0.3, n_lines=0)
+        spec = dict(size_mm=u(18, 40), contrast=u(0.0, 0.04), irregularity=0.3, n_lines=0)
         birads = 3
     return FindingSpec(kind, False, birads, False, **spec, **where)
 
@@ -116,6 +116,7 @@ class FindingPatch:
     """A finding drawn around its centre: add ``values`` at ``(cx - half, cy - half)``."""
 
     values: np.ndarray  # (S, S) float32 attenuation to add
+    fill: np.ndarray | None  # (S, S) in [0, 1]: where the lesion REPLACES fat by dense tissue (masses, asymmetry)
     box: tuple[float, float, float, float]  # xyxy relative to the patch's top-left corner
     pull: float = 0.0  # distortion: how strongly to retract the tissue towards the centre (px)
 
@@ -151,7 +152,7 @@ def _box_of(mask, pad=0.0):
 
 def _render_mass(spec: FindingSpec, rng, pixel_mm) -> FindingPatch:
     r0 = 0.5 * spec.size_mm / pixel_mm
-    reach = 1.0 + 0.5 * spec.irregularity + (2.2 if spec.n_lines else 0.0)
+    reach = 1.0 + 0.5 * spec.irregularity + (2.8 if spec.n_lines else 0.0)
     half = int(np.ceil(r0 * reach + 4))
     x, y = _grid(half)
     aspect, rot = rng.uniform(1.0, 1.5), rng.uniform(0, np.pi)
@@ -159,23 +160,23 @@ def _render_mass(spec: FindingSpec, rng, pixel_mm) -> FindingPatch:
     yr = (-x * np.sin(rot) + y * np.cos(rot)) * np.sqrt(aspect)
     theta = np.arctan2(yr, xr)
     rho = np.hypot(xr, yr) / (r0 * _radius_function(theta, rng, spec.irregularity))
-    body = np.sqrt(np.clip(1.0 - rho**2, 0.0, 1.0))  # projected ellipsoid
+    body = np.clip(1.0 - rho**2, 0.0, 1.0) ** 0.35  # a dense lump: flatter top than a sphere's projection
     blur_mm = 0.12 + 1.2 * spec.irregularity**2  # sharp circumscribed .. indistinct margin
     body = ndi.gaussian_filter(body, max(0.5, blur_mm / pixel_mm))
     texture = power_law_noise(body.shape, 2.5, rng, pixel_mm=pixel_mm, largest_mm=spec.size_mm)
-    values = spec.contrast * body * (1.0 + 0.12 * texture)
+    values = spec.contrast * body * (1.0 + 0.3 * texture)  # above the dense-tissue level it fills in
     box = _box_of(body > 0.12, pad=0.05)
     if spec.n_lines:
         curves, weights = [], []
         for _ in range(spec.n_lines):
             a = rng.uniform(0, 2 * np.pi)
-            start = (half + 0.7 * r0 * np.cos(a), half + 0.7 * r0 * np.sin(a))
-            length = r0 * rng.uniform(0.5, 2.0) * (0.4 + 0.6 * spec.irregularity)
+            start = (half + 0.85 * r0 * np.cos(a), half + 0.85 * r0 * np.sin(a))
+            length = r0 * rng.uniform(1.0, 2.7) * (0.4 + 0.6 * spec.irregularity)
             curves.append(random_curve(start, a, length, rng, wiggle=0.03))
-            weights.append(rng.uniform(0.6, 1.0))
+            weights.append(rng.uniform(0.05, 0.1))
         sigma = max(0.6, rng.uniform(0.12, 0.25) / pixel_mm)
-        values = values + spec.contrast * draw_curves(values.shape, curves, weights, sigma, taper=True)
-    return FindingPatch(values.astype(np.float32), box)
+        values = values + draw_curves(values.shape, curves, weights, sigma, taper=True)
+    return FindingPatch(values.astype(np.float32), body.astype(np.float32), box)
 
 
 def _render_calcs(spec: FindingSpec, rng, pixel_mm) -> FindingPatch:
@@ -223,7 +224,7 @@ def _render_calcs(spec: FindingSpec, rng, pixel_mm) -> FindingPatch:
     box = (xs.min() - r - pad_px, ys.min() - r - pad_px, xs.max() + r + pad_px, ys.max() + r + pad_px)
     n_side = values.shape[0]
     box = (max(0.0, box[0]), max(0.0, box[1]), min(n_side, box[2]), min(n_side, box[3]))
-    return FindingPatch(values.astype(np.float32), box)
+    return FindingPatch(values.astype(np.float32), None, box)
 
 
 def _render_distortion(spec: FindingSpec, rng, pixel_mm) -> FindingPatch:
@@ -241,7 +242,7 @@ def _render_distortion(spec: FindingSpec, rng, pixel_mm) -> FindingPatch:
     c = half
     box = (c - 0.6 * rd, c - 0.6 * rd, c + 0.6 * rd, c + 0.6 * rd)
     pull = (0.25 if spec.malignant else 0.12) * rd
-    return FindingPatch(values, box, pull=pull)
+    return FindingPatch(values, None, box, pull=pull)
 
 
 def _render_asymmetry(spec: FindingSpec, rng, pixel_mm) -> FindingPatch:
@@ -253,9 +254,10 @@ def _render_asymmetry(spec: FindingSpec, rng, pixel_mm) -> FindingPatch:
     rho = np.hypot(x, y) / (ra * _radius_function(theta, rng, spec.irregularity))
     envelope = np.clip(1.3 - rho, 0, 1) ** 1.5
     envelope = ndi.gaussian_filter(envelope, max(1.0, 2.0 / pixel_mm))
-    texture = power_law_noise(x.shape, 3.0, rng, pixel_mm=pixel_mm, largest_mm=spec.size_mm / 2)
-    values = spec.contrast * envelope * np.clip(0.7 + 0.5 * texture, 0, None)
-    return FindingPatch(values.astype(np.float32), _box_of(envelope > 0.25 * envelope.max()))
+    texture = power_law_noise(x.shape, 4.0, rng, pixel_mm=pixel_mm, largest_mm=spec.size_mm / 2)
+    fill = 0.7 * envelope * np.clip(0.8 + 0.25 * texture, 0, 1)
+    values = spec.contrast * fill
+    return FindingPatch(values.astype(np.float32), fill.astype(np.float32), _box_of(envelope > 0.25 * envelope.max()))
 
 
 def render_finding(spec: FindingSpec, pixel_mm: float) -> FindingPatch:

@@ -225,8 +225,11 @@ def render_view(spec: BreastSpec, cfg: SynthConfig) -> SynthMammogram:
             retract(att, cx, cy, 0.5 * f.size_mm / px, patch.pull)
         ys = slice(max(0, cy - half), min(h, cy + half + 1))
         xs = slice(max(0, cx - half), min(w, cx + half + 1))
-        vals = patch.values[ys.start - (cy - half) : ys.stop - (cy - half), xs.start - (cx - half) : xs.stop - (cx - half)]
-        att[ys, xs] += vals * falloff[ys, xs]
+        local = (slice(ys.start - (cy - half), ys.stop - (cy - half)), slice(xs.start - (cx - half), xs.stop - (cx - half)))
+        if patch.fill is not None:  # a mass displaces fat: lift the tissue towards dense (never darker)
+            region = att[ys, xs]
+            region += 0.9 * patch.fill[local] * np.maximum(gland_level * falloff[ys, xs] - region, 0.0)
+        att[ys, xs] += patch.values[local] * falloff[ys, xs]
         box = (max(0.0, box[0]), max(0.0, box[1]), min(float(w), box[2]), min(float(h), box[3]))
         lesions.append((box, f))
 

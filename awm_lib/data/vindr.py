@@ -80,6 +80,19 @@ def parse_categories(value) -> list[str]:
     return [str(c).strip() for c in parsed if str(c).strip()]
 
 
+def _opt_str(value) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return str(value).strip().upper() or None
+
+
+def _opt_int(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def is_cancer(birads: int | None) -> bool:
     """The paper's label: breast BI-RADS 4 (suspicious) or 5 (highly suggestive of malignancy)."""
     return birads in (4, 5)
@@ -148,14 +161,14 @@ def load_vindr(root: str | Path, val_fraction: float = 0.1, seed: int = 0, requi
                 path=image_path(root, row.study_id, row.image_id),
                 patient_id=row.study_id,
                 label=int(is_cancer(birads)),
-                laterality=str(row.laterality).strip().upper() or None,
-                view=str(row.view_position).strip().upper() or None,
+                laterality=_opt_str(row.laterality),
+                view=_opt_str(row.view_position),
                 split=SPLITS[str(row.split).lower()],
                 birads=birads,
                 density=parse_density(row.breast_density),
                 lesions=tuple(lesions.get(row.image_id, ())),
-                height=int(row.height),
-                width=int(row.width),
+                height=_opt_int(row.height),
+                width=_opt_int(row.width),
             )
         )
     if require_images:

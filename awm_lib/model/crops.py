@@ -19,9 +19,7 @@ the AVERAGE of the image over its cell. We get it the way GPUs filter textures
 blend the two levels whose block size brackets the box's scale
 ``max(w, h) / S``. When the scale is a power of two and the box is aligned
 with the blocks this is exactly the area average; in between it is a smooth
-blend (its footprint is a little wider than the cell, so within one output
-pixel of the image border some zero background is blended in). The pyramid
-costs 1/3 of one image; each level costs one
+blend. The pyramid costs 1/3 of one image; each level costs one
 ``grid_sample`` of ``B x K x S x S`` points, tiny next to the ViT.
 
 Outside the image we read zeros (the background of a mammogram). The crop is
@@ -97,19 +95,28 @@ def sample_boxes(
     levels = 0
     if antialias:
         levels = math.ceil(math.log2(max(h / out_h, w / out_w, 1.0)))
-    if levels:  # pad so every level has exact 2^l blocks; padding is zeros = background
-        m = 2**levels
-        x = F.pad(x, (0, -w % m, 0, -h % m))
+    m = 2**levels
+    if h % m or w % m:  # pad so every level has exact 2^l blocks (edge-replicated, masked below)
+        x = F.pad(x, (0, -w % m, 0, -h % m), mode="replicate")
     ph, pw = x.shape[-2:]
     grid = _sample_grid(boxes, out_h, out_w, ph, pw)  # (B, K*H', W', 2), same for every level
 
     def sample(level_img: torch.Tensor) -> torch.Tensor:
-        out = F.grid_sample(level_img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        out = F.grid_sample(level_img, grid, mode="bilinear", padding_mode="border", align_corners=False)
         return out.view(b, c, k, out_h, out_w).transpose(1, 2)  # (B, K, C, H', W')
+
+    # Levels read edge-replicated values; the image's own extent is applied once, here:
+    # `inside` is what bilinear sampling with zero padding would give for an all-ones
+    # image (1 inside, 0 beyond one pixel outside, a linear ramp across the edge).
+    # So coarse levels never blend the zero background into pixels near the edge.
+    u = (grid[..., 0] + 1) * pw / 2 - 0.5  # pixel-centre coordinates of each point
+    v = (grid[..., 1] + 1) * ph / 2 - 0.5
+    inside = (u + 1).clamp(0, 1) * (w - u).clamp(0, 1) * (v + 1).clamp(0, 1) * (h - v).clamp(0, 1)
+    inside = inside.view(b, k, 1, out_h, out_w)  # (B, K, 1, H', W')
 
     crops = sample(x)
     if not levels:
-        return crops
+        return crops * inside
     # Continuous pyramid level of each box: log2 of its shrink factor, clamped.
     scale = torch.maximum((boxes[..., 2] - boxes[..., 0]) / out_w, (boxes[..., 3] - boxes[..., 1]) / out_h)
     lam = torch.log2(scale.clamp_min(1.0)).clamp(max=levels)  # (B, K) in [0, levels]
@@ -118,7 +125,7 @@ def sample_boxes(
         x = F.avg_pool2d(x, 2)  # level lvl: means of 2^lvl x 2^lvl blocks
         weight = (1.0 - (lam - lvl).abs()).clamp(min=0.0)  # hat function: linear blend of levels
         out = out + sample(x) * weight[..., None, None, None]
-    return out
+    return out * inside
 
 
 def normalise(crops: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -117,11 +117,17 @@ def rope1d_angles(length: int, head_dim: int, base: float = 10000.0, device=None
     return pos[:, None] * inv_freq  # (length, head_dim/2)
 
 
-def rope_angles(mode: str, boxes_norm: torch.Tensor, head_dim: int, **rope_kwargs) -> torch.Tensor | None:
+def rope_angles(
+    mode: str,
+    boxes_norm: torch.Tensor,
+    head_dim: int,
+    min_wavelength: float = 0.02,
+    max_wavelength: float = 4.0,
+) -> torch.Tensor | None:
     """Angles for ``mode`` given (B, K, 4) normalised cxcywh boxes -> (B, K, head_dim/2) or None."""
     check_mode(mode)
     if mode in ("rope2d", "sine+rope2d"):
-        return rope2d_angles(boxes_norm[..., :2], head_dim, **rope_kwargs)
+        return rope2d_angles(boxes_norm[..., :2], head_dim, min_wavelength, max_wavelength)
     if mode == "rope1d_index":
         b, k = boxes_norm.shape[:2]
         return rope1d_angles(k, head_dim, device=boxes_norm.device).expand(b, k, head_dim // 2)

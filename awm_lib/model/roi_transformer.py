@@ -266,14 +266,7 @@ class RoIClassifier(nn.Module):
         if uses_sine(cfg.position):
             x = x + sine_box_embedding(boxes_norm, cfg.d_model).to(x.dtype)
         angles = rope_angles(
-            cfg.position,
-            boxes_norm,
-            cfg.d_model // cfg.heads,
-            **(
-                dict(min_wavelength=cfg.rope_min_wavelength, max_wavelength=cfg.rope_max_wavelength)
-                if "rope2d" in cfg.position
-                else {}
-            ),
+            cfg.position, boxes_norm, cfg.d_model // cfg.heads, cfg.rope_min_wavelength, cfg.rope_max_wavelength
         )  # (B, K, hd/2) or None
         mask = roi_mask
         if self.cls_token is not None:  # a learned token placed where the anchor is

@@ -30,7 +30,7 @@ import dataclasses
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -301,6 +301,7 @@ class StepState:
     patch_center: torch.Tensor  # (K',)
     step: int = 0
     elapsed_s: float = 0.0
+    centered: bool = False  # has the center been set from a first batch?
 
 
 def training_step(student: DINOStudent, teacher: DINOStudent, views, state: StepState, cfg: PretrainConfig, teacher_temp: float, generator: torch.Generator | None = None, autocast=contextlib.nullcontext) -> dict[str, torch.Tensor]:
@@ -319,6 +320,14 @@ def training_step(student: DINOStudent, teacher: DINOStudent, views, state: Step
     with torch.no_grad(), autocast():
         t_cls, t_patch = teacher(G, patch_select=masks)
     t_cls = t_cls.float().view(nG, B, -1)  # (nG, B, K)
+    if not state.centered:
+        # Start the center at the first batch's mean, not at zero: a random
+        # network gives every image almost the same logits, and a zero center
+        # would send every image to the same prototype for the first ~20 steps.
+        state.center = update_center(state.center, t_cls, 0.0)
+        if use_ibot and t_patch.shape[0] > 0:
+            state.patch_center = update_center(state.patch_center, t_patch.float(), 0.0)
+        state.centered = True
     t_p = teacher_probs(t_cls, state.center, teacher_temp)
 
     with autocast():
@@ -358,6 +367,7 @@ def _save_state(out_dir: Path, student, teacher, opt, state: StepState, cfg: Pre
         "patch_center": state.patch_center,
         "step": state.step,
         "elapsed_s": state.elapsed_s,
+        "centered": state.centered,
         "config": asdict(cfg),
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -390,7 +400,7 @@ def _load_state(out_dir: Path, student, teacher, opt, cfg: PretrainConfig, gener
         torch.cuda.set_rng_state_all(blob["rng_cuda"])
     generator.set_state(blob["generator"])
     dev = next(student.parameters()).device
-    return StepState(blob["center"].to(dev), blob["patch_center"].to(dev), blob["step"], blob["elapsed_s"])
+    return StepState(blob["center"].to(dev), blob["patch_center"].to(dev), blob["step"], blob["elapsed_s"], blob["centered"])
 
 
 # --- the loop ------------------------------------------------------------------------------
@@ -476,7 +486,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, bank: TissueBank | None =
         window_steps += 1
         state.elapsed_s += time.time() - t0
         bar.update(1)
-        if state.step % cfg.log_every == 0 or progress() >= 1.0:
+        if state.step % cfg.log_every == 0 or state.step == 1 or progress() >= 1.0:
             now = time.time()
             rec = {k: round(float(v.detach()), 5) for k, v in out.items()}
             rec.update(step=state.step, progress=round(progress(), 4), lr=lr, wd=round(wd, 4), momentum=round(momentum, 5), teacher_temp=round(t_temp, 4),

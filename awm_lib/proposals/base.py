@@ -147,7 +147,7 @@ def breast_mask(image: np.ndarray) -> np.ndarray:
     """The breast mask from the data layer's segmentation (used when none is given)."""
     from awm_lib.data.breast import segment_breast  # data is the layer below
 
-    return np.asarray(segment_breast(image).mask, dtype=bool)
+    return np.asarray(segment_breast(image).full_mask(), dtype=bool)
 
 
 def mask_box(mask: np.ndarray) -> tuple[float, float, float, float]:

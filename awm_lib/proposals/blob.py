@@ -52,12 +52,45 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
     return k / k.sum()
 
 
-def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``x`` ``(N, 1, H, W)``, zero padding."""
-    k = gaussian_kernel(sigma)
+def _conv1d_last(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Correlate the last axis of ``x`` with the odd kernel ``k`` (zero padding).
+
+    A loop of shifted, scaled adds: on one CPU core this is several times faster
+    than ``F.conv2d`` with a ``1 x K`` kernel on a single-channel image.
+    """
     r = (len(k) - 1) // 2
-    x = F.conv2d(x, k.view(1, 1, 1, -1), padding=(0, r))
-    return F.conv2d(x, k.view(1, 1, -1, 1), padding=(r, 0))
+    n = x.shape[-1]
+    p = F.pad(x, (r, r))
+    out = p[..., 0:n] * float(k[0])
+    for i in range(1, len(k)):
+        out.add_(p[..., i : i + n], alpha=float(k[i]))
+    return out
+
+
+def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``x`` ``(N, 1, H, W)``, zero padding (rows, then columns)."""
+    k = gaussian_kernel(sigma)
+    x = _conv1d_last(x, k)
+    return _conv1d_last(x.transpose(-1, -2), k).transpose(-1, -2)
+
+
+def local_max(x: torch.Tensor, size: int = 3) -> torch.Tensor:
+    """``size x size`` maximum filter (separable, shifted views), padding with -inf."""
+    r = size // 2
+    p = F.pad(x, (r, r, r, r), value=-float("inf"))
+    h, w = x.shape[-2:]
+    m = p[..., :, 0:w]
+    for i in range(1, size):
+        m = torch.maximum(m, p[..., :, i : i + w])
+    out = m[..., 0:h, :]
+    for i in range(1, size):
+        out = torch.maximum(out, m[..., i : i + h, :])
+    return out
+
+
+def erode(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """Binary erosion of a 0/1 float mask by a ``size x size`` square (outside counts as 0)."""
+    return 1 - local_max(1 - mask, size).clamp(min=0)
 
 
 def masked_blur(img: torch.Tensor, mask: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -122,7 +155,7 @@ class BlobProposer(BaseProposer):
             fine = masked_blur(iml, ml, sl)
             dog = (fine - masked_blur(iml, ml, self.ratio * sl)) / spread  # (1, 1, h, w)
             dog = torch.where(ml > 0, dog, torch.full_like(dog, -1e9))
-            peak = (dog == F.max_pool2d(dog, 3, 1, 1)) & (dog > self.min_contrast)
+            peak = (dog == local_max(dog)) & (dog > self.min_contrast)
             peak &= ~_edge_like(fine, self.edge_ratio)
             vals = torch.where(peak, dog, torch.full_like(dog, -1e9)).flatten()
             top = torch.topk(vals, min(self.per_scale, vals.numel()))
@@ -143,28 +176,27 @@ class BlobProposer(BaseProposer):
         im, m = downsample(img, f0), (downsample(msk, f0) > 0.5).float()
         sigma = max(0.7, self.calc_sigma * long_side / f0)
         dog = blur(im, sigma) - blur(im, 3 * sigma)  # specks are far from the skin: no mask needed
-        inside = F.max_pool2d(1 - m, 9, 1, 4) < 0.5  # mask eroded by 4 px
+        inside = erode(m, 9) > 0.5  # mask eroded by 4 px
         vals = dog[inside]
         if vals.numel() < 100:
             return torch.zeros(0, 4), torch.zeros(0)
         med = vals.median()
         mad = (vals - med).abs().median().clamp(min=1e-6) * 1.4826
         specks = ((dog > med + self.calc_threshold * mad) & inside).float()
-        specks = specks * (dog == F.max_pool2d(dog, 3, 1, 1)).float()  # one count per speck
-        win = max(3, int(round(self.calc_window * long_side / f0)) | 1)
-        count = F.avg_pool2d(specks, win, 1, win // 2, count_include_pad=False) * win * win
-        # cluster centres: local maxima of the count on a coarser grid
-        step = max(1, win // 2)
-        pooled = F.max_pool2d(count, step, step)
-        peak = (pooled == F.max_pool2d(pooled, 3, 1, 1)) & (pooled >= self.calc_min_count)
+        specks = specks * (dog == local_max(dog)).float()  # one count per speck
+        # count specks per cell (half a window), then per 2x2 cells (one window)
+        cell = max(2, int(round(self.calc_window * long_side / f0 / 2)))
+        cells = F.avg_pool2d(specks, cell, cell, ceil_mode=True) * cell * cell  # (1, 1, h', w')
+        count = F.avg_pool2d(F.pad(cells, (0, 1, 0, 1)), 2, 1) * 4  # specks in 2x2 cells
+        peak = (count == local_max(count)) & (count >= self.calc_min_count)
         idx = peak.flatten().nonzero().reshape(-1)
         if idx.numel() == 0:
             return torch.zeros(0, 4), torch.zeros(0)
-        n = pooled.flatten()[idx]
-        w = pooled.shape[-1]
-        cx = ((idx % w).float() + 0.5) * step * f0
-        cy = ((idx // w).float() + 0.5) * step * f0
-        half = win * f0 / 2
+        n = count.flatten()[idx]
+        w = count.shape[-1]
+        cx = ((idx % w).float() + 1.0) * cell * f0  # a 2x2-cell window's centre
+        cy = ((idx // w).float() + 1.0) * cell * f0
+        half = cell * f0
         boxes = torch.stack([cx - half, cy - half, cx + half, cy + half], -1)
         return boxes, self.cluster_weight * torch.log1p(n)
 
