@@ -110,6 +110,12 @@ def test_figures_have_captions_and_alt_text(path):
             assert meta.get("figure", {}).get("caption", "").strip(), f"cell {i}: figure without caption"
             assert meta.get("figure", {}).get("name", "").strip(), f"cell {i}: figure without a name"
             assert len(meta.get("image", {}).get("alt", "").strip()) >= 20, f"cell {i}: figure without alt text"
+            # a figure cell must output only its figure: a trailing expression (the returned
+            # Axes) would become a second output under the same figure name, and -W fails
+            last = ast.parse(cell.source).body[-1]
+            assert not isinstance(last, ast.Expr) or cell.source.rstrip().endswith(";"), (
+                f"cell {i}: end the figure cell with ';' so only the figure is shown"
+            )
 
 
 def test_library_code_patterns_catch_what_they_should():

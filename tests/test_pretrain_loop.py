@@ -119,6 +119,12 @@ def test_save_round_trip_identical_outputs_and_half_storage(tmp_path):
     rounded = copy.deepcopy(backbone).half().float()
     with torch.no_grad():
         assert torch.equal(rounded(pixel_values=x).last_hidden_state, half(pixel_values=x).last_hidden_state)
+    # sharded: several files plus an index, the same model once loaded
+    save_backbone(backbone, tmp_path / "sharded", "float32", shard_mb=0.1)
+    assert len(list((tmp_path / "sharded").glob("model-*.safetensors"))) >= 2
+    sharded = Dinov2Model.from_pretrained(tmp_path / "sharded").eval()
+    with torch.no_grad():
+        assert torch.equal(backbone(pixel_values=x).last_hidden_state, sharded(pixel_values=x).last_hidden_state)
 
 
 def test_resume_continues_from_saved_state(tmp_path):
@@ -166,3 +172,14 @@ def test_place_on_canvas_keeps_aspect_and_mask():
     p, m = place_on_canvas(pix, mask, 40)
     assert p.shape == (40, 40) and m[:, :20].all() and not m[:, 20:].any()
     assert (p[:, :20] == 102).all() and (p[:, 20:] == 0).all()
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    from awm_lib.cli import main
+
+    assert main(["pretrain", "--preset", "cpu-smoke"]) == 2  # no --out
+    assert main(["pretrain", "--out", str(tmp_path / "x"), "--set", "no_such=1"]) == 2
+    assert main(["pretrain", "--out", str(tmp_path / "x"), "--init-from", str(tmp_path / "missing"), "--no-progress"]) == 2
+    assert main(["pretrain", "--probe"]) == 2  # no --checkpoint
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and all(line.startswith("awm: error:") for line in err)

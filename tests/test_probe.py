@@ -80,3 +80,17 @@ def test_pca_rgb_and_cls_attention_on_a_real_mammogram(few_samples):
     assert att.shape == (2, *tok.shape[:2])
     assert np.all(att.reshape(2, -1).sum(1) <= 1 + 1e-5)  # the rest goes to the CLS token itself
     assert model.config._attn_implementation != "eager"  # switched back afterwards
+
+
+def test_metrics_match_sklearn():
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    from awm_lib.pretrain.probe import _metrics
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 50)
+    s = np.round(rng.random(50), 1)  # with ties
+    m = _metrics(y, s)
+    assert np.isclose(m["auc"], roc_auc_score(y, s))
+    assert np.isclose(m["balanced_accuracy"], balanced_accuracy_score(y, (s >= 0.5).astype(int)))
+    assert np.isnan(_metrics(np.ones(5, int), s[:5])["auc"])

@@ -134,3 +134,14 @@ def test_without_validation_and_with_max_steps(tmp_path):
     assert read_log(tmp_path, "val") == []
     # with nothing to compare, the best checkpoint is the last one
     assert res.best_checkpoint == res.last_checkpoint and res.last_checkpoint.name == "step-00000005"
+
+
+def test_worker_processes_do_not_change_the_result(tmp_path):
+    runs = []
+    for workers in (0, 2):
+        torch.manual_seed(0)
+        model = ToyModel(dropout=0.2)
+        fit(model, ToyDataset(16), ToyDataset(8, seed=1), make_optim(epochs=1), tmp_path / str(workers),
+            loss_fn=bce_loss, collate_fn=toy_collate, num_workers=workers)
+        runs.append(model)
+    assert state_dict_equal(*runs)

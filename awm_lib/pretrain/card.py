@@ -57,9 +57,10 @@ def write_model_card(out_dir: str | Path, meta: dict) -> Path:
     out_dir = Path(out_dir)
     log = read_loss_log(out_dir / "loss_log.jsonl")
     plot_loss_curve(log, out_dir / "loss_curve.png")
-    weights = out_dir / "model.safetensors"
-    size_mb = weights.stat().st_size / 1e6 if weights.exists() else float("nan")
-    n_params = _count_params(weights)
+    weights = sorted(out_dir.glob("model*.safetensors"))
+    size_mb = sum(w.stat().st_size for w in weights) / 1e6
+    n_params = sum(_count_params(w) for w in weights)
+    files = ", ".join(f"`{w.name}`" for w in weights)
     cfg = meta.get("config", {})
     write_json_atomic(out_dir / "pretrain_config.json", meta)
     last = log[-1] if log else {}
@@ -81,7 +82,7 @@ Self-distillation (DINO loss{' + iBOT masked-patch loss' if cfg.get('ibot_weight
 |---|---|
 | architecture | `Dinov2Model`, width {arch['hidden_size']}, {arch['num_hidden_layers']} blocks, {arch['num_attention_heads']} heads, patch {arch['patch_size']} |
 | parameters | {n_params:,} |
-| file | `model.safetensors`, {size_mb:.1f} MB ({cfg.get('save_dtype', 'float32')} storage, loads as float32) |
+| weights | {files}, {size_mb:.1f} MB ({cfg.get('save_dtype', 'float32')} storage, loads as float32) |
 | data | {meta.get('n_images')} images ({sources}), breast-cropped, long side {cfg.get('long_side')} px |
 | views | {cfg.get('n_global')} global x {cfg.get('global_size')} px + {cfg.get('n_local')} local x {cfg.get('local_size')} px, inside the breast mask |
 | steps | {meta.get('steps')} x batch {cfg.get('batch_size')} ({meta.get('train_seconds')} s training, {meta.get('wall_seconds')} s wall) |
@@ -125,8 +126,6 @@ All hyper-parameters are in `pretrain_config.json`; the loss log is `loss_log.js
 
 
 def _count_params(weights: Path) -> int:
-    if not weights.exists():
-        return 0
     from safetensors import safe_open
 
     n = 0

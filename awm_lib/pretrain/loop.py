@@ -115,6 +115,7 @@ class PretrainConfig:
     resume: bool = True
     keep_train_state: bool = False  # keep out_dir/train_state.pt after a finished run
     save_dtype: str = "float16"  # storage dtype of the saved weights; they load as float32
+    save_shard_mb: float | None = None  # split the weights into files of at most this many MB
     progress: bool = True
     command: str | None = None  # recorded in the model card; default sys.argv
 
@@ -150,11 +151,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         batch_size=16, lr=5e-4, max_steps=100_000, time_limit_minutes=5.0, bf16=False,
         log_every=5, checkpoint_every_minutes=2.0,
     ),
-    # one H100, 20 minutes in all: ViT-S/14 width with 6 blocks, 11.0M parameters (22 MB in float16)
+    # one H100, 16 training minutes (~20 with start-up and saving): ViT-S/14 width, 6 blocks,
+    # 11.0M parameters (22 MB in float16). Point bank_path at a tissue bank built beforehand.
     "gpu-20min": dict(
         hidden_size=384, depth=6, heads=6, image_size=224, long_side=512, global_size=224, local_size=98,
         n_local=8, out_dim=8192, ibot_out_dim=8192, batch_size=256, lr=5e-4,
-        max_steps=1_000_000, time_limit_minutes=17.0, bf16=True, log_every=20,
+        max_steps=1_000_000, time_limit_minutes=16.0, bf16=True, log_every=20,
+        save_shard_mb=15,  # two weight files under 16 MiB each: they fit file-size limits on transfers
     ),
 }
 
@@ -224,10 +227,14 @@ class DINOStudent(nn.Module):
         (the masked ones: computing the head on all patches would be waste).
         """
         hidden = self.backbone(pixel_values=x, bool_masked_pos=patch_masks).last_hidden_state  # (N, 1+P, D)
-        cls_logits = self.head(hidden[:, 0])
-        patch_logits = None
-        if self.patch_head is not None and patch_select is not None:
-            patch_logits = self.patch_head(hidden[:, 1:][patch_select])  # (M, K')
+        # the heads run in float32 even under bf16 autocast: cosine logits divided
+        # by a temperature of 0.04 would magnify bf16's rounding 25-fold
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            hidden = hidden.float()
+            cls_logits = self.head(hidden[:, 0])
+            patch_logits = None
+            if self.patch_head is not None and patch_select is not None:
+                patch_logits = self.patch_head(hidden[:, 1:][patch_select])  # (M, K')
         return cls_logits, patch_logits
 
 
@@ -425,10 +432,13 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, bank: TissueBank | None =
     torch.manual_seed(cfg.seed)
     dev = _device(cfg)
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # float32 heads on tensor cores
+        torch.backends.cudnn.allow_tf32 = True
 
+    backbone = build_backbone(cfg)  # first: a bad init_from fails before minutes of data loading
     bank = bank if bank is not None else load_bank(cfg)
     bank_pixels, bank_masks = bank.to_tensors(dev)  # whole bank on the device
-    backbone = build_backbone(cfg)
     student = DINOStudent(backbone, cfg).to(dev)
     teacher = copy.deepcopy(student).eval().requires_grad_(False)  # drop-path off
     opt = torch.optim.AdamW(_param_groups(student), lr=cfg.lr, betas=(0.9, 0.999))
@@ -502,7 +512,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, bank: TissueBank | None =
     if cfg.keep_train_state:
         _save_state(out_dir, student, teacher, opt, state, cfg, gen)
 
-    save_backbone(teacher.backbone, out_dir, cfg.save_dtype)
+    save_backbone(teacher.backbone, out_dir, cfg.save_dtype, cfg.save_shard_mb)
     meta = run_record(cfg.command, seed=cfg.seed, device=dev, steps=state.step, train_seconds=round(state.elapsed_s, 1),
                       wall_seconds=round(time.time() - t_start, 1), n_images=len(bank),
                       sources={s: bank.sources.count(s) for s in sorted(set(bank.sources))}, config=asdict(cfg))
@@ -521,17 +531,21 @@ def _truncate_log(log_path: Path, step: int) -> None:
         tmp.write_text("".join(ln + "\n" for ln in lines))
 
 
-def save_backbone(backbone: nn.Module, out_dir: str | Path, dtype: str = "float16") -> Path:
+def save_backbone(backbone: nn.Module, out_dir: str | Path, dtype: str = "float16", shard_mb: float | None = None) -> Path:
     """``save_pretrained`` a ``Dinov2Model``, stored in ``dtype`` but declared float32.
 
     Half-precision storage halves the file; setting ``config.dtype`` back to
     float32 makes ``from_pretrained`` upcast on load, so CPU users get an
     ordinary float32 model with weights rounded to 3 significant digits.
+    ``shard_mb`` splits the weights into several ``.safetensors`` files plus an
+    index (standard Hugging Face sharding; ``from_pretrained`` reassembles them).
     """
     out_dir = Path(out_dir)
     model = copy.deepcopy(backbone).to(device="cpu", dtype=getattr(torch, dtype))
     model.config.drop_path_rate = 0.0
-    model.save_pretrained(out_dir)
+    for old in list(out_dir.glob("model*.safetensors")) + list(out_dir.glob("model.safetensors.index.json")):
+        old.unlink()  # a previous save with other sharding must not linger
+    model.save_pretrained(out_dir, **({"max_shard_size": f"{int(shard_mb * 1000)}KB"} if shard_mb else {}))
     cfg_path = out_dir / "config.json"
     c = json.loads(cfg_path.read_text())
     c["dtype"] = "float32"

@@ -165,9 +165,11 @@ def synthetic_bank(n: int, long_side: int, seed: int = 0, progress: bool = True,
     """
     jobs = [(i, seed, long_side) for i in range(n)]
     if workers > 1:
+        import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(workers) as pool:
+        # "spawn": safe even when the parent has already initialised CUDA
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
             return bank_from_arrays(pool.map(_render_synthetic, jobs, chunksize=4), long_side, "synthetic", progress)
     return bank_from_arrays(map(_render_synthetic, jobs), long_side, "synthetic", progress)
 

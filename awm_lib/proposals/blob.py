@@ -25,7 +25,8 @@ counts specks per neighbourhood and the densest places become cluster boxes.
 
 Scores: a mass's score is its DoG contrast divided by the breast's robust
 intensity spread (so scores compare across images); a cluster's score is
-``cluster_weight * log1p(count)`` on the same rough scale. All sizes are
+``cluster_weight`` times the Poisson z-score of the speck count against the
+breast's average speck density. All sizes are
 fractions of the image's longer side, so the same settings work at 1024 or
 2048 pixels; the defaults were chosen on mini-MIAS (see the book's proposer
 chapter), never per image.
@@ -114,15 +115,16 @@ class BlobProposer(BaseProposer):
     box_scale: float = 2.0  # box half-side = box_scale * sigma
     per_scale: int = 12  # maxima kept per scale before merging
     max_boxes: int = 50  # boxes returned
-    nms_iou: float = 0.3  # internal NMS between scales
+    nms_iou: float = 0.1  # internal NMS between scales
     min_contrast: float = 0.05  # drop masses weaker than this (in robust-spread units)
     calc: bool = True  # look for calcification clusters too
     calc_size: int = 1024  # longer side of the working image for specks
-    calc_sigma: float = 0.0012  # speck scale, x longer side (~1 px at 1024)
-    calc_threshold: float = 6.0  # speck = DoG above median + this many robust stds
-    calc_window: float = 0.04  # cluster neighbourhood, x longer side
+    calc_sigma: float = 0.0007  # speck scale, x longer side (~0.7 px at 1024)
+    calc_threshold: float = 5.0  # speck = DoG above median + this many robust stds
+    calc_window: float = 0.06  # cluster neighbourhood, x longer side
     calc_min_count: int = 3  # specks needed for a cluster
-    cluster_weight: float = 0.5
+    cluster_weight: float = 0.05  # x Poisson z-score of the speck count
+    pectoral: bool = True  # ignore blobs on the pectoral muscle (MLO views), see _pectoral_mask
     name: str = "blob"
 
     def _propose(self, image: np.ndarray, mask: np.ndarray | None) -> Proposals:
@@ -144,6 +146,8 @@ class BlobProposer(BaseProposer):
         f0 = max(1, round(long_side / self.work_size))  # image -> working scale
         im, m = downsample(img, f0), (downsample(msk, f0) > 0.5).float()
         spread = _robust_spread(im, m)
+        if self.pectoral:
+            m = m * (1 - _pectoral_mask(im, m))  # the muscle is not breast tissue
         boxes, scores = [], []
         for s in self.sigmas:
             sigma = s * long_side / f0  # in working pixels
@@ -198,7 +202,70 @@ class BlobProposer(BaseProposer):
         cy = ((idx // w).float() + 1.0) * cell * f0
         half = cell * f0
         boxes = torch.stack([cx - half, cy - half, cx + half, cy + half], -1)
-        return boxes, self.cluster_weight * torch.log1p(n)
+        # significance of the count against the breast's average speck density
+        lam = specks.sum() * (2 * cell) ** 2 / inside.sum().clamp(min=1)
+        z = (n - lam) / lam.clamp(min=0.5).sqrt()
+        return boxes, self.cluster_weight * z
+
+
+def _pectoral_mask(im: torch.Tensor, m: torch.Tensor, grid: int = 128) -> torch.Tensor:
+    """The pectoral muscle of an MLO view as a 0/1 mask (all zeros when none is found).
+
+    In an MLO view the muscle is a bright triangle in the top corner on the
+    chest-wall side; it is brighter than the tissue next to it and its straight
+    edge is the strongest "blob" a DoG finds. We threshold the top half of the
+    chest side at Otsu's level and keep the bright component that touches the
+    top edge of the breast on the chest wall. It must be a modest part of the
+    breast (< 35%), otherwise it is dense tissue (or a CC view) and we keep it.
+    """
+    from scipy import ndimage
+
+    h, w = im.shape[-2:]
+    f = max(1, round(max(h, w) / grid))
+    small = downsample(im, f)[0, 0].numpy()
+    ms = (downsample(m, f)[0, 0] > 0.5).numpy()
+    if ms.sum() < 50:
+        return torch.zeros_like(m)
+    cols = np.flatnonzero(ms.any(0))
+    strip = max(1, (cols[-1] - cols[0] + 1) // 10)
+    left = ms[:, cols[0] : cols[0] + strip].sum() >= ms[:, cols[-1] - strip + 1 : cols[-1] + 1].sum()
+    if not left:  # work with the chest wall on the left
+        small, ms = small[:, ::-1], ms[:, ::-1]
+        cols = np.flatnonzero(ms.any(0))
+    c0, wb = cols[0], cols[-1] - cols[0] + 1
+    rows = np.flatnonzero(ms.any(1))
+    top, height = rows[0], rows[-1] - rows[0] + 1
+    region = np.zeros_like(ms)
+    region[top : top + height // 2, c0 : c0 + max(2, wb // 2)] = True
+    region &= ms
+    vals = small[region]
+    if vals.size < 20:
+        return torch.zeros_like(m)
+    bright = region & (small > _otsu(vals))
+    lab, _ = ndimage.label(bright)
+    corner = lab[top : top + 3, c0 : c0 + 3].max()  # the component at the top chest-wall corner
+    if corner == 0:
+        return torch.zeros_like(m)
+    pect = lab == corner
+    if pect.sum() > 0.35 * ms.sum():
+        return torch.zeros_like(m)
+    pect = ndimage.binary_dilation(pect, iterations=2)
+    if not left:
+        pect = pect[:, ::-1]
+    big = torch.from_numpy(np.ascontiguousarray(pect)).float()[None, None]
+    big = big.repeat_interleave(f, -2).repeat_interleave(f, -1)[..., :h, :w]
+    return F.pad(big, (0, w - big.shape[-1], 0, h - big.shape[-2]))
+
+
+def _otsu(vals: np.ndarray, bins: int = 64) -> float:
+    """Otsu's threshold: the grey level that best separates two classes of ``vals``."""
+    hist, edges = np.histogram(vals, bins=bins)
+    p = hist / max(1, hist.sum())
+    mids = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(p)
+    mu = np.cumsum(p * mids)
+    between = (mu[-1] * w0 - mu) ** 2 / np.clip(w0 * (1 - w0), 1e-12, None)
+    return float(mids[np.argmax(between)])
 
 
 def _robust_spread(im: torch.Tensor, m: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
+import operator
 import types
 import typing
 from dataclasses import dataclass, field
@@ -56,7 +58,7 @@ def _is_optional(tp) -> tuple[bool, Any]:
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) < len(typing.get_args(tp)):
-            return True, args[0] if len(args) == 1 else typing.Union[tuple(args)]
+            return True, args[0] if len(args) == 1 else functools.reduce(operator.or_, args)
     return False, tp
 
 

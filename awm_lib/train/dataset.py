@@ -59,8 +59,12 @@ class NoProposalsWarning(UserWarning):
 
 # --- splits --------------------------------------------------------------------------
 def load_samples(dataset: str, root: str | Path | None, *, synthetic_n: int = 400, synthetic_seed: int = 0,
-                 synthetic_size: int = 1024, progress: bool = True) -> list[Sample]:
-    """All samples of a dataset (``synthetic`` is generated on first use)."""
+                 synthetic_size: int = 1024, val_fraction: float = 0.2, progress: bool = True) -> list[Sample]:
+    """All samples of a dataset (``synthetic`` is generated on first use).
+
+    VinDr-shaped sets get their validation studies (``split == "val"``) here,
+    ``val_fraction`` of the official training studies.
+    """
     if dataset == "mias":
         from awm_lib.data.mias import load_mias
 
@@ -70,14 +74,14 @@ def load_samples(dataset: str, root: str | Path | None, *, synthetic_n: int = 40
 
         if root is None:
             raise DatasetNotFoundError("VinDr-Mammo needs --root (the folder with breast-level_annotations.csv)")
-        return load_vindr(root)
+        return load_vindr(root, val_fraction=val_fraction)
     if dataset == "synthetic":
         from awm_lib.data.synth_dataset import ensure_synthetic_dataset
         from awm_lib.data.vindr import load_vindr
 
         if root is None:
             root = ensure_synthetic_dataset(synthetic_n, synthetic_seed, synthetic_size, progress=progress)
-        return load_vindr(root)
+        return load_vindr(root, val_fraction=val_fraction)
     raise ConfigError(f"unknown dataset {dataset!r}; choose synthetic, mias or vindr")
 
 
@@ -296,7 +300,7 @@ def build_datasets(cfg, *, progress: bool = True, splits: tuple[str, ...] = ("tr
     """
     d = cfg.data
     samples = load_samples(d.dataset, d.root, synthetic_n=d.synthetic_n, synthetic_seed=d.synthetic_seed,
-                           synthetic_size=d.synthetic_size, progress=progress)
+                           synthetic_size=d.synthetic_size, val_fraction=d.val_fraction, progress=progress)
     parts = split_samples(samples, d.dataset, fold=d.fold, val_fraction=d.val_fraction, seed=0)
     parts = {k: limit_samples(v, d.max_images, seed=0) for k, v in parts.items() if k in splits}
     empty = [k for k, v in parts.items() if not v]

@@ -140,3 +140,20 @@ def metrics_from_predictions(
         "n_test_pos": int(np.sum(y_test)),
         "n_boot": n_boot,
     }
+
+
+def format_results(res: dict) -> str:
+    """A few readable lines of a results dict: each metric with its 95% CI."""
+    from awm_lib.train.metrics import METRIC_KEYS
+
+    head = (f"{res.get('dataset', '?')}: test n={res.get('n_test')} ({res.get('n_test_pos')} cancers), "
+            f"threshold {res.get('threshold') or float('nan'):.3f} (chosen on validation, n={res.get('n_val')})")
+    lines = [head]
+
+    def num(x) -> str:
+        return "  n/a" if x is None or x != x else f"{x:.3f}"
+
+    for k in METRIC_KEYS:
+        v = res[k]
+        lines.append(f"  {k:<12} {num(v['mean'])}  [95% CI {num(v['ci_low'])}, {num(v['ci_high'])}]")
+    return "\n".join(lines)

@@ -63,7 +63,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seed Python, NumPy and torch; ask torch for deterministic kernels."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - the legacy global RNG, for third-party code that uses it
     torch.manual_seed(seed)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -129,7 +129,7 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, *, rank: int =
 def _seed_worker(worker_id: int) -> None:
     """DataLoader workers: derive NumPy / Python seeds from the worker's torch seed."""
     s = torch.initial_seed() % 2**32
-    np.random.seed(s)
+    np.random.seed(s)  # noqa: NPY002 - the legacy global RNG, for third-party code
     random.seed(s)
 
 
@@ -165,7 +165,7 @@ def default_forward(model: torch.nn.Module, batch: dict) -> Any:
 
 def _rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "python_pos": random.getstate()[2]}
-    np_state = np.random.get_state()
+    np_state = np.random.get_state()  # noqa: NPY002
     state["numpy"] = torch.from_numpy(np_state[1].astype(np.int64))
     state["numpy_pos"] = int(np_state[2])
     if torch.cuda.is_available():
@@ -176,7 +176,7 @@ def _rng_state() -> dict:
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate((3, tuple(state["python"]), state["python_pos"]))
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))  # noqa: NPY002
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 

@@ -1,0 +1,91 @@
+"""``results/bench.json``: one file, many devices, merged rather than overwritten.
+
+Layout (what :func:`awm_lib.cost.load_bench_table` reads)::
+
+    {"device": <last writer>, "date": ..., "command": ..., "versions": ...,
+     "runs": [{"device": ..., "config": ..., "date": ..., "command": ..., ...}, ...],
+     "goals": {<device>: {...}}}
+
+A run is identified by ``(device, config)``: re-running a configuration on a
+device replaces that run and nothing else, so a CPU session and a GPU session
+can both write the same file. Every run keeps its own date, command and
+versions. ``goals`` summarises, per device, how far the issue's targets are
+reached; it is recomputed from the runs at every write and never invents a
+figure that was not measured.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from awm_lib.errors import DataError
+from awm_lib.io_utils import write_json_atomic
+
+RUN_KEY = ("device", "config")
+
+
+def load_results(path: str | Path) -> dict:
+    """The results file as a dict (an empty one if the file does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return {"runs": []}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read benchmark results ({e}); fix or move the file, then re-run", path) from e
+    if not isinstance(data, dict) or not isinstance(data.get("runs", []), list):
+        raise DataError("not a benchmark results file (expected a dict with a 'runs' list)", path)
+    data.setdefault("runs", [])
+    return data
+
+
+def merge_runs(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old`` without the runs that ``new`` replaces (same device and config), then ``new``."""
+    replaced = {tuple(r.get(k) for k in RUN_KEY) for r in new}
+    return [r for r in old if tuple(r.get(k) for k in RUN_KEY) not in replaced] + list(new)
+
+
+def write_results(path: str | Path, header: dict, new_runs: list[dict]) -> dict:
+    """Merge ``new_runs`` (each stamped with ``header``: device, date, command, versions) into ``path``."""
+    data = load_results(path)
+    stamped = [{**{k: header[k] for k in ("device", "date", "command", "seed", "versions") if k in header}, **r}
+               for r in new_runs]
+    data.update({k: v for k, v in header.items() if k != "runs"})
+    data["runs"] = merge_runs(data["runs"], stamped)
+    data["goals"] = goals(data["runs"])
+    write_json_atomic(path, data)
+    return data
+
+
+def _get(runs: dict, config: str, *keys):
+    v = runs.get(config)
+    for k in keys:
+        if not isinstance(v, dict):
+            return None
+        v = v.get(k)
+    return v
+
+
+def goals(runs: list[dict]) -> dict:
+    """Per device, the issue's targets next to what was measured (None where not measured)."""
+    out: dict[str, dict] = {}
+    by_device: dict[str, dict] = {}
+    for r in runs:
+        by_device.setdefault(r.get("device", "?"), {})[r.get("config")] = r
+    for device, rs in by_device.items():
+        paper_mfu = _get(rs, "paper", "train", "mfu")
+        e2e = _get(rs, "paper-e2e", "train_end_to_end", "fraction_of_model_only")
+        e2e_default = _get(rs, "default-e2e", "train_end_to_end", "fraction_of_model_only")
+        fast = _get(rs, "paper-e2e", "train_end_to_end", "images_per_s")
+        ref = _get(rs, "reference", "train_end_to_end", "images_per_s")
+        infer = _get(rs, "default-infer", "infer_end_to_end", "images_per_s")
+        out[device] = {
+            "paper_train_mfu": {"target": 0.45, "measured": paper_mfu},
+            "end_to_end_fraction_paper": {"target": 0.90, "measured": e2e},
+            "end_to_end_fraction_default": {"target": 0.90, "measured": e2e_default},
+            "speedup_vs_reference": {"target": 10.0, "measured": (fast / ref) if fast and ref else None},
+            "default_inference_images_per_s": {"target": 200.0, "measured": infer},
+            "default_train_step_s": {"target": None, "measured": _get(rs, "default", "train", "median_s")},
+        }
+    return out

@@ -1,0 +1,122 @@
+"""``python -m awm_lib bench``: measure forward/training speed, memory, TFLOP/s and MFU per configuration.
+
+Results are merged into ``--out`` (default ``results/bench.json``) keyed by
+(device, config): runs of other devices and other configurations are kept.
+The file is rewritten (atomically) after every configuration, so a run that
+is cut short keeps what it measured.
+"""
+
+from __future__ import annotations
+
+HELP = "benchmark training/inference speed (images/s, memory, TFLOP/s, MFU) of named configurations"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--config", action="append", metavar="NAME", help="configuration to run (repeatable); see --list")
+    p.add_argument("--all", action="store_true", help="run every configuration (GPU scale)")
+    p.add_argument("--list", action="store_true", help="list the configurations and exit")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per measurement (default 10)")
+    p.add_argument("--warmup", type=int, default=3, help="discarded warm-up steps (default 3)")
+    p.add_argument("--batch-size", type=int, default=None, help="override every configuration's batch size")
+    p.add_argument("--workers", type=int, default=None, help="override the loader workers of data-backed configs")
+    p.add_argument("--device", default="auto", help="cuda, cuda:N or cpu (default: cuda if available)")
+    p.add_argument("--compile", nargs="?", const="default", default=None,
+                   choices=("default", "max-autotune", "reduce-overhead"),
+                   help="torch.compile the model (bare flag: mode 'default'; 'reduce-overhead' uses CUDA graphs)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (e.g. 2 on the 2-core machine)")
+    p.add_argument("--tiny", action="store_true", help="smoke scale: micro backbone, 128-px images (runs on any CPU)")
+    p.add_argument("--data-root", default=None, help="where generated sources and their cache live (default .cache/bench)")
+    p.add_argument("--source-size", type=int, default=2048, help="long side of the generated DICOMs (default 2048)")
+    p.add_argument("--profile", action="store_true", help="also profile a few steps; top-ops table next to --out")
+    p.add_argument("--out", default="results/bench.json", help="results file to merge into (default results/bench.json)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _configs(args):
+    import dataclasses
+
+    from awm_lib.bench.configs import CONFIGS, get_config, tiny
+    from awm_lib.errors import ConfigError
+
+    if args.all:
+        names = list(CONFIGS)
+    elif args.config:
+        names = args.config
+    else:
+        raise ConfigError("say which configurations to run: --config NAME (repeatable) or --all; --list shows them")
+    out = []
+    for name in names:
+        cfg = get_config(name)
+        suffix = ""
+        if args.tiny:
+            cfg, suffix = tiny(cfg), suffix + "@tiny"
+        if args.batch_size is not None and args.batch_size != cfg.batch_size:
+            cfg, suffix = dataclasses.replace(cfg, batch_size=args.batch_size), suffix + f"@b{args.batch_size}"
+        if args.workers is not None:
+            cfg = dataclasses.replace(cfg, workers=args.workers)
+        if args.compile and cfg.path == "fast":
+            cfg = dataclasses.replace(cfg, compile=args.compile)
+        out.append(dataclasses.replace(cfg, name=cfg.name + suffix))
+    return out
+
+
+def run(args) -> int:
+    import sys
+    import traceback
+    from pathlib import Path
+
+    import torch
+
+    from awm_lib.bench.configs import CONFIGS
+    from awm_lib.bench.pipeline import run_config
+    from awm_lib.bench.results import write_results
+    from awm_lib.bench.timing import matmul_peak
+    from awm_lib.io_utils import run_record
+
+    if args.list:
+        for c in CONFIGS.values():
+            print(f"{c.name:18s} {c.model:4s} {c.arch:5s} batch={c.batch_size:<4d} {c.path}/{c.data}/{c.mode}  {c.note}")
+        return 0
+    configs = _configs(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    command = "python -m awm_lib " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:])
+    peak = matmul_peak(device)
+    print(f"device {device}: measured matmul peak {peak.tflops:.2f} TFLOP/s ({peak.dtype}, n={peak.n})")
+    out = Path(args.out)
+    failures = 0
+    for cfg in configs:
+        print(f"-- {cfg.run_name}: {cfg.note or ''}", flush=True)
+        try:
+            rec = run_config(cfg, device, steps=args.steps, warmup=args.warmup, data_root=args.data_root,
+                             source_size=args.source_size, peak=peak, seed=args.seed, progress=not args.no_progress,
+                             profile_dir=out.parent / "bench_profiles" if args.profile else None)
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as e:  # record it and go on with the others
+            failures += 1
+            traceback.print_exc()
+            rec = {"config": cfg.run_name, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        header = run_record(command, seed=args.seed, device=device)
+        write_results(out, header, [rec])
+        print(_line(rec), flush=True)
+    print(f"wrote {out}")
+    return 1 if failures else 0
+
+
+def _line(rec: dict) -> str:
+    if "error" in rec:
+        return f"   {rec['config']}: FAILED {rec['error']}"
+    parts = []
+    for key in ("forward", "train", "train_end_to_end", "infer_end_to_end"):
+        m = rec.get(key)
+        if m:
+            mfu = f", MFU {m['mfu']:.1%}" if m.get("mfu") is not None else ""
+            mem = m.get("peak_memory_bytes")
+            mem = f", peak {mem / 2**30:.2f} GiB" if mem else ""
+            parts.append(f"{key}: {m['median_s'] * 1e3:.1f} ms/step, {m['images_per_s']:.2f} img/s, "
+                         f"{m['tflops']:.3f} TFLOP/s{mfu}{mem}")
+    return "   " + "\n   ".join(parts)

@@ -1,0 +1,51 @@
+"""``python -m awm_lib train --dataset D --preset P --out DIR [--root DIR] [--resume] [--set key=value ...]``.
+
+Trains the RoI classifier, then evaluates the best checkpoint on the test split
+(threshold from validation) and writes ``DIR/results.json``. Under ``torchrun``
+it runs data-parallel over the launched processes. Examples::
+
+    python -m awm_lib train --dataset mias --root ../shared/data/mini-mias --preset smoke --out runs/smoke
+    python -m awm_lib train --dataset synthetic --preset smoke --out runs/synth --set optim.epochs=3
+    python -m awm_lib train --dataset mias --preset default --out runs/f2 --set data.fold=2 --resume
+"""
+
+from __future__ import annotations
+
+import sys
+
+HELP = "train the RoI classifier (then evaluate it on the test split)"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--dataset", required=True, choices=("synthetic", "mias", "vindr"), help="which data set")
+    p.add_argument("--root", default=None, metavar="DIR", help="data folder (mias: default ../shared/data/mini-mias; synthetic: generated into the cache when omitted)")
+    p.add_argument("--preset", default="default", choices=("smoke", "default", "paper"), help="smoke (minutes on a CPU), default (ViT-S/14, 224 px), paper (ViT-B/14, 448 px)")
+    p.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints, metrics.jsonl, results.json)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. optim.lr_head=3e-4 or data.fold=2 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print results.json instead of a summary")
+
+
+def run(args) -> int:
+    import json
+
+    from awm_lib.train.config import make_config
+    from awm_lib.train.distributed import cleanup, init_from_env
+    from awm_lib.train.evaluate import format_results
+    from awm_lib.train.experiment import train
+
+    cfg = make_config(args.preset, args.overrides, dataset=args.dataset, root=args.root)
+    dist = init_from_env()
+    try:
+        result = train(cfg, args.out, resume=args.resume, progress=not args.no_progress, dist=dist, command=["python -m awm_lib", *sys.argv[1:]])
+    finally:
+        cleanup(dist)
+    if dist.is_main:
+        if args.json:
+            print(json.dumps(result.results, indent=2))
+        else:
+            print(format_results(result.results))
+            print(f"run folder: {args.out}")
+    return 0
+

@@ -1,0 +1,249 @@
+"""One call per experiment: build everything from a :class:`TrainConfig`, train, evaluate.
+
+:func:`train` is what ``python -m awm_lib train`` and the ablation runner call::
+
+    from awm_lib.train.config import make_config
+    from awm_lib.train.experiment import train
+
+    cfg = make_config("smoke", ["data.fold=0"], dataset="mias")
+    result = train(cfg, "runs/mias-f0")
+    result.metrics["auc"]     # {"mean": ..., "ci_low": ..., "ci_high": ...}
+
+A run folder holds::
+
+    config.json             the full configuration + command, seed, device, date, versions
+    metrics.jsonl           the training log (one JSON object per step / validation)
+    checkpoints/            see awm_lib.train.checkpoint
+    predictions_val.csv     image_id,label,prob with the best checkpoint
+    predictions_test.csv
+    results.json            auc, f1, sens@fpr0.1/0.3/0.5, specificity, accuracy (each with a
+                            bootstrap 95% CI), the validation threshold, n_test, and the run record
+
+The test split is touched exactly once, after training, with the checkpoint
+that was best on validation and the threshold chosen on validation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from awm_lib.io_utils import run_record, write_json_atomic
+from awm_lib.losses import compute_loss
+from awm_lib.model.backbone import RandomBackboneWarning
+from awm_lib.model.roi_transformer import RoIClassifier
+from awm_lib.train import checkpoint as ckpt
+from awm_lib.train.config import RESUME_IGNORE, TrainConfig, config_from_dict, to_dict
+from awm_lib.train.dataset import MammoRoIDataset, build_datasets, collate
+from awm_lib.train.distributed import DistInfo, single_process
+from awm_lib.train.evaluate import metrics_from_predictions, predict_probabilities, save_predictions
+from awm_lib.train.loop import FitResult, fit, resolve_device, seed_everything
+
+RESULTS = "results.json"
+CONFIG = "config.json"
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    fit: FitResult | None
+    results: dict  # the contents of results.json
+
+    @property
+    def metrics(self) -> dict:
+        from awm_lib.train.metrics import METRIC_KEYS
+
+        return {k: self.results[k] for k in METRIC_KEYS}
+
+
+def build_model(cfg: TrainConfig, *, quiet_random: bool = False) -> RoIClassifier:
+    """The RoI classifier of ``cfg.model``. ``quiet_random`` silences the random-backbone
+    warning (for models whose weights are about to be loaded from a checkpoint)."""
+    log = logging.getLogger("awm_lib.model.backbone")
+    disabled = log.disabled
+    with warnings.catch_warnings():
+        if quiet_random:
+            warnings.simplefilter("ignore", RandomBackboneWarning)
+            log.disabled = True
+        try:
+            return RoIClassifier(cfg.model)
+        finally:
+            log.disabled = disabled
+
+
+def loss_fn_for(cfg: TrainConfig):
+    """``loss_fn(output, batch) -> (total, parts)`` for :func:`awm_lib.train.loop.fit`."""
+
+    def loss_fn(output, batch):
+        total, parts = compute_loss(output, batch, cfg.loss)
+        parts.pop("total", None)
+        return total, parts
+
+    return loss_fn
+
+
+def forward_batch(model, batch: dict):
+    """The RoI classifier on a collated batch (padding-aware)."""
+    return model(batch["images"], batch["rois"], image_sizes=batch.get("image_sizes"), roi_mask=batch.get("roi_mask"))
+
+
+def _datasets(cfg: TrainConfig, dist: DistInfo, progress: bool, splits=("train", "val", "test")) -> dict[str, MammoRoIDataset]:
+    # the main process fills the caches first; the others then only read them
+    if not dist.is_main:
+        dist.barrier()
+    ds = build_datasets(cfg, progress=progress and dist.is_main, splits=splits)
+    if dist.is_main:
+        dist.barrier()
+    return ds
+
+
+def train(
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    dist: DistInfo | None = None,
+    command: str | list[str] | None = None,
+) -> TrainResult:
+    """Train ``cfg`` into ``out_dir`` (resuming if asked), then evaluate on the test split."""
+    dist = dist or single_process()
+    out_dir = Path(out_dir)
+    if dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed, cfg.optim.deterministic)
+    device = resolve_device(cfg.optim.device) if dist.world_size == 1 else dist.device
+    record = run_record(command, seed=cfg.seed, device=device)
+    config_dict = to_dict(cfg)
+    if resume and ckpt.has_checkpoint(out_dir):  # refuse a mismatched resume before touching anything
+        ckpt.load_checkpoint(out_dir, which="last", expected_config=config_dict, ignore=RESUME_IGNORE)
+    if dist.is_main:
+        write_json_atomic(out_dir / CONFIG, {**record, "config": config_dict})
+    ds = _datasets(cfg, dist, progress)
+    torch.manual_seed(cfg.seed)  # the model's initial weights depend on the seed only
+    model = build_model(cfg)
+    o = cfg.optim if progress else _no_progress(cfg.optim)
+    result = fit(
+        model, ds["train"], ds["val"], o, out_dir,
+        loss_fn=loss_fn_for(cfg), forward_fn=forward_batch, collate_fn=collate, seed=cfg.seed,
+        run_config=config_dict, resume=resume, resume_ignore=RESUME_IGNORE,
+        num_workers=cfg.data.num_workers, dist=dist,
+    )
+    results = evaluate_checkpoint(out_dir, cfg, datasets=ds, model=ckpt.unwrap(model), dist=dist, progress=progress, record=record)
+    if dist.is_main:
+        results["train"] = {"steps": result.state.step, "best_val_auc": result.state.best_metric,
+                            "best_step": result.state.best_step, "stopped_early": result.state.stopped_early}
+        write_json_atomic(out_dir / RESULTS, results)
+    dist.barrier()
+    return TrainResult(out_dir, result, results)
+
+
+def _no_progress(o):
+    from dataclasses import replace
+
+    return replace(o, progress=False)
+
+
+def load_model(checkpoint: str | os.PathLike, *, which: str = "best", device: str | torch.device = "cpu") -> tuple[RoIClassifier, TrainConfig, Path]:
+    """The model saved in a checkpoint (a run folder or a step folder), its config, and the step folder."""
+    ck = ckpt.load_checkpoint(checkpoint, which=which)
+    cfg = config_from_dict(ck.config)
+    model = build_model(cfg, quiet_random=True)
+    ckpt.load_weights(model, ck.path)  # a mismatch raises CheckpointError
+    return model.to(device).eval(), cfg, ck.path
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    cfg: TrainConfig | None = None,
+    *,
+    datasets: dict[str, MammoRoIDataset] | None = None,
+    model: torch.nn.Module | None = None,
+    dist: DistInfo | None = None,
+    progress: bool = True,
+    record: dict | None = None,
+    save_dir: str | os.PathLike | None = None,
+) -> dict:
+    """Metrics of a checkpoint's best model: threshold on ``val``, metrics with CIs on ``test``.
+
+    ``cfg`` defaults to the checkpoint's own configuration; pass one with other
+    ``data`` settings to evaluate on another dataset. A model whose configuration
+    differs from the checkpoint's is refused (:class:`~awm_lib.errors.CheckpointError`).
+    Predictions are written to ``save_dir`` (default: the run folder, when
+    ``checkpoint`` is one).
+    """
+    dist = dist or single_process()
+    ck = ckpt.load_checkpoint(checkpoint, which="best")
+    saved = config_from_dict(ck.config)
+    cfg = cfg or saved
+    ckpt.check_config_compatible(ck.config.get("model", {}), to_dict(cfg)["model"], what="model configuration")
+    device = resolve_device(cfg.optim.device) if dist.world_size == 1 else dist.device
+    if model is None:
+        model = build_model(cfg, quiet_random=True)
+    ckpt.load_weights(model, ck.path)
+    model.to(device)
+    if datasets is None:
+        datasets = _datasets(cfg, dist, progress, splits=("val", "test"))
+    preds = {}
+    for split in ("val", "test"):
+        ids, labels, probs = predict_probabilities(
+            model, datasets[split], batch_size=cfg.eval.batch_size, device=device, forward_fn=forward_batch,
+            collate_fn=collate, amp=cfg.optim.amp, dist=dist, num_workers=cfg.data.num_workers, progress=progress and dist.is_main,
+        )
+        preds[split] = (ids, labels, probs)
+    if save_dir is None and (Path(checkpoint) / ckpt.CKPT_DIR).is_dir():
+        save_dir = checkpoint
+    if save_dir is not None and dist.is_main:
+        for split, (ids, labels, probs) in preds.items():
+            save_predictions(Path(save_dir) / f"predictions_{split}.csv", ids, labels, probs)
+    test_ds = datasets["test"]
+    groups = [s.patient_id for s in test_ds.samples] if cfg.eval.boot_by_patient else None
+    summary = metrics_from_predictions(
+        preds["val"][1:], preds["test"][1:], criterion=cfg.eval.threshold_criterion,
+        n_boot=cfg.eval.n_boot, seed=cfg.seed, groups_test=groups,
+    )
+    record = record or run_record(seed=cfg.seed, device=device)
+    return _nan_to_none({
+        **summary.pop("metrics"),
+        **summary,
+        "dataset": cfg.data.dataset,
+        "fold": cfg.data.fold if cfg.data.dataset == "mias" else None,
+        "checkpoint": str(ck.path),
+        "checkpoint_step": ck.step,
+        "seeds": [cfg.seed],
+        **{k: record[k] for k in ("command", "device", "date", "versions")},
+    })
+
+
+def _nan_to_none(obj):
+    """NaN (an undefined metric, e.g. AUC without cancers) becomes JSON null."""
+    if isinstance(obj, float) and obj != obj:
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nan_to_none(v) for v in obj]
+    return obj
+
+
+def read_results(out_dir: str | os.PathLike) -> dict | None:
+    path = Path(out_dir) / RESULTS
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def mean_over_runs(results: list[dict]) -> dict:
+    """Mean and sd over folds or seeds of each metric's point estimate (for tables)."""
+    from awm_lib.train.metrics import METRIC_KEYS
+
+    out = {}
+    for k in METRIC_KEYS:
+        vals = np.array([r[k]["mean"] for r in results], dtype=float)
+        out[k] = {"mean": float(np.nanmean(vals)), "sd": float(np.nanstd(vals, ddof=1)) if len(vals) > 1 else 0.0, "n": len(vals)}
+    return out

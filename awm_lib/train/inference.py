@@ -1,0 +1,151 @@
+"""One mammogram in, a probability and the RoIs the model looked at out.
+
+:func:`predict_image` runs the whole pipeline of a trained run on one file:
+preprocess (crop + orient + resize, as in training), propose, select the top-k
+RoIs + the anchor, classify. For each RoI it reports how much the image-level
+decision leaned on it:
+
+* ``anchor`` / ``cls`` pooling: the head reads one token, so the weight of RoI
+  ``j`` is that token's attention to ``j`` in the last RoI-transformer block,
+  averaged over heads;
+* ``attention`` / ``mean`` pooling: the pooling weights themselves.
+
+An image where the proposer found nothing is classified from the anchor (the
+whole breast) alone; the result says so (``fallback_to_anchor``) and a
+:class:`~awm_lib.train.dataset.NoProposalsWarning` is raised.
+:func:`save_overlay` draws the RoIs on the original image.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from awm_lib.data.cache import preprocess
+from awm_lib.data.types import Sample
+from awm_lib.proposals.base import make_proposer
+from awm_lib.train.dataset import NoProposalsWarning, RoISettings, rois_for_image
+from awm_lib.train.experiment import load_model, read_results
+
+
+@dataclass
+class ImagePrediction:
+    image: str
+    probability: float
+    label: str | None  # "cancer" / "no cancer" at the validation threshold, when known
+    threshold: float | None
+    rois: list[dict]  # box (original pixels xyxy), kind, rank, score, weight
+    weight_kind: str  # what "weight" means for this model's pooling
+    n_proposals: int
+    fallback_to_anchor: bool
+    checkpoint: str
+    proposer: str
+    messages: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _roi_weights(out, pooling: str) -> tuple[torch.Tensor, str]:
+    """(K,) weight per RoI for the first image of the batch (see the module docstring)."""
+    if pooling in ("attention", "mean") and out.pool_weights is not None:
+        return out.pool_weights[0].float(), f"{pooling}-pooling weight"
+    if out.attention:
+        last = out.attention[-1][0].float().mean(0)  # (K', K'), averaged over heads
+        row = last[0]  # the token the head reads: the anchor (or the CLS token)
+        if pooling == "cls":
+            row = row[1:]  # drop the CLS token itself
+        return row, f"last-block attention of the {'CLS token' if pooling == 'cls' else 'anchor'}"
+    w = out.pool_weights[0].float() if out.pool_weights is not None else torch.zeros(out.tokens.shape[1])
+    return w, f"{pooling}-pooling weight"
+
+
+@torch.no_grad()
+def predict_image(image_path: str | os.PathLike, checkpoint: str | os.PathLike, *, proposer: str | None = None,
+                  device: str | torch.device = "cpu") -> ImagePrediction:
+    """Classify one mammogram with a trained run (see the module docstring)."""
+    model, cfg, step_dir = load_model(checkpoint, device=device)
+    if proposer is not None:
+        cfg = replace(cfg, data=replace(cfg.data, proposer=proposer))
+    prep, _ = preprocess(image_path, long_side=cfg.data.long_side)
+    sample = Sample(image_id=Path(image_path).stem, path=Path(image_path), patient_id="?", label=0)
+    settings = RoISettings(proposer=cfg.data.proposer, topk=cfg.model.topk, nms_iou=cfg.data.nms_iou,
+                           margin=cfg.data.roi_margin, min_overlap=cfg.data.roi_min_overlap)
+    rec = rois_for_image(prep, sample, make_proposer(settings.proposer), settings)
+    rois = torch.tensor(rec["rois"], dtype=torch.float32)  # (K+1, 4) cache pixels
+    valid = torch.tensor(rec["valid"], dtype=torch.bool)
+    h, w = prep.pixels.shape
+    batch = {
+        "images": torch.from_numpy(prep.pixels)[None, None].to(device),  # (1, 1, H, W)
+        "rois": rois[None].to(device),
+        "roi_mask": valid[None].to(device),
+        "image_sizes": torch.tensor([[h, w]], device=device),
+    }
+    out = model(batch["images"], batch["rois"], image_sizes=batch["image_sizes"], roi_mask=batch["roi_mask"], return_attention=True)
+    prob = float(torch.sigmoid(out.logits.float())[0])
+    weights, kind = _roi_weights(out, cfg.model.pooling)
+    boxes_orig = prep.boxes_to_original(rois.numpy())
+    roi_list = []
+    for j in range(rois.shape[0]):
+        if not valid[j]:
+            continue
+        roi_list.append({
+            "rank": j,
+            "kind": "anchor" if j == 0 else "proposal",
+            "box": [round(float(v), 1) for v in boxes_orig[j]],
+            "weight": round(float(weights[j]), 4),
+        })
+    messages = []
+    fallback = rec["n_proposals"] == 0
+    if fallback:
+        msg = f"{Path(image_path).name}: the '{cfg.data.proposer}' proposer found no region; classified from the anchor (whole breast) alone"
+        warnings.warn(msg, NoProposalsWarning, stacklevel=2)
+        messages.append(msg)
+    run_dir = step_dir.parent.parent
+    results = read_results(run_dir) or {}
+    threshold = results.get("threshold")
+    label = None if threshold is None else ("cancer" if prob >= threshold else "no cancer")
+    return ImagePrediction(
+        image=str(image_path), probability=prob, label=label, threshold=threshold, rois=roi_list, weight_kind=kind,
+        n_proposals=rec["n_proposals"], fallback_to_anchor=fallback, checkpoint=str(step_dir),
+        proposer=cfg.data.proposer, messages=messages,
+    )
+
+
+def save_overlay(pred: ImagePrediction, out_png: str | os.PathLike) -> Path:
+    """The original image with each RoI drawn; brighter red = larger weight; the anchor in blue."""
+    from PIL import Image, ImageDraw
+
+    from awm_lib.data.image import load_image
+    from awm_lib.io_utils import atomic_path
+
+    img = Image.fromarray(load_image(pred.image).to_uint8()).convert("RGB")
+    draw = ImageDraw.Draw(img)
+    width = max(2, round(max(img.size) / 300))
+    top = max((r["weight"] for r in pred.rois), default=1.0) or 1.0
+    for r in sorted(pred.rois, key=lambda r: r["weight"]):
+        if r["kind"] == "anchor":
+            colour = (80, 160, 255)
+        else:
+            a = r["weight"] / top
+            colour = (255, int(200 * (1 - a)), int(60 * (1 - a)))
+        draw.rectangle(r["box"], outline=colour, width=width)
+        draw.text((r["box"][0] + width + 2, r["box"][1] + width + 2), f"{r['kind'][0].upper()}{r['rank']} {r['weight']:.2f}", fill=colour)
+    head = f"p(cancer) = {pred.probability:.3f}" + (f"  ({pred.label} at t = {pred.threshold:.3f})" if pred.label else "")
+    if pred.fallback_to_anchor:
+        head += "  [no proposals: anchor only]"
+    draw.text((10, 10), head, fill=(255, 255, 0))
+    out_png = Path(out_png)
+    with atomic_path(out_png) as tmp:
+        img.save(tmp, format="PNG")
+    return out_png
+
+
+def weights_array(pred: ImagePrediction) -> np.ndarray:
+    """The RoI weights as an array (anchor first), e.g. for plotting."""
+    return np.array([r["weight"] for r in pred.rois])
