@@ -42,7 +42,7 @@ $(SRC)/.profile-$(PROFILE):
 	@touch $@
 
 # one papermill run per notebook, redone only when the notebook, the library or the profile changed
-$(SRC)/notebooks/%.ipynb: notebooks/%.ipynb $(LIBSRC) $(SRC)/.profile-$(PROFILE) | $(STAMP)
+$(SRC)/notebooks/%.ipynb: notebooks/%.ipynb $(LIBSRC) scripts/execute_notebook.py $(SRC)/.profile-$(PROFILE) | $(STAMP)
 	$(PY) scripts/execute_notebook.py $< $@ --profile $(PROFILE)
 
 _build/html/index.html: $(EXECUTED) $(BOOKSRC) | $(STAMP)
