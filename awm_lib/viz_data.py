@@ -165,6 +165,8 @@ def show_segmentation(pixels, crop, boxes=None, labels: Sequence[str] | None = N
     mapped = None if boxes is None else crop.to_crop(boxes)
     flip = " (mirrored)" if crop.flipped else ""
     viz.show_mammogram(crop.crop(pixels), boxes=mapped, labels=labels, ax=ax2, title=f"cropped{flip}")
+    _labels_inside(ax0, w)
+    _labels_inside(ax2, crop.crop_shape[1])
     if title:
         fig.suptitle(title)
     return fig
@@ -197,6 +199,23 @@ def lesion_annotations(lesions) -> tuple[np.ndarray, list[str]]:
     return boxes, labels
 
 
+def _labels_inside(ax, width: float) -> None:
+    """Right-align the box labels of boxes in the right half of an image, so they stay on it.
+
+    :func:`awm_lib.viz.show_mammogram` writes a label from its box's left edge
+    rightwards; near the right edge it would spill onto the next panel (and make
+    the layout shrink every image to make room).
+    """
+    from matplotlib.patches import Rectangle
+
+    rects = [p for p in ax.patches if isinstance(p, Rectangle)]
+    for text, rect in zip(ax.texts, rects):  # labels are written in box order
+        text.set_in_layout(False)
+        if rect.get_x() > width / 2:
+            text.set_horizontalalignment("right")
+            text.set_x(rect.get_x() + rect.get_width())
+
+
 def show_side_by_side(images, titles: Sequence[str] | None = None, boxes: Sequence | None = None,
                       labels: Sequence | None = None, ncols: int | None = None, size: float = 3.0,
                       suptitle: str | None = None):
@@ -220,6 +239,7 @@ def show_side_by_side(images, titles: Sequence[str] | None = None, boxes: Sequen
         viz.show_mammogram(images[i], boxes=None if boxes is None else boxes[i],
                            labels=None if labels is None else labels[i], ax=ax,
                            title=None if titles is None else titles[i])
+        _labels_inside(ax, np.asarray(images[i]).shape[1])
     if suptitle:
         fig.suptitle(suptitle)
     return fig

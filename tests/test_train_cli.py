@@ -16,6 +16,8 @@ from awm_lib.cli import main
 from awm_lib.proposals.base import Proposals
 from awm_lib.train.metrics import METRIC_KEYS
 
+pytestmark = pytest.mark.filterwarnings("ignore::awm_lib.model.backbone.RandomBackboneWarning")
+
 SMALL = ["data.max_images=10", "optim.epochs=1", "optim.batch_size=4", "eval.n_boot=20"]
 
 
@@ -147,3 +149,19 @@ def test_weights_that_do_not_fit_are_a_checkpoint_error(run_dir, tmp_path, capsy
     capsys.readouterr()
     assert main(["predict", "x.png", "--checkpoint", str(bad)]) == 2
     assert "weights do not fit this model" in capsys.readouterr().err
+
+
+def test_load_or_train_loads_a_finished_run_and_refuses_another_config(run_dir):
+    import dataclasses
+
+    from awm_lib.errors import CheckpointError
+    from awm_lib.train.cached import load_or_train
+    from awm_lib.train.config import config_from_dict
+
+    cfg = config_from_dict(json.loads((run_dir / "config.json").read_text())["config"])
+    res = load_or_train(cfg, run_dir)
+    assert res.fit is None  # nothing was trained
+    assert res.metrics["auc"] == json.loads((run_dir / "results.json").read_text())["auc"]
+    other = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr_head=1.0))
+    with pytest.raises(CheckpointError, match="optim.lr_head"):
+        load_or_train(other, run_dir)

@@ -150,3 +150,11 @@ def test_plot_histograms_two_stairs_and_the_distances():
     ax = viz_data.plot_histograms(cmp)
     assert len(ax.patches) == 2
     assert f"{cmp['histogram_distance']['wasserstein']:.3f}" in ax.get_title()
+
+
+def test_labels_of_boxes_on_the_right_are_right_aligned_to_stay_on_the_image():
+    img = np.zeros((20, 40))
+    fig = viz_data.show_side_by_side([img], boxes=[[[2, 2, 6, 6], [30, 10, 36, 14]]], labels=[["left", "right"]])
+    left, right = fig.axes[0].texts
+    assert left.get_horizontalalignment() == "left" and left.get_position()[0] == 2
+    assert right.get_horizontalalignment() == "right" and right.get_position()[0] == 36

@@ -23,7 +23,12 @@ from dataclasses import dataclass
 
 from awm_lib import cost
 from awm_lib.errors import ConfigError
-from awm_lib.model.backbone import ARCHITECTURES, BackboneConfig, RandomBackboneWarning, build_backbone
+from awm_lib.model.backbone import (
+    ARCHITECTURES,
+    BackboneConfig,
+    RandomBackboneWarning,
+    build_backbone,
+)
 
 MODELS = ("roi", "full")
 PATHS = ("fast", "reference")
@@ -105,8 +110,8 @@ CONFIGS: dict[str, BenchConfig] = {c.name: c for c in [
     BenchConfig("full-3514", model="full", arch="base", image_size=_FULL, long_side=3514, batch_size=1,
                 note="the whole 3514x2800 mammogram, one image per step (the issue's first row)"),
     BenchConfig("paper-b1", **_PAPER, batch_size=1, note="paper setting, one image per step (launch-bound)"),
-    BenchConfig("paper", **_PAPER, batch_size=32, note="paper setting: ViT-B/14, 5 RoIs + anchor, 448 px"),
-    BenchConfig("paper-e2e", **_PAPER, batch_size=32, data="cache", note="paper setting, data from the cache"),
+    BenchConfig("paper", **_PAPER, batch_size=16, note="paper setting: ViT-B/14, 5 RoIs + anchor, 448 px"),
+    BenchConfig("paper-e2e", **_PAPER, batch_size=16, data="cache", note="paper setting, data from the cache"),
     BenchConfig("reference", **_PAPER, batch_size=4, precision="fp32", path="reference", data="dicom",
                 note="paper setting the public implementation's way"),
     BenchConfig("default-b1", **_DEFAULT, batch_size=1, note="our default, one image per step"),
@@ -142,10 +147,10 @@ def backbone_config(cfg: BenchConfig) -> BackboneConfig:
 
 def build_model(cfg: BenchConfig):
     """The model of ``cfg`` with random weights (the benchmark measures speed, not accuracy)."""
+    import logging
+
     from awm_lib.model.baseline import FullImageClassifier, FullImageConfig
     from awm_lib.model.roi_transformer import RoIClassifier, RoIClassifierConfig
-
-    import logging
 
     log = logging.getLogger("awm_lib.model.backbone")
     level = log.level

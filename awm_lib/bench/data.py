@@ -80,7 +80,8 @@ def warm_cache(sources: list[Path], root: str | Path, long_side: int, workers: i
     """The preprocessing cache of ``sources`` at ``long_side`` (filled on first use)."""
     from awm_lib.data.cache import PreprocessCache
 
-    cache = PreprocessCache(Path(root) / "preprocessed", long_side=long_side)
+    # one folder per long side: the cache replaces an entry made with other settings
+    cache = PreprocessCache(Path(root) / f"preprocessed-{long_side}", long_side=long_side)
     cache.warm(list(sources), workers=workers, progress=progress)
     return cache
 

@@ -18,8 +18,9 @@ quantum noise; then it is quantised to ``bits_stored`` bits, MONOCHROME2
 **Orientation.** We follow the radiological display convention (the images of
 the two breasts hang back to back): a LEFT breast has its chest wall on the
 image's left edge and the nipple pointing right; a RIGHT breast is the mirror
-image. mini-MIAS shows the opposite (its right breasts face right), but its
-film markers read mirror-written: those scans were digitised flipped.
+image (chest wall on the right edge). mini-MIAS follows the same convention:
+``segment_breast`` finds the chest wall on the right edge of its right breasts
+(mdb001, mdb023) and on the left edge of its left breasts (mdb002, mdb184).
 
 **Pixel size.** A full-field image of 3518 px spans ~299 mm (0.085 mm/px, like
 VinDr-Mammo). Smaller images keep the field and get bigger pixels, so lesions

@@ -20,6 +20,7 @@ attention matrix) and switch back afterwards.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -132,4 +133,294 @@ def plot_pca_and_attention(models: dict, pixels: np.ndarray, long_side: int = 44
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+# --- the chapter's figures: views, augmentations, collapse, logs, probes ---------------------
+# (book chapter 6, "Self-supervised pretraining", draws every figure with these)
+
+GPU_RUN_COMMANDS = """\
+python -m awm_lib pretrain --build-bank .cache/pretrain/mias512.npz --long-side 512
+python -m awm_lib pretrain --out checkpoints/awm-dino-s14 --preset gpu-20min --set bank_path=.cache/pretrain/mias512.npz
+python -m awm_lib pretrain --probe --checkpoint checkpoints/awm-dino-s14"""
+
+
+def to_grey(x: torch.Tensor) -> np.ndarray:
+    """Undo :func:`~awm_lib.pretrain.augment.to_model_input`: ``(..., 3, S, S)`` -> grey ``(..., S, S)`` in ``[0, 1]``."""
+    from awm_lib.pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
+
+    grey = x[..., 0, :, :].float() * IMAGENET_STD[0] + IMAGENET_MEAN[0]  # every channel holds the same grey
+    return grey.clamp(0, 1).cpu().numpy()
+
+
+def _breast_limits(ax, mask: np.ndarray, margin: int = 8) -> None:
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    ax.set_xlim(max(0, xs.min() - margin), min(w, xs.max() + 1 + margin))
+    ax.set_ylim(min(h, ys.max() + 1 + margin), max(0, ys.min() - margin))
+
+
+def plot_multi_crop(image, mask, views, index: int = 0, local_cols: int = 4):
+    """Where the views of image ``index`` come from (left) and what they look like (right).
+
+    ``image`` ``(H, W)`` and ``mask`` ``(H, W)`` are the tissue-bank canvas the
+    views were cut from; ``views`` is a :class:`~awm_lib.pretrain.augment.MultiCropViews`.
+    Boxes are drawn before rotation and flipping; the crops are shown as the
+    network receives them (augmented), converted back to grey.
+    """
+    import matplotlib.pyplot as plt
+
+    from awm_lib.viz import PALETTE, show_mammogram
+
+    n_g, n_l = views.global_crops.shape[0], views.local_crops.shape[0]
+    boxes = torch.cat([views.global_boxes[index], views.local_boxes[index]]).cpu().numpy()
+    labels = [f"G{i + 1}" for i in range(n_g)] + [f"L{i + 1}" for i in range(n_l)]
+    colors = [PALETTE[0]] * n_g + [PALETTE[1]] * n_l
+    crops = [to_grey(views.global_crops[i, index]) for i in range(n_g)] + [to_grey(views.local_crops[i, index]) for i in range(n_l)]
+    cols = max(n_g, min(local_cols, max(n_l, 1)))
+    rows = 1 + -(-n_l // cols)
+    fig = plt.figure(figsize=(3.2 + 1.9 * cols, 1.9 * rows + 0.6), layout="constrained")
+    gs = fig.add_gridspec(rows, cols + 2)
+    ax = fig.add_subplot(gs[:, :2])
+    show_mammogram(np.asarray(image), boxes=boxes, labels=labels, colors=colors, ax=ax, linewidth=1.2,
+                   title=f"{n_g} global (blue) and {n_l} local (orange) boxes")
+    _breast_limits(ax, np.asarray(mask))
+    for i, (crop, label) in enumerate(zip(crops, labels)):
+        r, c = (0, i) if i < n_g else (1 + (i - n_g) // cols, (i - n_g) % cols)
+        a = fig.add_subplot(gs[r, 2 + c])
+        show_mammogram(crop, ax=a)
+        a.set_title(f"{label} ({crop.shape[-1]} px)", color=colors[i], fontsize=9)
+    return fig
+
+
+def plot_intensity_augmentations(image, mask, cfg, size: int = 224, scale: float = 0.12, seed: int = 0):
+    """One tissue crop under each intensity augmentation of ``cfg`` alone, at its extremes, then all together.
+
+    ``cfg`` is a :class:`~awm_lib.pretrain.augment.MultiCropConfig`; the crop
+    (``scale`` of the breast box's area, centred on tissue) is drawn with ``seed``.
+    """
+    import dataclasses
+
+    from awm_lib.pretrain.augment import intensity_augment, sample_crop_boxes
+    from awm_lib.pretrain.probe import crop_resize
+    from awm_lib.viz import show_mammogram, subplots
+
+    g = torch.Generator().manual_seed(seed)
+    box = sample_crop_boxes(torch.as_tensor(np.asarray(mask, bool))[None], 1, (scale, scale), generator=g)[0, 0]
+    crop = crop_resize(np.asarray(image, np.float32), box.tolist(), size)[None]  # (1, 1, S, S)
+    none = dataclasses.replace(cfg, window=0.0, gamma=(1.0, 1.0), blur_p=0.0, noise_std=(0.0, 0.0))
+    panels = {
+        "original": none,
+        f"gamma {cfg.gamma[0]:g} (brighter)": dataclasses.replace(none, gamma=(cfg.gamma[0],) * 2),
+        f"gamma {cfg.gamma[1]:g} (darker)": dataclasses.replace(none, gamma=(cfg.gamma[1],) * 2),
+        f"random window (w = {cfg.window:g})": dataclasses.replace(none, window=cfg.window),
+        f"blur, sigma {cfg.blur_sigma[1]:g} px": dataclasses.replace(none, blur_p=1.0, blur_sigma=(cfg.blur_sigma[1],) * 2),
+        f"noise, std {cfg.noise_std[1]:g}": dataclasses.replace(none, noise_std=(cfg.noise_std[1],) * 2),
+        "all of them, draw 1": cfg,
+        "all of them, draw 2": cfg,
+    }
+    fig, axes = subplots(2, 4, width=2.4, height=2.6)
+    for ax, (title, c) in zip(axes.flat, panels.items()):
+        show_mammogram(intensity_augment(crop, c, g)[0, 0].numpy(), ax=ax, title=title)
+        ax.title.set_fontsize(9)
+    return fig
+
+
+def plot_patch_masks(crops: torch.Tensor, masks: torch.Tensor, patch: int = 14):
+    """Global crops ``(N, 3, S, S)`` with the iBOT-masked patches ``(N, P)`` painted over."""
+    from awm_lib.viz import show_mammogram, subplots
+
+    n, S = crops.shape[0], crops.shape[-1]
+    gh = S // patch
+    fig, axes = subplots(1, n, width=2.6, height=2.9, squeeze=False)
+    for ax, crop, m in zip(axes[0], crops, masks):
+        show_mammogram(to_grey(crop), ax=ax, title=f"{int(m.sum())} of {m.numel()} patches masked")
+        grid = m.reshape(gh, gh).float().numpy()
+        ax.imshow(np.where(grid > 0, 1.0, np.nan), cmap="cool", vmin=0, vmax=1, alpha=0.6,
+                  extent=(0, gh * patch, gh * patch, 0), interpolation="nearest")
+        ax.title.set_fontsize(9)
+    return fig
+
+
+def toy_teacher_logits(n_images: int = 32, n_prototypes: int = 64, common_std: float = 0.3, image_std: float = 0.1, seed: int = 0) -> torch.Tensor:
+    """Constructed teacher logits ``(n_images, n_prototypes)``: one part shared by every image plus a smaller part of its own.
+
+    That is what a network on the way to collapse outputs: a bias towards some
+    prototypes whatever the image (``common_std``), and a little information
+    about the image (``image_std``). Values are cosine-like (a few tenths).
+    """
+    g = torch.Generator().manual_seed(seed)
+    common = torch.randn(1, n_prototypes, generator=g) * common_std
+    return common + torch.randn(n_images, n_prototypes, generator=g) * image_std
+
+
+def centering_sharpening_table(teacher_logits: torch.Tensor, temps: tuple[float, ...] = (1.0, 0.04)) -> list[dict]:
+    """Teacher distributions with centering off / on at each temperature, summarised.
+
+    For ``(B, K)`` logits, each row reports the mean per-image entropy (low =
+    confident), the entropy of the batch-mean distribution (low = every image
+    gets the same answer: collapse) and the share of images whose top
+    prototype is the most common top prototype. The center is the batch mean
+    (the EMA the loop keeps converges to it).
+    """
+    from awm_lib.pretrain.dino import entropy, teacher_probs
+
+    center = teacher_logits.mean(dim=0)
+    rows = []
+    for centered in (False, True):
+        for t in temps:
+            p = teacher_probs(teacher_logits, center if centered else torch.zeros_like(center), t)
+            top = p.argmax(dim=-1)
+            rows.append({
+                "centering": "on" if centered else "off",
+                "temperature": t,
+                "entropy per image (nats)": round(float(entropy(p)), 3),
+                "entropy of batch mean (nats)": round(float(entropy(p.mean(dim=0))), 3),
+                "images on the top prototype": round(float((top == top.mode().values).float().mean()), 3),
+            })
+    return rows
+
+
+def plot_centering_sharpening(teacher_logits: torch.Tensor, temps: tuple[float, float] = (1.0, 0.04)):
+    """2 x 2 heat maps of teacher probabilities (images x prototypes): centering off/on x two temperatures."""
+    from awm_lib.pretrain.dino import teacher_probs
+    from awm_lib.viz import subplots
+
+    center = teacher_logits.mean(dim=0)
+    rows = centering_sharpening_table(teacher_logits, temps)
+    fig, axes = subplots(2, 2, width=3.6, height=2.9)
+    for ax, row in zip(axes.flat, rows):
+        c = center if row["centering"] == "on" else torch.zeros_like(center)
+        p = teacher_probs(teacher_logits, c, row["temperature"]).numpy()
+        im = ax.imshow(p, cmap="viridis", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
+        ax.set_title(f"centering {row['centering']}, T = {row['temperature']:g}\n"
+                     f"H per image {row['entropy per image (nats)']:.2f}, H of mean {row['entropy of batch mean (nats)']:.2f}",
+                     fontsize=9)
+        ax.set_xlabel("prototype")
+        ax.set_ylabel("image")
+        ax.grid(False)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="teacher probability")
+    return fig
+
+
+def plot_pretrain_log(log: list[dict], n_prototypes: int | None = None, title: str | None = None):
+    """Losses and teacher entropies against step from a ``loss_log.jsonl`` (see :func:`~awm_lib.pretrain.card.read_loss_log`)."""
+    from awm_lib.viz import hline, plot_curves, subplots
+
+    steps = [r["step"] for r in log]
+    fig, (ax, ax2) = subplots(1, 2, width=4.4, height=3.2)
+    marker = "o" if len(log) <= 30 else None
+    plot_curves(steps, {k: [r[k] for r in log] for k in ("loss", "dino", "ibot") if k in log[0]}, "step", "loss",
+                title="self-distillation loss", ax=ax, marker=marker)
+    plot_curves(steps, {"per image": [r["teacher_entropy"] for r in log], "of the batch mean": [r["teacher_mean_entropy"] for r in log]},
+                "step", "nats", title="teacher entropy (collapse monitor)", ax=ax2, marker=marker)
+    if n_prototypes:
+        hline(ax2, float(np.log(n_prototypes)), f"log K (uniform over {n_prototypes})")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# --- which weights: the checkpoint when it exists, always a random init beside it -------------
+def checkpoint_summary(checkpoint: str | Path) -> dict | None:
+    """What the model card of a pretraining run records (``pretrain_config.json``), or None if there is no run."""
+    import json
+
+    path = Path(checkpoint) / "pretrain_config.json"
+    if not (Path(checkpoint) / "config.json").is_file() or not path.is_file():
+        return None
+    meta = json.loads(path.read_text())
+    keys = ("steps", "train_seconds", "n_images", "sources", "seed", "device", "date", "command")
+    return {k: meta.get(k) for k in keys}
+
+
+def figure_backbones(checkpoint: str | Path | None = None, seed: int = 0) -> dict:
+    """``{label: Dinov2Model}`` for the chapter's pictures, labels naming the weights.
+
+    With a pretraining run at ``checkpoint``: a random init of its architecture
+    (seed ``seed``) and the checkpoint, loaded with the same
+    ``Dinov2Model.from_pretrained(path)`` call that loads ``facebook/dinov2-*``.
+    Without one: only a random init of the ``gpu-20min`` preset's architecture.
+    """
+    from transformers import Dinov2Model
+
+    from awm_lib.pretrain.loop import build_backbone, preset_config
+    from awm_lib.pretrain.probe import random_init_like
+
+    info = checkpoint_summary(checkpoint) if checkpoint else None
+    if info is None:
+        torch.manual_seed(seed)
+        model = build_backbone(preset_config("gpu-20min")).eval()
+        c = model.config
+        return {f"random init (seed {seed}), width {c.hidden_size}, {c.num_hidden_layers} blocks, untrained": model}
+    pre = Dinov2Model.from_pretrained(str(checkpoint), dtype=torch.float32).eval()
+    c = pre.config
+    return {
+        f"random init (seed {seed}), width {c.hidden_size}, {c.num_hidden_layers} blocks, untrained": random_init_like(pre, seed),
+        f"{Path(checkpoint).name}: {info['steps']} steps, {info['device']}, {str(info['date'])[:10]}": pre,
+    }
+
+
+def status_markdown(checkpoint: str | Path, probe_path: str | Path) -> str:
+    """A visible note (Markdown) saying which GPU artefacts exist and, if not, how to make them."""
+    info = checkpoint_summary(checkpoint)
+    has_probe = Path(probe_path).is_file()
+    if info is not None and has_probe:
+        return (f"> **Pretrained weights present.** `{checkpoint}`: {info['steps']} steps on {info['n_images']} images, "
+                f"{info['device']}, {info['date']}, seed {info['seed']}; probe results in `{probe_path}`.\n>\n"
+                f"> Command: `{info['command']}`")
+    missing = [f"`{p}`" for p, ok in ((checkpoint, info is not None), (probe_path, has_probe)) if not ok]
+    lines = [f"> **Pending a GPU run.** {' and '.join(missing)} {'does' if len(missing) == 1 else 'do'} not exist yet, "
+             "so the pretrained figures and numbers of this chapter are not shown: every picture of a backbone "
+             "below comes from a randomly initialised one (or from the few CPU steps run here), "
+             "and is labelled so. On a machine with one GPU (about 20 minutes on an H100):", ">", "> ```"]
+    lines += [f"> {c}" for c in GPU_RUN_COMMANDS.splitlines()] + ["> ```", ">", "> Rebuild the book afterwards and this chapter shows them."]
+    return "\n".join(lines)
+
+
+# --- the probe's results ---------------------------------------------------------------------
+def _fmt(m: dict) -> str:
+    return f"{m['value']:.3f} [{m['ci95'][0]:.3f}, {m['ci95'][1]:.3f}]"
+
+
+def probe_table(res: dict):
+    """The probe results (``run_probe``'s dict) as a DataFrame: balanced accuracy and AUC with 95% CIs."""
+    import pandas as pd
+
+    rows = []
+    for task, t in res["tasks"].items():
+        if "skipped" in t:
+            rows.append({"task": task, "model": "-", "probe": "-", "balanced accuracy [95% CI]": f"skipped: {t['skipped']}"})
+            continue
+        for name, per in t["results"].items():
+            for method, r in per.items():
+                rows.append({"task": task, "n crops": t["n"], "women": t["n_women"], "model": name, "probe": method,
+                             "balanced accuracy [95% CI]": _fmt(r["balanced_accuracy"]), "AUC [95% CI]": _fmt(r["auc"])})
+        for name, per in t.get("difference_vs_random_init", {}).items():
+            for method, d in per.items():
+                rows.append({"task": task, "n crops": t["n"], "women": t["n_women"], "model": f"{name} minus random-init", "probe": method,
+                             "balanced accuracy [95% CI]": _fmt(d["balanced_accuracy"]), "AUC [95% CI]": _fmt(d["auc"])})
+    return pd.DataFrame(rows).set_index(["task", "model", "probe"])
+
+
+def plot_probe(res: dict, metric: str = "balanced_accuracy"):
+    """Point estimates with 95% bootstrap CIs, one panel per task, one row per (model, probe); 0.5 = chance."""
+    from awm_lib.viz import PALETTE, subplots, vline
+
+    tasks = {k: t for k, t in res["tasks"].items() if "skipped" not in t}
+    fig, axes = subplots(1, max(1, len(tasks)), width=4.6, height=0.5 + 0.45 * max((sum(len(p) for p in t["results"].values()) for t in tasks.values()), default=1), squeeze=False)
+    for ax, (task, t) in zip(axes[0], tasks.items()):
+        labels, y = [], 0
+        for j, (name, per) in enumerate(t["results"].items()):
+            for method, r in per.items():
+                m = r[metric]
+                lo, hi = m["ci95"]
+                ax.errorbar(m["value"], y, xerr=[[m["value"] - lo], [hi - m["value"]]], fmt="o", color=PALETTE[j % len(PALETTE)], capsize=3)
+                labels.append(f"{name}, {method}")
+                y += 1
+        ax.set_yticks(range(len(labels)), labels)
+        ax.invert_yaxis()
+        vline(ax, 0.5, "chance")
+        ax.set_xlabel(f"{metric.replace('_', ' ')} (95% CI, women resampled)")
+        ax.set_title(f"{task.replace('_', ' ')} (n = {t['n']}, {t['n_women']} women)", fontsize=10)
     return fig

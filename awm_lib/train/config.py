@@ -235,6 +235,7 @@ class DataConfig:
     nms_iou: float = 0.5  # NMS between proposals (how many are kept is model.topk)
     roi_margin: float = 40.0  # pixels (of the ORIGINAL image) added around each proposal when squaring it
     roi_min_overlap: float = 0.5  # roi_labels: overlap with a malignant lesion that makes a RoI "malignant"
+    pad_rois: Literal["mask", "random"] = "mask"  # < topk proposals: mask the padding, or fill with random boxes (use with the oracle)
     max_images: int | None = None  # keep at most this many images per split (stratified), for quick runs
     fold: int = 0  # mini-MIAS: the test fold (5-fold cross-validation by woman)
     n_folds: int = 5
@@ -317,7 +318,7 @@ def _preset_smoke() -> TrainConfig:
             backbone=BackboneConfig(name_or_path=None, random_arch="micro"),
             crop_size=56, topk=3, d_model=64, depth=1, heads=2, dropout=0.0, head_dropout=0.0,
         ),
-        data=DataConfig(long_side=256, roi_margin=20.0, max_images=None, synthetic_n=96, synthetic_size=512, augment=False),
+        data=DataConfig(long_side=256, roi_margin=20.0, max_images=None, synthetic_n=160, synthetic_size=512, augment=False),
         optim=OptimConfig(epochs=2, batch_size=8, lr_backbone=1e-4, lr_head=1e-3, warmup_steps=2, patience=0),
         eval=EvalConfig(n_boot=200),
     )

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -148,6 +149,7 @@ class RoISettings:
     margin: float = 40.0  # pixels of the ORIGINAL image
     min_overlap: float = 0.5  # roi_labels
     seed: int = 0
+    pad: str = "mask"  # fewer than topk proposals: "mask" = pad and mask out, "random" = seeded random boxes used as RoIs
 
 
 def lesion_boxes_in(prep: Preprocessed, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
@@ -168,20 +170,24 @@ def rois_for_image(prep: Preprocessed, sample: Sample, proposer, s: RoISettings)
     """Propose, select ``topk`` + anchor, label each RoI; all in the cached image's pixels."""
     h, w = prep.pixels.shape
     les_boxes, les_malignant = lesion_boxes_in(prep, sample)
-    if getattr(proposer, "needs_ground_truth", False):
-        props = proposer.propose(prep.pixels, lesions=les_boxes)
+    if getattr(proposer, "needs_ground_truth", False):  # the oracle: the lesion boxes themselves
+        props = proposer.propose(prep.pixels, gt_boxes=les_boxes)
     else:
         props = proposer.propose(prep.pixels)
     if not isinstance(props, Proposals):  # pragma: no cover - a proposer breaking its contract
         raise ConfigError(f"proposer {s.proposer!r} returned {type(props).__name__}, not Proposals")
     scale = 0.5 * (prep.scale[0] + prep.scale[1])  # cache pixels per original pixel
-    sel = select_rois(props, (h, w), None, SelectConfig(topk=s.topk, iou_threshold=s.nms_iou, margin=s.margin * scale, pad="anchor", seed=s.seed))
+    pad = {"mask": "anchor", "random": "random"}[s.pad]
+    sel = select_rois(props, (h, w), None, SelectConfig(topk=s.topk, iou_threshold=s.nms_iou, margin=s.margin * scale, pad=pad, seed=s.seed))
     rois = sel.rois  # (K+1, 4)
+    # "random" padding: the filler boxes are ordinary RoIs, so the number of real proposals
+    # cannot leak into the model (it would with the oracle: lesion <=> proposals)
+    valid = sel.valid if s.pad == "mask" else torch.ones_like(sel.valid)
     labels = label_rois(rois, torch.from_numpy(les_boxes), torch.from_numpy(les_malignant), s.min_overlap)
     if sample.label == 1 and not les_malignant.any():
         labels[:] = -1  # a cancer somewhere we do not know: no RoI can be called benign
-    labels[~sel.valid] = -1
-    return {"rois": rois.tolist(), "valid": sel.valid.tolist(), "roi_labels": labels.tolist(), "n_proposals": sel.n_kept}
+    labels[~valid] = -1
+    return {"rois": rois.tolist(), "valid": valid.tolist(), "roi_labels": labels.tolist(), "n_proposals": sel.n_kept}
 
 
 class RoICache:
@@ -292,6 +298,13 @@ def collate(items: list[dict]) -> dict:
     }
 
 
+def roi_settings(cfg) -> RoISettings:
+    """The :class:`RoISettings` of a :class:`~awm_lib.train.config.TrainConfig`."""
+    d = cfg.data
+    return RoISettings(proposer=d.proposer, topk=cfg.model.topk, nms_iou=d.nms_iou, margin=d.roi_margin,
+                       min_overlap=d.roi_min_overlap, seed=0, pad=d.pad_rois)
+
+
 def build_datasets(cfg, *, progress: bool = True, splits: tuple[str, ...] = ("train", "val", "test"), workers: int | None = None) -> dict[str, MammoRoIDataset]:
     """The datasets a :class:`~awm_lib.train.config.TrainConfig` asks for.
 
@@ -308,14 +321,16 @@ def build_datasets(cfg, *, progress: bool = True, splits: tuple[str, ...] = ("tr
         raise DatasetNotFoundError(f"the {', '.join(empty)} split(s) of {d.dataset} are empty; check the data folder or data.max_images")
     cache = PreprocessCache(long_side=d.long_side)
     everything = [s for v in parts.values() for s in v]
-    cache.warm([s.path for s in everything], workers=max(1, workers if workers is not None else d.num_workers), progress=progress)
-    settings = RoISettings(proposer=d.proposer, topk=cfg.model.topk, nms_iou=d.nms_iou, margin=d.roi_margin, min_overlap=d.roi_min_overlap, seed=0)
+    if workers is None:  # preprocessing is CPU-bound and runs once: use the cores (up to 4)
+        workers = max(d.num_workers, min(4, os.cpu_count() or 1))
+    cache.warm([s.path for s in everything], workers=max(1, workers), progress=progress)
+    settings = roi_settings(cfg)
     rois = RoICache(cache, settings)
     out = {}
     for name, group in parts.items():
         recs = rois.get_all(group, progress=progress)
         out[name] = MammoRoIDataset(group, cache, recs, augment=d.augment and name == "train", seed=cfg.seed)
-        if out[name].n_without_proposals:
+        if out[name].n_without_proposals and d.proposer not in ("none", "oracle"):  # expected for those two
             warnings.warn(
                 f"{out[name].n_without_proposals} of {len(group)} {name} images had no proposals from "
                 f"'{d.proposer}': they are classified from the anchor (whole breast) alone",

@@ -29,7 +29,7 @@ import torch
 from awm_lib.data.cache import preprocess
 from awm_lib.data.types import Sample
 from awm_lib.proposals.base import make_proposer
-from awm_lib.train.dataset import NoProposalsWarning, RoISettings, rois_for_image
+from awm_lib.train.dataset import NoProposalsWarning, roi_settings, rois_for_image
 from awm_lib.train.experiment import load_model, read_results
 
 
@@ -74,8 +74,7 @@ def predict_image(image_path: str | os.PathLike, checkpoint: str | os.PathLike, 
         cfg = replace(cfg, data=replace(cfg.data, proposer=proposer))
     prep, _ = preprocess(image_path, long_side=cfg.data.long_side)
     sample = Sample(image_id=Path(image_path).stem, path=Path(image_path), patient_id="?", label=0)
-    settings = RoISettings(proposer=cfg.data.proposer, topk=cfg.model.topk, nms_iou=cfg.data.nms_iou,
-                           margin=cfg.data.roi_margin, min_overlap=cfg.data.roi_min_overlap)
+    settings = roi_settings(cfg)
     rec = rois_for_image(prep, sample, make_proposer(settings.proposer), settings)
     rois = torch.tensor(rec["rois"], dtype=torch.float32)  # (K+1, 4) cache pixels
     valid = torch.tensor(rec["valid"], dtype=torch.bool)
