@@ -125,10 +125,17 @@ def test_results_merge_keeps_other_devices_and_replaces_same_key(tmp_path):
     assert json.loads(path.read_text())["device"] == "CPU: test"
 
 
-def test_goals_speedup_is_a_ratio_of_measured_figures():
+def test_goals_take_the_best_real_scale_variant_and_ratios_of_measured_figures():
     runs = [{"device": "g", "config": "paper-e2e", "train_end_to_end": {"images_per_s": 50.0}},
-            {"device": "g", "config": "reference", "train_end_to_end": {"images_per_s": 4.0}}]
-    assert goals(runs)["g"]["speedup_vs_reference"]["measured"] == pytest.approx(12.5)
+            {"device": "g", "config": "paper-e2e+compile=default", "train_end_to_end": {"images_per_s": 60.0}},
+            {"device": "g", "config": "paper-e2e@tiny", "train_end_to_end": {"images_per_s": 900.0}},
+            {"device": "g", "config": "reference", "train_end_to_end": {"images_per_s": 4.0}},
+            {"device": "g", "config": "default@b2", "train": {"median_s": 3.0}},
+            {"device": "g", "config": "default", "train": {"median_s": 2.0}}]
+    g = goals(runs)["g"]
+    assert g["speedup_vs_reference"]["measured"] == pytest.approx(15.0)
+    assert g["default_train_step_s"]["measured"] == 2.0
+    assert g["paper_train_mfu"]["measured"] is None
 
 
 # --- reference path == fast path ----------------------------------------------------------------------------
@@ -202,7 +209,8 @@ def test_cli_writes_a_run_record_and_rejects_unknown_configs(tmp_path, capsys):
     data = json.loads(out.read_text())
     (run,) = data["runs"]
     assert run["config"] == "default-b1@tiny" and run["device"].startswith("CPU")
-    assert {"command", "date", "versions"} <= set(run) and "bench" in run["command"]
+    assert {"command", "date", "versions"} <= set(run)
+    assert run["command"].startswith("python -m awm_lib bench --config default-b1") and "--tiny" in run["command"]
     assert main(["bench", "--config", "nope", "--device", "cpu", "--out", str(out)]) == 2
     assert "unknown bench config" in capsys.readouterr().err
 

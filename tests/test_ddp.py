@@ -41,3 +41,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     val_two = [r["auc"] for r in read_log(tmp_path / "two", "val")]
     assert val_two == pytest.approx(val_one, abs=1e-6)
     assert [r["n"] for r in read_log(tmp_path / "two", "val")] == [12, 12]
+    # the logged loss is the mean over both processes' halves = the one-process loss
+    loss_one = [r["loss"] for r in read_log(tmp_path / "one", "train")]
+    loss_two = [r["loss"] for r in read_log(tmp_path / "two", "train")]
+    assert loss_two == pytest.approx(loss_one, rel=1e-4, abs=1e-5)

@@ -75,3 +75,5 @@ def test_without_resume_a_run_starts_afresh(tmp_path):
     _, res = _run(tmp_path)  # no --resume: start at step 0, overwrite the log
     steps = [r["step"] for r in read_log(tmp_path, "train")]
     assert steps == list(range(1, 19)) and res.state.step == 18
+    # no checkpoint of the killed run survives (its step 3 would otherwise sit beside the new ones)
+    assert res.best_checkpoint.name != "step-00000003"

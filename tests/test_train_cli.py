@@ -165,3 +165,24 @@ def test_load_or_train_loads_a_finished_run_and_refuses_another_config(run_dir):
     other = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr_head=1.0))
     with pytest.raises(CheckpointError, match="optim.lr_head"):
         load_or_train(other, run_dir)
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict"])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0 and "--checkpoint" in capsys.readouterr().out or command == "train"
+
+
+def test_full_image_baseline_trains_and_predicts(mias_root, cache_dir, tmp_path, capsys):
+    out = tmp_path / "baseline"
+    args = ["train", "--dataset", "mias", "--root", str(mias_root), "--preset", "smoke", "--out", str(out), "--no-progress",
+            "--set", "arch=full_image", "--set", "baseline.long_side=56"]
+    for s in SMALL:
+        args += ["--set", s]
+    assert main(args) == 0
+    assert json.loads((out / "results.json").read_text())["n_test"] == 10
+    capsys.readouterr()
+    assert main(["predict", str(mias_root / "mdb028.png"), "--checkpoint", str(out), "--json"]) == 0
+    pred = _json_out(capsys)
+    assert [r["kind"] for r in pred["rois"]] == ["anchor"] and pred["fallback_to_anchor"] is False

@@ -151,13 +151,16 @@ def propose_rois(proposer, pixels: np.ndarray, topk: int) -> np.ndarray:
     return sel.rois.numpy()
 
 
+PREFETCH_FACTOR = 2  # batches each worker prepares ahead
+
+
 def _single_thread_worker(_: int) -> None:
     torch.set_num_threads(1)  # many workers x many threads would oversubscribe the cores
 
 
 def cache_loader(dataset: Dataset, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
     """Workers, pinned memory and a few batches in flight: the GPU should never wait."""
-    kw = dict(persistent_workers=True, prefetch_factor=4, worker_init_fn=_single_thread_worker) if workers else {}
+    kw = dict(persistent_workers=True, prefetch_factor=PREFETCH_FACTOR, worker_init_fn=_single_thread_worker) if workers else {}
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                       pin_memory=pin_memory, drop_last=True, **kw)
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -118,9 +119,12 @@ def _rates(timing, images_per_step: int, flops_per_step: float, peak_tflops: flo
             "tflops": tflops, "mfu": (tflops / peak_tflops) if peak_tflops else None}
 
 
-def _measure(fn, device, steps, warmup, images, flops, peak, wall=False) -> dict:
+def _measure(fn, device, steps, warmup, images, flops, peak, wall=False, queue=0) -> dict:
+    """Time ``fn``. With a loader, ``queue`` batches may wait ready-made in its prefetch queue: at least
+    that many warm-up steps drain it, and at least that many are timed, so the figure is the steady
+    state (a queue filled while the GPU warmed up would otherwise hide a slow loader)."""
     reset_peak_memory(device)
-    timing = (time_wall if wall else time_steps)(fn, device, steps=steps, warmup=warmup)
+    timing = (time_wall if wall else time_steps)(fn, device, steps=max(steps, queue), warmup=max(warmup, queue))
     return {**_rates(timing, images, flops, peak), "peak_memory_bytes": peak_memory_bytes(device)}
 
 
@@ -173,7 +177,10 @@ def run_config(cfg: BenchConfig, device: str | torch.device = "cuda", steps: int
         "sdpa": _sdpa_backends(device),
     }
     opt = make_optimizer(model, device, fused=cfg.path == "fast")
-    run = lambda fn, fl, wall=False: _measure(fn, device, steps, warmup, b, fl, peak.tflops, wall)  # noqa: E731
+    def run(fn, fl, wall=False, queue=0):
+        return _measure(fn, device, steps, warmup, b, fl, peak.tflops, wall, queue)
+
+    queue = bdata.PREFETCH_FACTOR * cfg.workers + 1  # batches a loader (+ the prefetcher) can hold ready
 
     if cfg.data == "dicom" or cfg.data == "cache":
         root = Path(data_root) if data_root else default_data_root()
@@ -188,6 +195,7 @@ def run_config(cfg: BenchConfig, device: str | torch.device = "cuda", steps: int
         record["train"] = run(lambda: train_step(model, model, opt, batch, device, "fp32"), train_fl)
         ds = bdata.ReferenceDataset(sources, rois, cfg.image_size[0], cfg.crop_size, length=10**9)
         loader = torch.utils.data.DataLoader(ds, batch_size=b, num_workers=cfg.workers,
+                                             prefetch_factor=bdata.PREFETCH_FACTOR if cfg.workers else None,
                                              worker_init_fn=bdata._single_thread_worker if cfg.workers else None)
         it = _cycle(loader)
 
@@ -195,7 +203,7 @@ def run_config(cfg: BenchConfig, device: str | torch.device = "cuda", steps: int
             ref_batch = {k: v.to(device) for k, v in next(it).items()}
             return train_step(model, model, opt, ref_batch, device, "fp32")
 
-        record["train_end_to_end"] = run(ref_step, train_fl, wall=True)
+        record["train_end_to_end"] = run(ref_step, train_fl, wall=True, queue=queue)
         record["train_end_to_end"]["fraction_of_model_only"] = (
             record["train_end_to_end"]["images_per_s"] / record["train"]["images_per_s"])
     else:  # model only: synthetic tensors already on the device
@@ -227,7 +235,7 @@ def run_config(cfg: BenchConfig, device: str | torch.device = "cuda", steps: int
         else:
             fn, fl, key, ref = (lambda: forward_step(model, fwd, next_batch(), device, precision),
                                 fwd_flops, "infer_end_to_end", "forward")
-        record[key] = run(fn, fl, wall=True)
+        record[key] = run(fn, fl, wall=True, queue=queue)
         record[key]["fraction_of_model_only"] = record[key]["images_per_s"] / record[ref]["images_per_s"]
     if profile_dir is not None:
         record["profile"] = profile_steps(model, fwd, opt, batch, device, precision, cfg, profile_dir)
@@ -303,7 +311,8 @@ def profile_steps(model, fwd, opt, batch: dict, device: torch.device, precision:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = "cuda" if device.type == "cuda" else "cpu"
-    path = out / f"profile-{dev}-{cfg.run_name}.txt"
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", cfg.run_name)  # plain file names travel everywhere
+    path = out / f"profile-{dev}-{safe}.txt"
     from awm_lib.io_utils import write_text_atomic
 
     write_text_atomic(path, table)

@@ -62,7 +62,6 @@ def _configs(args):
 
 
 def run(args) -> int:
-    import sys
     import traceback
     from pathlib import Path
 
@@ -82,7 +81,7 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    command = "python -m awm_lib " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:])
+    command = _command(args)
     peak = matmul_peak(device)
     print(f"device {device}: measured matmul peak {peak.tflops:.2f} TFLOP/s ({peak.dtype}, n={peak.n})")
     out = Path(args.out)
@@ -111,6 +110,19 @@ def run(args) -> int:
                       [r for r in done if "error" in r])
     print(f"wrote {out}")
     return 1 if failures else 0
+
+
+def _command(args) -> str:
+    """The command line that reproduces this run, rebuilt from the parsed options."""
+    parts = ["python -m awm_lib bench"]
+    parts += ["--all"] if args.all else [f"--config {c}" for c in args.config or []]
+    for opt in ("steps", "warmup", "batch_size", "workers", "device", "compile", "threads", "data_root",
+                "source_size", "out", "seed"):
+        v = getattr(args, opt)
+        if v is not None:
+            parts.append(f"--{opt.replace('_', '-')} {v}")
+    parts += [f"--{f}" for f in ("tiny", "profile") if getattr(args, f)]
+    return " ".join(parts)
 
 
 def _line(rec: dict) -> str:

@@ -9,7 +9,7 @@ F1, sensitivity at FPR 0.1 / 0.3 / 0.5, specificity and accuracy with bootstrap
 
 from __future__ import annotations
 
-HELP = "evaluate a checkpoint on a data set's test split (metrics with 95% CIs)"
+HELP = "evaluate a checkpoint on a data set's test split (metrics with bootstrap confidence intervals)"
 
 
 def add_arguments(p) -> None:

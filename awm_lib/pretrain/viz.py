@@ -183,7 +183,8 @@ def plot_multi_crop(image, mask, views, index: int = 0, local_cols: int = 4):
     gs = fig.add_gridspec(rows, cols + 2)
     ax = fig.add_subplot(gs[:, :2])
     show_mammogram(np.asarray(image), boxes=boxes, labels=labels, colors=colors, ax=ax, linewidth=1.2,
-                   title=f"{n_g} global (blue) and {n_l} local (orange) boxes")
+                   title=f"{n_g} global (G, blue), {n_l} local (L, orange)")
+    ax.title.set_fontsize(9)
     _breast_limits(ax, np.asarray(mask))
     for i, (crop, label) in enumerate(zip(crops, labels)):
         r, c = (0, i) if i < n_g else (1 + (i - n_g) // cols, (i - n_g) % cols)
@@ -303,21 +304,28 @@ def plot_centering_sharpening(teacher_logits: torch.Tensor, temps: tuple[float, 
     return fig
 
 
-def plot_pretrain_log(log: list[dict], n_prototypes: int | None = None, title: str | None = None):
-    """Losses and teacher entropies against step from a ``loss_log.jsonl`` (see :func:`~awm_lib.pretrain.card.read_loss_log`)."""
+def plot_pretrain_logs(logs: dict[str, list[dict]], n_prototypes: dict[str, int] | None = None):
+    """One row per run (label -> ``loss_log.jsonl`` records): losses and teacher entropies against step.
+
+    Read a run's log with :func:`~awm_lib.pretrain.card.read_loss_log`.
+    ``n_prototypes`` (label -> K) adds the ``log K`` line: the entropy of a
+    uniform distribution, the ceiling of both entropies.
+    """
     from awm_lib.viz import hline, plot_curves, subplots
 
-    steps = [r["step"] for r in log]
-    fig, (ax, ax2) = subplots(1, 2, width=4.4, height=3.2)
-    marker = "o" if len(log) <= 30 else None
-    plot_curves(steps, {k: [r[k] for r in log] for k in ("loss", "dino", "ibot") if k in log[0]}, "step", "loss",
-                title="self-distillation loss", ax=ax, marker=marker)
-    plot_curves(steps, {"per image": [r["teacher_entropy"] for r in log], "of the batch mean": [r["teacher_mean_entropy"] for r in log]},
-                "step", "nats", title="teacher entropy (collapse monitor)", ax=ax2, marker=marker)
-    if n_prototypes:
-        hline(ax2, float(np.log(n_prototypes)), f"log K (uniform over {n_prototypes})")
-    if title:
-        fig.suptitle(title)
+    fig, axes = subplots(len(logs), 2, width=4.4, height=3.0, squeeze=False)
+    for (ax, ax2), (label, log) in zip(axes, logs.items()):
+        steps = [r["step"] for r in log]
+        marker = "o" if len(log) <= 30 else None
+        plot_curves(steps, {k: [r[k] for r in log] for k in ("loss", "dino", "ibot") if k in log[0]}, "step", "loss",
+                    title=f"{label}\nself-distillation loss", ax=ax, marker=marker)
+        entropies = {"per image": [r["teacher_entropy"] for r in log], "of the batch mean": [r["teacher_mean_entropy"] for r in log]}
+        plot_curves(steps, entropies, "step", "nats", title="teacher entropy (collapse monitor)", ax=ax2, marker=marker)
+        k = (n_prototypes or {}).get(label)
+        if k:
+            hline(ax2, float(np.log(k)), f"log K, K = {k}")
+        ax.title.set_fontsize(9)
+        ax2.title.set_fontsize(9)
     return fig
 
 
@@ -361,6 +369,23 @@ def figure_backbones(checkpoint: str | Path | None = None, seed: int = 0) -> dic
     }
 
 
+def max_weight_change(checkpoint: str | Path, seed: int = 0) -> float:
+    """Largest absolute difference between a saved backbone's weights and a random init of it with ``seed``.
+
+    ``pretrain`` seeds its initialisation with the run's seed and
+    :func:`~awm_lib.pretrain.probe.random_init_like` does the same, so for a
+    run made from random weights this says how far training moved the saved
+    (teacher) weights from where they started.
+    """
+    from transformers import Dinov2Model
+
+    from awm_lib.pretrain.probe import random_init_like
+
+    model = Dinov2Model.from_pretrained(str(checkpoint), dtype=torch.float32)
+    init = random_init_like(model, seed)
+    return max(float((a - b).abs().max()) for a, b in zip(model.state_dict().values(), init.state_dict().values()))
+
+
 def status_markdown(checkpoint: str | Path, probe_path: str | Path) -> str:
     """A visible note (Markdown) saying which GPU artefacts exist and, if not, how to make them."""
     info = checkpoint_summary(checkpoint)
@@ -390,15 +415,16 @@ def probe_table(res: dict):
     rows = []
     for task, t in res["tasks"].items():
         if "skipped" in t:
-            rows.append({"task": task, "model": "-", "probe": "-", "balanced accuracy [95% CI]": f"skipped: {t['skipped']}"})
+            rows.append({"task": task, "model": "-", "probe": "-", "balanced accuracy [95% CI]": f"skipped: {t['skipped']}", "AUC [95% CI]": ""})
             continue
+        label = f"{task} (n = {t['n']}, {t['n_women']} women)"
         for name, per in t["results"].items():
             for method, r in per.items():
-                rows.append({"task": task, "n crops": t["n"], "women": t["n_women"], "model": name, "probe": method,
+                rows.append({"task": label, "model": name, "probe": method,
                              "balanced accuracy [95% CI]": _fmt(r["balanced_accuracy"]), "AUC [95% CI]": _fmt(r["auc"])})
         for name, per in t.get("difference_vs_random_init", {}).items():
             for method, d in per.items():
-                rows.append({"task": task, "n crops": t["n"], "women": t["n_women"], "model": f"{name} minus random-init", "probe": method,
+                rows.append({"task": label, "model": f"{name} minus random-init", "probe": method,
                              "balanced accuracy [95% CI]": _fmt(d["balanced_accuracy"]), "AUC [95% CI]": _fmt(d["auc"])})
     return pd.DataFrame(rows).set_index(["task", "model", "probe"])
 

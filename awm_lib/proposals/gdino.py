@@ -16,7 +16,7 @@ meaningless.
 
 Scores are, per query, the highest sigmoid over the prompt's tokens, as in the
 reference implementation; with ``box_threshold=0`` every query is returned
-(900 for the real model), sorted by score.
+(900 for the real model), sorted by score, clipped to the image.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import torch
 
 from awm_lib.errors import ProposalError
 from awm_lib.proposals.base import BaseProposer, Proposals, check_image
+from awm_lib.proposals.boxes import clip_boxes
 
 DEFAULT_MODEL = "IDEA-Research/grounding-dino-tiny"
 DEFAULT_PROMPT = "a mass. a calcification. a lesion."
@@ -99,7 +100,8 @@ class GroundingDinoProposer(BaseProposer):
         props = []
         for r, size in zip(results, sizes):
             labels = [str(t) for t in r.get("text_labels", [""] * len(r["scores"]))]
-            p = Proposals(r["boxes"].float().cpu(), r["scores"].float().cpu(), labels, size).sorted()
+            boxes = clip_boxes(r["boxes"].float().cpu(), size[1], size[0])  # the model may overshoot
+            p = Proposals(boxes, r["scores"].float().cpu(), labels, size).sorted()
             props.append(p.take(torch.arange(min(self.max_boxes, len(p)))))
         return props
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from awm_lib.errors import ProposalFileError
@@ -75,7 +76,9 @@ def format_preds(proposals: Proposals) -> str:
     if len(p) == 0:
         return ""
     cxcywh = xyxy_to_cxcywh(p.boxes)
-    lines = [" ".join(f"{v:.8g}" for v in (*row, s)) for row, s in zip(cxcywh.tolist(), p.scores.tolist())]
+    table = torch.cat([cxcywh, p.scores[:, None]], dim=1).numpy()  # (N, 5) float32
+    # the shortest decimal that reads back to the same float32 (like the reference files)
+    lines = [" ".join(np.format_float_positional(v, unique=True, trim="-") for v in row) for row in table]
     return "\n".join(lines) + "\n"
 
 

@@ -37,7 +37,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 from awm_lib.errors import CheckpointError
-from awm_lib.io_utils import write_json_atomic, write_text_atomic
+from awm_lib.io_utils import write_json_atomic
 
 WEIGHTS = "model.safetensors"
 STATE = "state.json"
@@ -284,7 +284,3 @@ def load_checkpoint(
         ck.trainer_state = torch.load(tpath, map_location="cpu", weights_only=True)
     return ck
 
-
-def write_marker_file(path: str | os.PathLike, text: str) -> None:
-    """Small helper for run folders (e.g. a DONE marker), written atomically."""
-    write_text_atomic(path, text)

@@ -8,6 +8,7 @@
       data:  DataConfig            (dataset, preprocessing size, proposer, topk, folds)
       optim: OptimConfig           (AdamW, schedule, batch, accumulation, early stopping)
       eval:  EvalConfig            (threshold criterion, bootstrap)
+      arch, baseline               "roi" (default) or the "full_image" ViT baseline and its settings
 
 Presets:
 
@@ -296,14 +297,25 @@ class EvalConfig:
 
 
 @dataclass
+class BaselineConfig:
+    """The full-image ViT baseline (``arch="full_image"``); its backbone is ``model.backbone``."""
+
+    long_side: int = 518  # pixels of the breast's long side fed to the ViT (all its tokens)
+    pooling: Literal["cls", "mean"] = "cls"
+    head_dropout: float = 0.1
+
+
+@dataclass
 class TrainConfig:
     preset: str = "default"
     seed: int = 0
+    arch: Literal["roi", "full_image"] = "roi"  # the RoI classifier, or the full-image ViT baseline
     model: RoIClassifierConfig = field(default_factory=RoIClassifierConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
 
 
 # Keys that may differ between a checkpoint and a resumed run without changing the result.

@@ -18,7 +18,7 @@ with batch B take the same optimizer step as one process with batch N*B (for
 losses that average over images; a loss that couples the images of a batch,
 like a batch-level contrastive loss, only sees each process's slice).
 Only the main process (rank 0) writes files; validation predictions are
-gathered from all processes.
+gathered from all processes, and the logged losses are averaged over them.
 """
 
 from __future__ import annotations
@@ -54,6 +54,15 @@ class DistInfo:
     def barrier(self) -> None:
         if self.active:
             tdist.barrier()
+
+    def mean_scalars(self, values: dict[str, float]) -> dict[str, float]:
+        """The mean of each value over all processes (for logging losses)."""
+        if not self.active or not values:
+            return values
+        keys = sorted(values)
+        t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
+        tdist.all_reduce(t)
+        return {k: float(v) / self.world_size for k, v in zip(keys, t.tolist())}
 
     def all_gather_object(self, obj) -> list:
         """Every process's ``obj``, in rank order (just ``[obj]`` in a single process)."""

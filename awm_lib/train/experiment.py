@@ -36,8 +36,9 @@ import numpy as np
 import torch
 
 from awm_lib.io_utils import run_record, write_json_atomic
-from awm_lib.losses import compute_loss
+from awm_lib.losses import compute_loss, weighted_bce
 from awm_lib.model.backbone import RandomBackboneWarning
+from awm_lib.model.baseline import FullImageClassifier, FullImageConfig
 from awm_lib.model.roi_transformer import RoIClassifier
 from awm_lib.train import checkpoint as ckpt
 from awm_lib.train.config import RESUME_IGNORE, TrainConfig, config_from_dict, to_dict
@@ -63,9 +64,12 @@ class TrainResult:
         return {k: self.results[k] for k in METRIC_KEYS}
 
 
-def build_model(cfg: TrainConfig, *, quiet_random: bool = False) -> RoIClassifier:
-    """The RoI classifier of ``cfg.model``. ``quiet_random`` silences the random-backbone
-    warning (for models whose weights are about to be loaded from a checkpoint)."""
+def build_model(cfg: TrainConfig, *, quiet_random: bool = False) -> torch.nn.Module:
+    """The RoI classifier of ``cfg.model`` (or, with ``arch="full_image"``, the baseline).
+
+    ``quiet_random`` silences the random-backbone warning (for models whose
+    weights are about to be loaded from a checkpoint).
+    """
     log = logging.getLogger("awm_lib.model.backbone")
     disabled = log.disabled
     with warnings.catch_warnings():
@@ -73,6 +77,10 @@ def build_model(cfg: TrainConfig, *, quiet_random: bool = False) -> RoIClassifie
             warnings.simplefilter("ignore", RandomBackboneWarning)
             log.disabled = True
         try:
+            if cfg.arch == "full_image":
+                b = cfg.baseline
+                return FullImageClassifier(FullImageConfig(backbone=cfg.model.backbone, long_side=b.long_side,
+                                                           pooling=b.pooling, head_dropout=b.head_dropout))
             return RoIClassifier(cfg.model)
         finally:
             log.disabled = disabled
@@ -82,6 +90,9 @@ def loss_fn_for(cfg: TrainConfig):
     """``loss_fn(output, batch) -> (total, parts)`` for :func:`awm_lib.train.loop.fit`."""
 
     def loss_fn(output, batch):
+        if cfg.arch == "full_image":  # no RoI embeddings: the classification term only
+            bce = weighted_bce(output, batch["labels"], cfg.loss.pos_weight)
+            return bce, {"bce": bce.detach()}
         total, parts = compute_loss(output, batch, cfg.loss)
         parts.pop("total", None)
         return total, parts
@@ -90,7 +101,10 @@ def loss_fn_for(cfg: TrainConfig):
 
 
 def forward_batch(model, batch: dict):
-    """The RoI classifier on a collated batch (padding-aware)."""
+    """The model on a collated batch (padding-aware): the RoI classifier, or the
+    full-image baseline on each image's real extent (the anchor box)."""
+    if isinstance(ckpt.unwrap(model), FullImageClassifier):
+        return model(batch["images"], batch["rois"][:, 0])  # (B,) logits
     return model(batch["images"], batch["rois"], image_sizes=batch.get("image_sizes"), roi_mask=batch.get("roi_mask"))
 
 
@@ -151,7 +165,7 @@ def _no_progress(o):
     return replace(o, progress=False)
 
 
-def load_model(checkpoint: str | os.PathLike, *, which: str = "best", device: str | torch.device = "cpu") -> tuple[RoIClassifier, TrainConfig, Path]:
+def load_model(checkpoint: str | os.PathLike, *, which: str = "best", device: str | torch.device = "cpu") -> tuple[torch.nn.Module, TrainConfig, Path]:
     """The model saved in a checkpoint (a run folder or a step folder), its config, and the step folder."""
     ck = ckpt.load_checkpoint(checkpoint, which=which)
     cfg = config_from_dict(ck.config)
@@ -183,7 +197,9 @@ def evaluate_checkpoint(
     ck = ckpt.load_checkpoint(checkpoint, which="best")
     saved = config_from_dict(ck.config)
     cfg = cfg or saved
-    ckpt.check_config_compatible(ck.config.get("model", {}), to_dict(cfg)["model"], what="model configuration")
+    now = to_dict(cfg)
+    ckpt.check_config_compatible({k: ck.config.get(k) for k in ("arch", "model", "baseline")},
+                                 {k: now[k] for k in ("arch", "model", "baseline")}, what="model configuration")
     device = resolve_device(cfg.optim.device) if dist.world_size == 1 else dist.device
     if model is None:
         model = build_model(cfg, quiet_random=True)

@@ -29,8 +29,8 @@ import torch
 from awm_lib.data.cache import preprocess
 from awm_lib.data.types import Sample
 from awm_lib.proposals.base import make_proposer
-from awm_lib.train.dataset import NoProposalsWarning, roi_settings, rois_for_image
-from awm_lib.train.experiment import load_model, read_results
+from awm_lib.train.dataset import NoProposalsWarning, roi_settings, rois_for_image, single_thread
+from awm_lib.train.experiment import forward_batch, load_model, read_results
 
 
 @dataclass
@@ -75,7 +75,8 @@ def predict_image(image_path: str | os.PathLike, checkpoint: str | os.PathLike, 
     prep, _ = preprocess(image_path, long_side=cfg.data.long_side)
     sample = Sample(image_id=Path(image_path).stem, path=Path(image_path), patient_id="?", label=0)
     settings = roi_settings(cfg)
-    rec = rois_for_image(prep, sample, make_proposer(settings.proposer), settings)
+    with single_thread():
+        rec = rois_for_image(prep, sample, make_proposer(settings.proposer), settings)
     rois = torch.tensor(rec["rois"], dtype=torch.float32)  # (K+1, 4) cache pixels
     valid = torch.tensor(rec["valid"], dtype=torch.bool)
     h, w = prep.pixels.shape
@@ -85,9 +86,15 @@ def predict_image(image_path: str | os.PathLike, checkpoint: str | os.PathLike, 
         "roi_mask": valid[None].to(device),
         "image_sizes": torch.tensor([[h, w]], device=device),
     }
-    out = model(batch["images"], batch["rois"], image_sizes=batch["image_sizes"], roi_mask=batch["roi_mask"], return_attention=True)
-    prob = float(torch.sigmoid(out.logits.float())[0])
-    weights, kind = _roi_weights(out, cfg.model.pooling)
+    if cfg.arch == "full_image":  # the baseline looks at the whole breast: one "RoI", the anchor
+        prob = float(torch.sigmoid(forward_batch(model, batch).float())[0])
+        valid = torch.zeros_like(valid)
+        valid[0] = True
+        weights, kind = torch.ones(len(valid)), "full-image baseline (no RoIs)"
+    else:
+        out = model(batch["images"], batch["rois"], image_sizes=batch["image_sizes"], roi_mask=batch["roi_mask"], return_attention=True)
+        prob = float(torch.sigmoid(out.logits.float())[0])
+        weights, kind = _roi_weights(out, cfg.model.pooling)
     boxes_orig = prep.boxes_to_original(rois.numpy())
     roi_list = []
     for j in range(rois.shape[0]):
@@ -100,7 +107,7 @@ def predict_image(image_path: str | os.PathLike, checkpoint: str | os.PathLike, 
             "weight": round(float(weights[j]), 4),
         })
     messages = []
-    fallback = rec["n_proposals"] == 0
+    fallback = rec["n_proposals"] == 0 and cfg.arch == "roi"
     if fallback:
         msg = f"{Path(image_path).name}: the '{cfg.data.proposer}' proposer found no region; classified from the anchor (whole breast) alone"
         warnings.warn(msg, NoProposalsWarning, stacklevel=2)
@@ -118,7 +125,7 @@ def predict_image(image_path: str | os.PathLike, checkpoint: str | os.PathLike, 
 
 def save_overlay(pred: ImagePrediction, out_png: str | os.PathLike) -> Path:
     """The original image with each RoI drawn; brighter red = larger weight; the anchor in blue."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
 
     from awm_lib.data.image import load_image
     from awm_lib.io_utils import atomic_path
@@ -126,6 +133,7 @@ def save_overlay(pred: ImagePrediction, out_png: str | os.PathLike) -> Path:
     img = Image.fromarray(load_image(pred.image).to_uint8()).convert("RGB")
     draw = ImageDraw.Draw(img)
     width = max(2, round(max(img.size) / 300))
+    font = ImageFont.load_default(size=max(12, round(max(img.size) / 50)))
     top = max((r["weight"] for r in pred.rois), default=1.0) or 1.0
     for r in sorted(pred.rois, key=lambda r: r["weight"]):
         if r["kind"] == "anchor":
@@ -134,11 +142,11 @@ def save_overlay(pred: ImagePrediction, out_png: str | os.PathLike) -> Path:
             a = r["weight"] / top
             colour = (255, int(200 * (1 - a)), int(60 * (1 - a)))
         draw.rectangle(r["box"], outline=colour, width=width)
-        draw.text((r["box"][0] + width + 2, r["box"][1] + width + 2), f"{r['kind'][0].upper()}{r['rank']} {r['weight']:.2f}", fill=colour)
+        draw.text((r["box"][0] + width + 2, r["box"][1] + width + 2), f"{r['kind'][0].upper()}{r['rank']} {r['weight']:.2f}", fill=colour, font=font)
     head = f"p(cancer) = {pred.probability:.3f}" + (f"  ({pred.label} at t = {pred.threshold:.3f})" if pred.label else "")
     if pred.fallback_to_anchor:
         head += "  [no proposals: anchor only]"
-    draw.text((10, 10), head, fill=(255, 255, 0))
+    draw.text((10, 10), head, fill=(255, 255, 0), font=font)
     out_png = Path(out_png)
     with atomic_path(out_png) as tmp:
         img.save(tmp, format="PNG")

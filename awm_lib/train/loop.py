@@ -32,6 +32,7 @@ import json
 import math
 import os
 import random
+import shutil
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -293,8 +294,9 @@ def fit(
         log.truncate_after(state.step)
         if state.done:
             return _result(out_dir, state)
-    elif dist.is_main:
+    elif dist.is_main:  # a fresh start: nothing of an earlier run in this folder may survive
         (out_dir / LOG_FILE).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / ckpt.CKPT_DIR, ignore_errors=True)
     model = wrap_model(model, dist, device)
 
     def save(is_best: bool = False) -> None:
@@ -361,6 +363,8 @@ def fit(
             if epoch_done:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
             if state.step % o.log_every == 0 or state.step == total_steps:
+                running = {k: running[k] for k in sorted(running)}
+                running = dist.mean_scalars(running)  # the whole global batch, not one process's slice
                 lrs = {f"lr_{g['name']}": g["lr"] for g in optimizer.param_groups if not g["name"].endswith("no_decay")}
                 log.write({"kind": "train", "step": state.step, "epoch": state.epoch, **running, "grad_norm": grad_norm, **lrs})
             bar.update(1)
