@@ -25,13 +25,13 @@ def plot_loss_curve(log: list[dict], path: str | Path) -> Path | None:
     """Total, DINO and iBOT losses and the teacher's entropies against step, as a PNG."""
     if not log:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A pyplot-free Figure: drawing it never switches the caller's backend
+    # (matplotlib.use("Agg") here would silence every later figure in a notebook).
+    from matplotlib.figure import Figure
 
     steps = [r["step"] for r in log]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig = Figure(figsize=(9, 3.2))
+    ax, ax2 = fig.subplots(1, 2)
     for key in ("loss", "dino", "ibot"):
         if key in log[0]:
             ax.plot(steps, [r[key] for r in log], label=key)
@@ -48,7 +48,6 @@ def plot_loss_curve(log: list[dict], path: str | Path) -> Path | None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
     return Path(path)
 
 
