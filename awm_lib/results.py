@@ -46,8 +46,8 @@ __all__ = [
     "METRICS", "SETTING_KEYS", "BASELINE", "PAPER_CITATION", "PAPER_TABLE", "PAPER_ABLATION",
     "ResultsFileError", "AblationResults", "default_path", "load_ablation", "validate_ablation",
     "format_ci", "ablation_table", "metric_frame", "find_record", "setting_choices", "same_settings",
-    "paper_table", "plot_forest", "plot_roc_curves", "plot_recall_vs_metric", "plot_paper_comparison",
-    "contrasts", "claims_markdown",
+    "paper_table", "proposer_swap", "headline_configurations", "plot_forest", "plot_roc_curves", "plot_recall_vs_metric", "plot_paper_comparison",
+    "contrasts", "claims_markdown", "summary_markdown", "findings_markdown",
 ]
 
 SCHEMA = 1
@@ -101,6 +101,11 @@ class AblationResults:
     def scales(self) -> list[str]:
         return sorted({r["scale"] for r in self.records})
 
+    @property
+    def skipped(self) -> list[dict]:
+        """Configurations the study could not run here (``{"dataset", "configuration", "reason"}``)."""
+        return [s for s in self.meta.get("skipped") or [] if isinstance(s, Mapping)]
+
     def for_dataset(self, dataset: str | None) -> list[dict]:
         return [r for r in self.records if dataset is None or r["dataset"] == dataset]
 
@@ -123,7 +128,7 @@ def load_ablation(path: str | os.PathLike | None = None, *, missing_ok: bool = F
     if not path.is_file():
         if missing_ok:
             return None
-        raise ResultsFileError(f"no results file here; run `python -m awm_lib ablation` to make it", path=str(path))
+        raise ResultsFileError("no results file here; run `python -m awm_lib ablation` to make it", path=str(path))
     try:
         obj = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -315,7 +320,9 @@ def setting_choices(results: AblationResults | Iterable[dict] | None,
 def plot_forest(results: AblationResults | Iterable[dict], metrics: Sequence[str] = ("auc", "f1"),
                 dataset: str | None = None, width: float = 4.2):
     """A forest plot: per configuration (rows), each metric's estimate with its 95% CI (one panel each)."""
-    recs = _records(results, dataset)
+    recs = _records(results or [], dataset)
+    if not recs:
+        return _placeholder("no precomputed results yet: run `python -m awm_lib ablation`").figure
     labels = [r["configuration"] if dataset or len({x["dataset"] for x in recs}) == 1
               else f"{r['dataset']}: {r['configuration']}" for r in recs]
     fig, axes = subplots(1, len(metrics), width=width, height=0.9 + 0.32 * max(len(recs), 1),
@@ -350,11 +357,15 @@ def plot_roc_curves(results: AblationResults | Iterable[dict], configurations: S
     from .viz import plot_roc
 
     ax = _ax(ax, width=4.8, height=4.8)
-    for r in _records(results, dataset):
+    recs = _records(results or [], dataset)
+    if not any(r.get("roc") for r in recs):
+        return _placeholder("no ROC curves yet: run `python -m awm_lib ablation`", ax)
+    for r in recs:
         if configurations is not None and r["configuration"] not in configurations:
             continue
         if r.get("roc"):
             plot_roc(r["roc"]["fpr"], r["roc"]["tpr"], auc=_get(r, "auc", "mean"), label=r["configuration"], ax=ax)
+    ax.legend(fontsize=7, loc="lower right")
     return ax
 
 
@@ -362,12 +373,14 @@ def plot_recall_vs_metric(results: AblationResults | Iterable[dict], metric: str
                           dataset: str | None = None, ax=None):
     """Classification (``metric`` with its CI) against the proposer's lesion recall.
 
-    One point per record that has a lesion recall (the proposer swap: oracle,
-    detector, random boxes). If the method only works with a good detector, the
-    points climb from left to right.
+    One point per record of the proposer swap (:func:`proposer_swap`: the full
+    method with the detector's, the oracle's or random boxes). If the method only
+    works with a good detector, the points climb from left to right.
     """
     ax = _ax(ax, width=5.2, height=4.0)
-    pts = [r for r in _records(results, dataset) if r.get("lesion_recall") is not None]
+    pts = proposer_swap(results, dataset)
+    if not pts:
+        return _placeholder("no proposer-swap results yet: run `python -m awm_lib ablation`", ax)
     for i, r in enumerate(sorted(pts, key=lambda r: r["lesion_recall"])):
         x, m = r["lesion_recall"], _get(r, metric, "mean")
         lo, hi = _get(r, metric, "ci_low"), _get(r, metric, "ci_high")
@@ -377,11 +390,21 @@ def plot_recall_vs_metric(results: AblationResults | Iterable[dict], metric: str
     base = [r for r in _records(results, dataset) if r["configuration"] == BASELINE]
     if base:
         ax.axhline(_get(base[0], metric, "mean"), color="grey", linestyle="--", linewidth=1, label="full-image baseline")
+    if metric == "auc":
+        ax.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance (AUC 0.5)")
     ax.set_xlim(-0.02, 1.02)
     ax.set_xlabel("lesion recall of the proposer (share of lesions hit by a top-k box)")
     ax.set_ylabel(f"{metric.upper() if metric in ('auc', 'f1') else metric} (95% CI)")
     if pts or base:
         ax.legend(fontsize=8, loc="best")
+    return ax
+
+
+def _placeholder(text: str, ax=None):
+    """An empty panel that says why it is empty (the chapter still has its figure)."""
+    ax = _ax(ax, width=6.0, height=1.6)
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=10, color="grey")
+    ax.set_axis_off()
     return ax
 
 
@@ -438,6 +461,8 @@ def contrasts(results: AblationResults | Iterable[dict], dataset: str | None = N
             if a["dataset"] != b["dataset"]:
                 continue
             diff = [k for k in SETTING_KEYS if not same_settings(a["settings"], b["settings"], (k,))]
+            if "loss" in diff and "contrastive_weight" in diff:  # the weight belongs to the loss terms
+                diff.remove("contrastive_weight")
             if len(diff) != 1:
                 continue
             k = diff[0]
@@ -481,14 +506,45 @@ def _contrast_row(ds: str, k: str, lo: dict, hi: dict) -> dict:
 
 
 def _full_method(results, dataset: str) -> dict | None:
-    """Our "full method": the RoI record with a real proposer, a 2-D position code and the
-    repulsive loss (the paper's recipe); failing that, the best-AUC RoI record with a real proposer."""
-    recs = [r for r in _records(results, dataset)
-            if r["configuration"] != BASELINE and r["settings"]["proposer"] in ("blob", "gdino")]
-    recipe = [r for r in recs if r["settings"]["position"] == "rope2d" and "repulsive" in r["settings"]["loss"]]
-    pool = recipe or recs
-    pool = [r for r in pool if not np.isnan(_get(r, "auc", "mean"))]
-    return max(pool, key=lambda r: _get(r, "auc", "mean")) if pool else None
+    """Our "full method", chosen by its settings, never by its score: the paper's recipe
+    (a real proposer, 2-D RoPE, BCE + repulsive loss) with the baseline's backbone init;
+    ``roi-rope2d-repulsive`` when the file has it."""
+    recs = [r for r in _records(results, dataset) if r["configuration"] != BASELINE]
+    named = [r for r in recs if r["configuration"] == "roi-rope2d-repulsive"]
+    if named:
+        return named[0]
+    base = [r for r in _records(results, dataset) if r["configuration"] == BASELINE]
+    init = base[0]["settings"]["backbone_init"] if base else "random"
+    recipe = [r for r in recs if r["settings"]["proposer"] in ("blob", "gdino") and r["settings"]["position"] == "rope2d"
+              and r["settings"]["loss"] == "bce+repulsive"]
+    same_init = [r for r in recipe if r["settings"]["backbone_init"] == init]
+    pool = same_init or recipe
+    return pool[0] if pool else None
+
+
+def headline_configurations(results: AblationResults | None, dataset: str | None = None) -> list[str]:
+    """The baseline and our full method (chosen by settings, see :func:`contrasts`), where present."""
+    if results is None:
+        return []
+    out = []
+    for ds in ([dataset] if dataset else results.datasets):
+        if any(r["configuration"] == BASELINE for r in results.for_dataset(ds)):
+            out.append(BASELINE)
+        full = _full_method(results, ds)
+        if full is not None:
+            out.append(full["configuration"])
+    return list(dict.fromkeys(out))
+
+
+def proposer_swap(results: AblationResults | Iterable[dict] | None, dataset: str | None = None) -> list[dict]:
+    """The records that differ from the full method only in the proposer (and the full
+    method itself), with a lesion recall, sorted by it. Without a full method: every
+    record with a lesion recall."""
+    recs = [r for r in _records(results or [], dataset) if r.get("lesion_recall") is not None]
+    fulls = {ds: _full_method(results, ds) for ds in {r["dataset"] for r in recs}}
+    keys = [k for k in SETTING_KEYS if k != "proposer"]
+    swap = [r for r in recs if fulls[r["dataset"]] is None or same_settings(r["settings"], fulls[r["dataset"]]["settings"], keys)]
+    return sorted(swap, key=lambda r: (r["dataset"], r["lesion_recall"]))
 
 
 def _verdict(d: float, paper: float | None, overlap: bool | None) -> str:
@@ -536,3 +592,70 @@ def claims_markdown(results: AblationResults | None, dataset: str | None = None)
                  "ΔAUC and ΔF1 are in percentage points, the second configuration minus the first; "
                  "a claim is *held* only if the sign matches the paper's and the two 95% intervals are disjoint.")
     return "\n".join(lines)
+
+
+# =====================================================================================
+# Text generated from the numbers (so the chapter stays true whatever they are)
+# =====================================================================================
+def summary_markdown(results: AblationResults | None) -> str:
+    """Where the numbers come from: datasets, scales, devices, dates, what was skipped and why."""
+    if results is None or not results.records:
+        return ("**No precomputed results yet.** `results/ablation.json` does not exist; run "
+                "`python -m awm_lib ablation` (add `--scale gpu` on a GPU) to make it. The tables and "
+                "figures below are empty until then; the paper's numbers are shown for reference.")
+    recs = results.records
+    devices = sorted({str(r.get("device")) for r in recs})
+    dates = sorted(str(r["date"]) for r in recs if r.get("date"))
+    lines = [f"**{len(recs)} configurations** on {', '.join(results.datasets)}, scale "
+             f"{', '.join(f'`{x}`' for x in results.scales)}; trained on {', '.join(devices)}"
+             + (f", {dates[0][:10]} to {dates[-1][:10]}." if dates else ".")]
+    for sk in results.skipped:
+        lines.append(f"- skipped `{sk.get('configuration')}` ({sk.get('dataset')}): {sk.get('reason')}")
+    return "\n".join(lines)
+
+
+def _pp(m: dict | None) -> str:
+    return format_ci(None if m is None else {k: (None if m.get(k) is None else 100 * m[k]) for k in ("mean", "ci_low", "ci_high")}, 1)
+
+
+def findings_markdown(results: AblationResults | None, dataset: str | None = None) -> str:
+    """Bullet points read off the numbers: chance level, best and worst, baseline vs method, proposer swap."""
+    if results is None or not results.records:
+        return "*No results to discuss yet.*"
+    out = []
+    for ds in ([dataset] if dataset else results.datasets):
+        recs = [r for r in results.for_dataset(ds) if _get(r, "auc", "mean") == _get(r, "auc", "mean")]
+        if not recs:
+            continue
+        at_chance = [r["configuration"] for r in recs if _get(r, "auc", "ci_low") <= 0.5 <= _get(r, "auc", "ci_high")]
+        out.append(f"- **{ds}**: {len(at_chance)} of {len(recs)} configurations have an AUC interval that "
+                   f"includes 0.5 (chance){': ' + ', '.join(f'`{c}`' for c in at_chance) if at_chance else ''}.")
+        if at_chance and len(at_chance) == len(recs):
+            out.append("- With every AUC interval covering chance, no difference between these configurations "
+                       "can be read as an effect of the change that separates them.")
+        pos, n = recs[0].get("n_test_pos"), recs[0]["n_test"]
+        if isinstance(pos, int) and 0 < pos <= n:
+            p = pos / n
+            out.append(f"- For scale: calling *every* image cancer gives F1 = 2p/(1+p) = {2 * p / (1 + p):.3f} at this "
+                       f"test prevalence ({pos} of {n}); an F1 near that number is no skill.")
+        best = max(recs, key=lambda r: _get(r, "auc", "mean"))
+        worst = min(recs, key=lambda r: _get(r, "auc", "mean"))
+        out.append(f"- Highest AUC: `{best['configuration']}`, {_pp(best['auc'])}; lowest: "
+                   f"`{worst['configuration']}`, {_pp(worst['auc'])} (percent, 95% CI).")
+        base = [r for r in recs if r["configuration"] == BASELINE]
+        full = _full_method(results, ds)
+        if base and full is not None:
+            d = 100 * (_get(full, "auc", "mean") - _get(base[0], "auc", "mean"))
+            rel = "above" if d > 0 else "below" if d < 0 else "equal to"
+            out.append(f"- The paper's recipe (`{full['configuration']}`, AUC {_pp(full['auc'])}) is {abs(d):.1f} "
+                       f"points {rel} the full-image baseline (AUC {_pp(base[0]['auc'])})"
+                       + ("; their intervals overlap." if _overlap(full, base[0], "auc") else "; their intervals are disjoint."))
+        swap = [r for r in proposer_swap(results, ds) if r in recs]
+        if len(swap) >= 2:
+            aucs = [_get(r, "auc", "mean") for r in swap]
+            trend = ("rises with every step up in lesion recall" if all(b > a for a, b in zip(aucs, aucs[1:]))
+                     else "does not rise monotonically with lesion recall")
+            pts = "; ".join(f"`{r['configuration']}` recall {r['lesion_recall']:.2f} → AUC {100 * a:.1f}"
+                            for r, a in zip(swap, aucs))
+            out.append(f"- Proposer swap: AUC {trend} ({pts}).")
+    return "\n".join(out)

@@ -28,16 +28,17 @@ and, while it runs, it appends training records to ``out_dir/metrics.jsonl``
 
 from __future__ import annotations
 
+import hashlib
 import html
 import io
+import json
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import ipywidgets as W
-import matplotlib
+import matplotlib.pyplot as plt
 
 from . import results as R
 from .paths import checkpoints_root, project_root
@@ -46,7 +47,7 @@ __all__ = ["DEFAULT_SETTINGS", "DEFAULT_CHOICES", "AblationPanel", "settings_to_
            "NOT_IN_GRID", "NO_RESULTS"]
 
 #: The paper's recipe at CPU scale: where the panel starts when the grid is empty.
-DEFAULT_SETTINGS = {"proposer": "blob", "topk": 5, "crop_size": 112, "position": "rope2d", "pooling": "anchor",
+DEFAULT_SETTINGS = {"proposer": "blob", "topk": 3, "crop_size": 56, "position": "rope2d", "pooling": "anchor",
                     "loss": "bce+repulsive", "contrastive_weight": 0.3, "backbone_init": "random"}
 #: Values offered even when the grid lacks them (they can be trained live).
 DEFAULT_CHOICES = {"proposer": ["blob", "oracle", "random", "none"], "topk": [1, 3, 5], "crop_size": [56, 112, 224],
@@ -68,20 +69,26 @@ Trainer = Callable[[dict, Path], dict]
 def settings_to_overrides(settings: Mapping) -> list[str]:
     """The ``--set`` overrides (on the ``smoke`` preset) that realise one choice of settings.
 
-    ``proposer="none"`` means the full-image ViT baseline (no RoIs at all).
-    ``loss`` names the terms switched on; ``contrastive_weight`` is their weight.
+    ``proposer="none"`` with ``topk=0`` is the full-image ViT baseline (no RoIs at
+    all); with ``topk > 0`` it is the RoI model with the anchor alone. ``loss``
+    names the terms switched on ("supcon": the hard-negative supervised
+    contrastive loss over RoIs); ``contrastive_weight`` is their weight.
     """
     s = {**DEFAULT_SETTINGS, **settings}
-    if s["proposer"] == "none":
+    if s["proposer"] == "none" and s["topk"] == 0:
         out = ["arch=full_image"]
         if s["pooling"] in ("cls", "mean"):
             out.append(f"baseline.pooling={s['pooling']}")
+        if s["crop_size"] % 14 == 0:  # the baseline's "crop" is the whole breast at this long side
+            out.append(f"baseline.long_side={s['crop_size']}")
     else:
-        out = [f"data.proposer={s['proposer']}", f"model.topk={s['topk']}", f"model.crop_size={s['crop_size']}",
+        out = ["arch=roi", f"data.proposer={s['proposer']}", f"model.topk={s['topk']}", f"model.crop_size={s['crop_size']}",
                f"model.position={s['position']}", f"model.pooling={s['pooling']}"]
+        if s["proposer"] in ("oracle", "random"):  # pad with random boxes: the RoI count must not leak the label
+            out.append("data.pad_rois=random")
     w = float(s["contrastive_weight"])
     out += [f"loss.repulsive_weight={w if 'repulsive' in s['loss'] else 0.0}",
-            f"loss.supcon_weight={w if 'supcon' in s['loss'] else 0.0}"]
+            "loss.supcon_weight=0.0", f"loss.roi_supcon_weight={w if 'supcon' in s['loss'] else 0.0}"]
     init = s["backbone_init"]
     if init == "ssl":
         out.append(f"model.backbone.name_or_path={checkpoints_root() / SSL_CHECKPOINT}")
@@ -96,15 +103,18 @@ def train_short_run(settings: Mapping, out_dir: Path, *, steps: int = 20, max_im
 
     Smoke-sized on purpose (a tiny random ViT on 256-px images): it shows the
     machinery running in a minute or two, not a result to compare with the grid.
+    A finished run in ``out_dir`` with the same configuration is loaded, not retrained
+    (:func:`awm_lib.train.cached.load_or_train`).
     """
+    from .train.cached import load_or_train
     from .train.config import make_config
-    from .train.experiment import train
 
     overrides = settings_to_overrides(settings) + [
         f"optim.max_steps={steps}", "optim.epochs=1000", "optim.eval_every=" + str(max(steps // 2, 1)),
         f"data.max_images={max_images}", "eval.n_boot=200"]
     cfg = make_config("smoke", overrides, dataset=dataset)
-    return train(cfg, out_dir, progress=False, command=f"AblationPanel live run: {overrides}").results
+    # "load the result if it exists, else train": the same settings twice train once
+    return load_or_train(cfg, out_dir, progress=False, command=f"AblationPanel live run: {overrides}").results
 
 
 # =====================================================================================
@@ -113,7 +123,7 @@ def train_short_run(settings: Mapping, out_dir: Path, *, steps: int = 20, max_im
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
-    matplotlib.pyplot.close(fig)
+    plt.close(fig)
     return buf.getvalue()
 
 
@@ -139,6 +149,7 @@ class AblationPanel:
         self.last_run: dict | None = None
         choices = R.setting_choices(results.for_dataset(self.dataset) if results else None, DEFAULT_CHOICES)
         start = {**DEFAULT_SETTINGS, **(initial or self._first_settings())}
+        start = {k: start[k] for k in R.SETTING_KEYS}  # records may carry more (e.g. "arch")
         for k, v in start.items():  # the starting value must be one of the options
             if v not in choices[k]:
                 choices[k].append(v)
@@ -147,13 +158,13 @@ class AblationPanel:
                           for k in R.SETTING_KEYS}
         self.status = W.HTML()
         self.metrics = W.HTML()
-        self.roc = W.Image(format="png", layout=W.Layout(width="300px"))
-        self.overlay = W.Image(format="png", layout=W.Layout(width="300px"))
+        self.roc = W.Image(format="png", layout=W.Layout(width="320px"))
+        self.overlay = W.Image(format="png", layout=W.Layout(width="300px", margin="0 0 0 8px"))
         self.train_button = W.Button(description="Train (short run)", icon="play", button_style="primary",
                                      tooltip="train these settings for a few steps on CPU/GPU (live kernel only)")
         self.progress = W.IntProgress(value=0, min=0, max=total_steps, description="steps",
                                       layout=W.Layout(width="300px"))
-        self.loss_plot = W.Image(format="png", layout=W.Layout(width="300px"))
+        self.loss_plot = W.Image(format="png", layout=W.Layout(width="300px", display="none"))  # until a run logs
         self.train_status = W.HTML()
         for d in self.dropdowns.values():
             d.observe(self._on_change, names="value")
@@ -163,15 +174,18 @@ class AblationPanel:
 
     # --- layout ------------------------------------------------------------------------
     def _layout(self) -> W.Widget:
-        controls = W.VBox(list(self.dropdowns.values()))
-        shown = W.VBox([self.status, self.metrics, W.HBox([self.roc, self.overlay])])
+        controls = W.VBox(list(self.dropdowns.values()), layout=W.Layout(min_width="270px", margin="0 12px 0 0"))
+        shown = W.VBox([self.status, self.metrics])
         train = W.VBox([W.HBox([self.train_button, self.progress]), self.train_status, self.loss_plot])
-        return W.VBox([W.HBox([controls, shown]), train])
+        return W.VBox([W.HBox([controls, shown]), W.HBox([self.roc, self.overlay]), train])
 
     def _first_settings(self) -> dict:
+        """Start on the full method (the paper's recipe) if the grid has it, else its first RoI record."""
         recs = self.results.for_dataset(self.dataset) if self.results else []
+        full = R.headline_configurations(self.results, self.dataset)[-1:] if recs else []
+        pick = [r for r in recs if r["configuration"] in full and r["configuration"] != R.BASELINE]
         roi = [r for r in recs if r["configuration"] != R.BASELINE]
-        return dict((roi or recs)[0]["settings"]) if recs else {}
+        return dict((pick or roi or recs)[0]["settings"]) if recs else {}
 
     # --- state -------------------------------------------------------------------------
     @property
@@ -235,7 +249,8 @@ class AblationPanel:
             return
         settings = self.settings
         base = self.runs_dir or Path(tempfile.mkdtemp(prefix="awm-live-"))
-        out_dir = base / f"live-{int(time.time() * 1000)}"
+        key = hashlib.sha256(json.dumps([settings, self.total_steps], sort_keys=True).encode()).hexdigest()[:10]
+        out_dir = base / f"live-{key}"  # the same settings reuse their finished run
         out_dir.mkdir(parents=True, exist_ok=True)
         self.progress.value, self.progress.bar_style = 0, ""
         self.train_button.disabled = True
@@ -275,7 +290,7 @@ class AblationPanel:
         fig, ax = subplots(width=3.6, height=2.6)
         plot_curves([r["step"] for r in recs], {"loss": [r["loss"] for r in recs]}, "step", "training loss",
                     ax=ax, marker=None, title="live run")
-        self.loss_plot.value = _png(fig)
+        self.loss_plot.value, self.loss_plot.layout.display = _png(fig), None
 
     def _finish(self, out_dir: Path, box: dict, settings: dict) -> None:
         self.train_button.disabled = False

@@ -93,6 +93,22 @@ def local_max(x: torch.Tensor, size: int = 3) -> torch.Tensor:
     return out
 
 
+def box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Mean over a ``size x size`` window (odd ``size``), edges replicated, in O(1) per pixel.
+
+    Running sums (an integral image, one axis at a time so float32 stays accurate):
+    the sum over a window is the difference of two cumulative sums.
+    """
+    r = size // 2
+    p = F.pad(x, (r + 1, r, r + 1, r), mode="replicate")
+    p[..., 0, :] = 0  # the extra leading row/column turns the cumsum into an exclusive one
+    p[..., :, 0] = 0
+    c = p.cumsum(-1)
+    rows = c[..., :, size:] - c[..., :, :-size]  # (.., H + size, W) window sums along x
+    c = rows.cumsum(-2)
+    return (c[..., size:, :] - c[..., :-size, :]) / (size * size)
+
+
 def erode(mask: torch.Tensor, size: int) -> torch.Tensor:
     """Binary erosion of a 0/1 float mask by a ``size x size`` square (outside counts as 0)."""
     return 1 - local_max(1 - mask, size).clamp(min=0)
@@ -132,10 +148,15 @@ class BlobProposer(BaseProposer):
     calc: bool = True  # look for calcification clusters too
     calc_size: int = 1024  # longer side of the working image for specks
     calc_sigma: float = 0.0007  # speck scale, x longer side (~0.7 px at 1024)
-    calc_threshold: float = 5.0  # speck = DoG above median + this many robust stds
-    calc_window: float = 0.06  # cluster neighbourhood, x longer side
+    calc_threshold: float = 3.0  # speck = DoG this many local standard deviations above the median
+    calc_local: float = 0.06  # window of that local standard deviation, x longer side
+    calc_window: float = 0.04  # cluster neighbourhood, x longer side
     calc_min_count: int = 3  # specks needed for a cluster
-    cluster_weight: float = 0.05  # x Poisson z-score of the speck count
+    cluster_weight: float = 0.05  # x Poisson z-score of the speck count (when calc_every == 0)
+    calc_box_std: float = 2.0  # cluster box half-side = this x the specks' standard deviation
+    calc_min_half: float = 0.004  # ... but at least this, x longer side (~0.8 mm at 0.2 mm/px)
+    calc_every: int = 3  # rank interleaving: every calc_every-th proposal is a cluster (0: mix by score)
+    calc_min_z: float = 2.0  # clusters less significant than this never get a reserved rank
     pectoral: bool = True  # ignore blobs on the pectoral muscle (MLO views), see _pectoral_mask
     name: str = "blob"
 
@@ -145,13 +166,20 @@ class BlobProposer(BaseProposer):
         H, W = image.shape
         img = torch.from_numpy(np.array(image, dtype=np.float32))[None, None]  # (1, 1, H, W)
         msk = torch.from_numpy(np.array(mask, dtype=np.float32))[None, None]
-        boxes, scores, labels = self._masses(img, msk, max(H, W))
-        if self.calc:
-            cb, cs = self._clusters(img, msk, max(H, W))
-            boxes, scores = torch.cat([boxes, cb]), torch.cat([scores, cs])
-            labels = labels + ["calcification"] * len(cs)
+        boxes, scores = self._masses(img, msk, max(H, W))
         keep = nms(boxes, scores, self.nms_iou)[: self.max_boxes]
-        return Proposals(boxes[keep], scores[keep], [labels[i] for i in keep.tolist()])
+        boxes, scores = boxes[keep], scores[keep]
+        if not self.calc:
+            return Proposals(boxes, scores, ["mass"] * len(scores))
+        cb, cz = self._clusters(img, msk, max(H, W))
+        ck = nms(cb, cz, self.nms_iou)[: self.max_boxes]
+        cb, cz = cb[ck], cz[ck]
+        if self.calc_every <= 0:  # one ranking by score
+            b, sc = torch.cat([boxes, cb]), torch.cat([scores, self.cluster_weight * cz])
+            lab = ["mass"] * len(scores) + ["calcification"] * len(cz)
+            keep = nms(b, sc, self.nms_iou)[: self.max_boxes]
+            return Proposals(b[keep], sc[keep], [lab[i] for i in keep.tolist()])
+        return _interleave(boxes, scores, cb, cz, self.calc_every, self.calc_min_z, self.max_boxes)
 
     # --- masses -------------------------------------------------------------
     def _masses(self, img, msk, long_side):
@@ -183,11 +211,24 @@ class BlobProposer(BaseProposer):
             half = self.box_scale * sigma * f0
             boxes.append(torch.stack([cx - half, cy - half, cx + half, cy + half], -1))
             scores.append(val)
-        boxes, scores = torch.cat(boxes), torch.cat(scores)
-        return boxes, scores, ["mass"] * len(scores)
+        return torch.cat(boxes), torch.cat(scores)
 
     # --- calcification clusters ---------------------------------------------
     def _clusters(self, img, msk, long_side):
+        """Dense groups of bright specks: ``(boxes (N, 4), z-scores (N,))`` in image pixels.
+
+        1. *Specks*: a fine DoG (``calc_sigma`` vs 3x that), divided by the DoG's
+           local standard deviation over a ``calc_local`` window (a local z-score:
+           dense, textured tissue makes many bright dots and must not look like
+           a cluster), kept where it is a 3x3 maximum above ``calc_threshold``.
+        2. *Density*: specks are counted on a grid of cells of half a window;
+           a window is 2x2 cells (stride one cell). Besides the count we sum the
+           specks' positions and squared positions (sparse ``bincount``s: there
+           are only hundreds of specks), so each window's box is centred on its
+           specks' centroid and sized by their spread, not by the window.
+        3. *Significance*: the count's Poisson z-score against the breast's
+           average speck density.
+        """
         f0 = max(1, round(long_side / self.calc_size))
         im, m = downsample(img, f0), (downsample(msk, f0) > 0.5).float()
         sigma = max(0.7, self.calc_sigma * long_side / f0)
@@ -198,26 +239,67 @@ class BlobProposer(BaseProposer):
             return torch.zeros(0, 4), torch.zeros(0)
         med = vals.median()
         mad = (vals - med).abs().median().clamp(min=1e-6) * 1.4826
-        specks = ((dog > med + self.calc_threshold * mad) & inside).float()
-        specks = specks * (dog == local_max(dog)).float()  # one count per speck
-        # count specks per cell (half a window), then per 2x2 cells (one window)
+        k = max(3, int(round(self.calc_local * long_side / f0)) | 1)  # odd window
+        local_sd = box_mean((dog - med) ** 2, k).sqrt().clamp(min=float(mad))
+        z = (dog - med) / local_sd
+        specks = (z > self.calc_threshold) & inside & (dog == local_max(dog))  # one count per speck
+        yx = specks[0, 0].nonzero().float()  # (S, 2) speck rows, columns
+        if yx.shape[0] < self.calc_min_count:
+            return torch.zeros(0, 4), torch.zeros(0)
+        h, w = specks.shape[-2:]
         cell = max(2, int(round(self.calc_window * long_side / f0 / 2)))
-        cells = F.avg_pool2d(specks, cell, cell, ceil_mode=True) * cell * cell  # (1, 1, h', w')
-        count = F.avg_pool2d(F.pad(cells, (0, 1, 0, 1)), 2, 1) * 4  # specks in 2x2 cells
+        gh, gw = -(-h // cell), -(-w // cell)
+        flat = (yx[:, 0] // cell) * gw + yx[:, 1] // cell  # (S,) cell index of each speck
+        ys, xs = yx[:, 0] + 0.5, yx[:, 1] + 0.5  # pixel centres
+        weights = [torch.ones_like(xs), xs, ys, xs**2, ys**2]
+        cells = torch.stack([torch.bincount(flat.long(), wt, gh * gw) for wt in weights])  # (5, gh*gw)
+        cells = cells.reshape(1, 5, gh, gw)
+        sums = F.avg_pool2d(F.pad(cells, (0, 1, 0, 1)), 2, 1) * 4  # sums over 2x2 cells
+        count = sums[:, :1]
         peak = (count == local_max(count)) & (count >= self.calc_min_count)
         idx = peak.flatten().nonzero().reshape(-1)
         if idx.numel() == 0:
             return torch.zeros(0, 4), torch.zeros(0)
-        n = count.flatten()[idx]
-        w = count.shape[-1]
-        cx = ((idx % w).float() + 1.0) * cell * f0  # a 2x2-cell window's centre
-        cy = ((idx // w).float() + 1.0) * cell * f0
-        half = cell * f0
-        boxes = torch.stack([cx - half, cy - half, cx + half, cy + half], -1)
-        # significance of the count against the breast's average speck density
-        lam = specks.sum() * (2 * cell) ** 2 / inside.sum().clamp(min=1)
-        z = (n - lam) / lam.clamp(min=0.5).sqrt()
-        return boxes, self.cluster_weight * z
+        s = sums.flatten(2)[0][:, idx]  # (5, n)
+        n = s[0]
+        mx, my = s[1] / n, s[2] / n
+        sx = (s[3] / n - mx**2).clamp(min=0).sqrt()
+        sy = (s[4] / n - my**2).clamp(min=0).sqrt()
+        min_half = self.calc_min_half * long_side / f0
+        hx = (self.calc_box_std * sx).clamp(min=min_half)
+        hy = (self.calc_box_std * sy).clamp(min=min_half)
+        boxes = torch.stack([mx - hx, my - hy, mx + hx, my + hy], -1) * f0  # back to image pixels
+        lam = yx.shape[0] * (2 * cell) ** 2 / inside.sum().clamp(min=1)
+        return boxes, (n - lam) / lam.clamp(min=0.5).sqrt()
+
+
+def _interleave(mb, ms, cb, cz, every: int, min_z: float, max_boxes: int) -> Proposals:
+    """Merge masses and clusters by a fixed rank pattern (their scores are not comparable).
+
+    A mass's contrast and a cluster's Poisson z-score measure different things,
+    so instead of weighting one against the other we *reserve ranks*: positions
+    ``every, 2 * every, ...`` (1-based) go to the clusters with ``z >= min_z``,
+    best first, and all other positions to the masses, best first (when one
+    list runs out the other fills the rest). The returned scores are the
+    masses' contrasts and the clusters' ``z / 10``, made non-increasing along
+    this order (a running minimum minus a tiny rank step), so sorting by score
+    reproduces the order.
+    """
+    strong = cz >= min_z
+    order_c = [("calcification", i) for i in torch.nonzero(strong).reshape(-1).tolist()]
+    weak = [("calcification", i) for i in torch.nonzero(~strong).reshape(-1).tolist()]
+    order_m = [("mass", i) for i in range(len(ms))]
+    merged = []
+    while (order_m or order_c) and len(merged) < max_boxes:
+        take_c = order_c and ((len(merged) + 1) % every == 0 or not order_m)
+        merged.append(order_c.pop(0) if take_c else order_m.pop(0))
+    merged = (merged + weak)[:max_boxes]
+    if not merged:
+        return Proposals.empty()
+    boxes = torch.stack([mb[i] if k == "mass" else cb[i] for k, i in merged])
+    raw = torch.tensor([float(ms[i]) if k == "mass" else float(cz[i]) / 10 for k, i in merged])
+    scores = torch.cummin(raw, 0).values - 1e-6 * torch.arange(len(raw), dtype=torch.float32)
+    return Proposals(boxes, scores, [k for k, _ in merged])
 
 
 def _pectoral_mask(im: torch.Tensor, m: torch.Tensor, grid: int = 128) -> torch.Tensor:
