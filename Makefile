@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# torch first, pinned, so pip takes the CPU wheel instead of GBs of CUDA packages
 	$(PY) -m pip install -q torch==2.13.0 2>&1 | { grep -v '^WARNING: Location' || true; }
-	$(PY) -m pip install -q -e ".[book,dev]" 2>&1 | { grep -v '^WARNING: Location' || true; }
+	$(PY) -m pip install -q -e ".[book,dev,jpeg]" 2>&1 | { grep -v '^WARNING: Location' || true; }
 	$(PY) -c "import awm_lib, torch, transformers, pydicom, papermill, jupyter_book"
 	@touch $(STAMP)
 

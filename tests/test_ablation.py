@@ -189,7 +189,7 @@ def test_end_to_end_tiny_mias_run(tmp_path, monkeypatch, mias_root, one_thread):
     monkeypatch.setenv("AWM_CACHE", str(tmp_path / "cache"))
     small = ["data.max_images=6", "optim.epochs=1", "optim.batch_size=4", "eval.n_boot=10"]
     kw = dict(seeds=[0], folds=[0], root=str(mias_root), runs_dir=tmp_path / "runs", out=tmp_path / "ablation.json",
-              overlays_dir=tmp_path / "overlays", progress=False, extra=small)
+              overlays_dir=tmp_path / "overlays", progress=False, extra=small, n_boot=100)
     data = ablation.run_study("mias", ["roi-rope2d-repulsive"], "cpu-smoke", **kw)
     (rec,) = data["records"]
     assert rec["scale"] == "cpu-smoke" and rec["folds"] == [0] and rec["seeds"] == [0]

@@ -17,7 +17,7 @@ def _norm(req: str) -> tuple[str, str]:
     return m.group(1).lower().replace("_", "-"), m.group(2).replace(" ", "")
 
 
-def _pyproject_reqs(extras: tuple[str, ...] = ("book", "dev")) -> dict[str, str]:
+def _pyproject_reqs(extras: tuple[str, ...] = ("book", "dev", "jpeg")) -> dict[str, str]:
     proj = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     reqs = list(proj["dependencies"])
     for extra in extras:
@@ -54,6 +54,11 @@ def test_environment_installs_the_project_itself():
 def test_jupyter_book_is_1x():
     spec = _pyproject_reqs()["jupyter-book"]
     assert spec.startswith("==1."), "Jupyter Book 2.x is a different tool (myst.yml); the book needs 1.x"
+
+
+def test_makefile_installs_the_extras_the_tests_need():
+    # the DICOM tests exercise JPEG 2000 through the optional `jpeg` extra
+    assert '-e ".[book,dev,jpeg]"' in (ROOT / "Makefile").read_text()
 
 
 def test_ci_calls_make_test():

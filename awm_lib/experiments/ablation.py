@@ -573,8 +573,12 @@ def write_overlay(spec: RunSpec, out_png: Path, max_side: int = 512) -> Path | N
 def run_study(dataset: str, configurations: Sequence[str], scale: str = "cpu-smoke", *, seeds: Sequence[int] | None = None,
               folds: Sequence[int] | None = (0, 1, 2, 3, 4), root: str | None = None, runs_dir: str | Path = "runs/ablation",
               out: str | Path = "results/ablation.json", overlays_dir: str | Path | None = "results/ablation_overlays",
-              progress: bool = True, extra: Sequence[str] = (), log: Callable[[str], None] = print) -> dict:
-    """Run (or resume) every run of the grid, then aggregate into ``out``. Returns the written file's contents."""
+              progress: bool = True, extra: Sequence[str] = (), n_boot: int | None = None,
+              log: Callable[[str], None] = print) -> dict:
+    """Run (or resume) every run of the grid, then aggregate into ``out``. Returns the written file's contents.
+
+    ``extra`` overrides go to every run; ``n_boot`` (default: the scale's) sets the pooled bootstrap.
+    """
     from tqdm.auto import tqdm
 
     from awm_lib.train.dataset import load_samples
@@ -606,7 +610,7 @@ def run_study(dataset: str, configurations: Sequence[str], scale: str = "cpu-smo
     records = []
     for name in dict.fromkeys(s.configuration for s in specs):
         mine = [s for s in specs if s.configuration == name]
-        agg = aggregate_runs([_run_predictions(s, patient_of) for s in mine], n_boot=SCALES[scale].n_boot)
+        agg = aggregate_runs([_run_predictions(s, patient_of) for s in mine], n_boot=n_boot or SCALES[scale].n_boot)
         overlay = None
         if overlays_dir is not None:
             png = Path(overlays_dir) / f"{dataset}-{name}.png"
