@@ -16,7 +16,7 @@ SRC := build/book-src
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@# torch first, pinned, so pip takes the CPU wheel instead of GBs of CUDA packages
 	$(PY) -m pip install -q torch==2.13.0 2>&1 | { grep -v '^WARNING: Location' || true; }
