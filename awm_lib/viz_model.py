@@ -81,12 +81,14 @@ def attention_stats(weights) -> dict[str, float]:
 
 # --- RoI attention on the mammogram -----------------------------------------------------------
 def show_roi_attention(image, rois, weights, ax: Axes | None = None, title: str | None = None,
-                       valid=None, cmap: str = "autumn_r", size: float = 5.0, colorbar: bool = True) -> Axes:
+                       valid=None, lesion=None, cmap: str = "autumn_r", size: float = 5.0,
+                       colorbar: bool = True) -> Axes:
     """The mammogram with each RoI coloured (and thickened) by its weight; the anchor dashed.
 
     image (H, W); rois (K, 4) xyxy pixels of ``image``, anchor first; weights (K,)
     e.g. ``RoIOutput.pool_weights[0]`` or the anchor's attention row. ``valid``
-    (K,) bool hides padding. Each box is labelled ``rank: weight``.
+    (K,) bool hides padding; ``lesion`` (K,) bool (e.g. ``roi_labels == 1``) adds
+    "(lesion)" to the label of RoIs over a malignant lesion. Each box is labelled ``rank: weight``.
     """
     import matplotlib as mpl
 
@@ -95,6 +97,7 @@ def show_roi_attention(image, rois, weights, ax: Axes | None = None, title: str 
     if len(w) != len(rois):
         raise ConfigError(f"{len(rois)} RoIs but {len(w)} weights; give one weight per RoI")
     keep = np.ones(len(rois), bool) if valid is None else np.asarray(torch.as_tensor(valid).cpu(), bool)
+    on_lesion = np.zeros(len(rois), bool) if lesion is None else np.asarray(torch.as_tensor(lesion).cpu(), bool)
     ax = viz.show_mammogram(image, ax=ax, title=title, size=size)
     top = max(float(w[keep].max()) if keep.any() else 1.0, 1e-12)
     colours = mpl.colormaps[cmap]
@@ -106,7 +109,7 @@ def show_roi_attention(image, rois, weights, ax: Axes | None = None, title: str 
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=c,
                                linewidth=1.0 + 3.0 * w[j] / top, linestyle="--" if j == 0 else "-"))
         name = "anchor" if j == 0 else f"#{j}"
-        ax.text(x0 + 2, y0 + 2, f"{name}: {w[j]:.2f}", color="black", fontsize=7, va="top",
+        ax.text(x0 + 2, y0 + 2, f"{name}: {w[j]:.2f}" + (" (lesion)" if on_lesion[j] else ""), color="black", fontsize=7, va="top",
                 bbox={"facecolor": c, "edgecolor": "none", "pad": 1.0, "alpha": 0.85})
     if colorbar:
         sm = mpl.cm.ScalarMappable(cmap=cmap, norm=mpl.colors.Normalize(0, top))

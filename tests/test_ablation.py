@@ -203,3 +203,6 @@ def test_end_to_end_tiny_mias_run(tmp_path, monkeypatch, mias_root, one_thread):
     monkeypatch.setattr(ablation, "train", lambda *a, **k: pytest.fail("a finished run was retrained"))
     again = ablation.run_study("mias", ["roi-rope2d-repulsive"], "cpu-smoke", **kw)
     assert again["records"][0]["auc"] == rec["auc"]
+    # aggregate-only with a fold that never ran: it is left out, and the record says so
+    partial = ablation.run_study("mias", ["roi-rope2d-repulsive"], "cpu-smoke", train_missing=False, **{**kw, "folds": [0, 1]})
+    assert partial["records"][0]["folds"] == [0] and "--folds 0 " in partial["records"][0]["command"] + " "

@@ -88,9 +88,10 @@ def test_show_roi_attention_draws_one_box_per_valid_roi():
     img = np.zeros((64, 48), np.float32)
     rois = torch.tensor([[0, 0, 48, 64], [5, 5, 20, 20], [20, 30, 40, 50], [0, 0, 48, 64]], dtype=torch.float32)
     w = torch.tensor([0.1, 0.6, 0.3, 0.0])
-    ax = vm.show_roi_attention(img, rois, w, valid=torch.tensor([True, True, True, False]))
+    ax = vm.show_roi_attention(img, rois, w, valid=torch.tensor([True, True, True, False]),
+                               lesion=torch.tensor([False, False, True, False]))
     assert len(ax.patches) == 3
-    assert {t.get_text() for t in ax.texts} == {"anchor: 0.10", "#1: 0.60", "#2: 0.30"}
+    assert {t.get_text() for t in ax.texts} == {"anchor: 0.10", "#1: 0.60", "#2: 0.30 (lesion)"}
     assert len(ax.figure.axes) == 2  # the image and its colour bar
     with pytest.raises(ConfigError):
         vm.show_roi_attention(img, rois, w[:2])

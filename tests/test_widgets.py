@@ -112,6 +112,10 @@ def test_train_button_runs_the_injected_trainer(res, tmp_path):
     # the ROC of the live run, computed from its test predictions (the stub returned none)
     assert panel.last_run["results"]["roc"]["tpr"][-1] == 1.0
     assert panel.roc.layout.display is None and not panel.train_button.disabled
+    panel.train_button.click()  # the same settings: the same run folder (load_or_train reuses it)
+    panel.set(topk=1)
+    panel.train_button.click()
+    assert calls[1][1] == calls[0][1] and calls[2][1] != calls[0][1]
 
 
 def test_train_failure_is_shown_not_raised(res, tmp_path):

@@ -42,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra override applied to every run")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--aggregate-only", action="store_true",
+                   help="train nothing: aggregate the runs already finished (e.g. after a time limit)")
+    p.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples of the pooled CIs (default: the scale's)")
     p.add_argument("--list", action="store_true", help="print the configurations and scales, then exit")
 
 
@@ -62,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     out = ablation.run_study(
         args.dataset, [c.strip() for c in configs if c.strip()], args.scale, seeds=args.seeds, folds=args.folds,
         root=args.root, runs_dir=args.runs_dir, out=args.out, overlays_dir=args.overlays_dir or None,
-        progress=not args.no_progress, extra=args.set,
+        progress=not args.no_progress, extra=args.set, n_boot=args.n_boot, train_missing=not args.aggregate_only,
         log=lambda m: print(m, file=sys.stderr),
     )
     mine = [r for r in out["records"] if r["dataset"] == args.dataset and r["scale"] == args.scale]

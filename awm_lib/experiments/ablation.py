@@ -573,11 +573,13 @@ def write_overlay(spec: RunSpec, out_png: Path, max_side: int = 512) -> Path | N
 def run_study(dataset: str, configurations: Sequence[str], scale: str = "cpu-smoke", *, seeds: Sequence[int] | None = None,
               folds: Sequence[int] | None = (0, 1, 2, 3, 4), root: str | None = None, runs_dir: str | Path = "runs/ablation",
               out: str | Path = "results/ablation.json", overlays_dir: str | Path | None = "results/ablation_overlays",
-              progress: bool = True, extra: Sequence[str] = (), n_boot: int | None = None,
+              progress: bool = True, extra: Sequence[str] = (), n_boot: int | None = None, train_missing: bool = True,
               log: Callable[[str], None] = print) -> dict:
     """Run (or resume) every run of the grid, then aggregate into ``out``. Returns the written file's contents.
 
     ``extra`` overrides go to every run; ``n_boot`` (default: the scale's) sets the pooled bootstrap.
+    ``train_missing=False`` trains nothing and aggregates the runs already finished (e.g. after a
+    time limit cut the grid short); each record's ``seeds``/``folds`` list what was really aggregated.
     """
     from tqdm.auto import tqdm
 
@@ -591,7 +593,8 @@ def run_study(dataset: str, configurations: Sequence[str], scale: str = "cpu-smo
     # fold/seed-major order: every configuration gets its first fold before any gets its second,
     # so an interrupted study already has something for each row of the table
     order = sorted(range(len(specs)), key=lambda i: (specs[i].seed, -1 if specs[i].fold is None else specs[i].fold, i))
-    bar = tqdm([specs[i] for i in order], desc=f"ablation {dataset} ({scale})", disable=not progress, unit="run")
+    todo = [specs[i] for i in order] if train_missing else []
+    bar = tqdm(todo, desc=f"ablation {dataset} ({scale})", disable=not progress, unit="run")
     for spec in bar:
         bar.set_postfix_str(f"{spec.configuration}/{spec.label}")
         cmd = study_command(dataset, spec.configuration, scale, [spec.seed], None if spec.fold is None else [spec.fold], root)
@@ -600,6 +603,10 @@ def run_study(dataset: str, configurations: Sequence[str], scale: str = "cpu-smo
             run_one(spec, command=cmd)
         ensure_recall(spec)
     bar.close()
+    unfinished = [s for s in specs if read_results(s.run_dir) is None]
+    if unfinished:
+        log(f"ablation: {len(unfinished)} of {len(specs)} runs are not finished and are left out of the aggregate")
+    specs = [s for s in specs if s not in unfinished]
 
     d0 = specs[0].cfg.data if specs else None
     patient_of = {}
@@ -618,8 +625,10 @@ def run_study(dataset: str, configurations: Sequence[str], scale: str = "cpu-smo
                 overlay = _relative(png)
         records.append(make_record(
             dataset, name, scale, mine[0].cfg, agg, lesion_recall=pooled_recall([ensure_recall(s) for s in mine]),
-            seeds=seeds, folds=folds, run_results=[read_results(s.run_dir) for s in mine], overlay=overlay,
-            command=study_command(dataset, name, scale, seeds, folds, root),
+            seeds=[s.seed for s in mine], folds=None if folds is None else [s.fold for s in mine],
+            run_results=[read_results(s.run_dir) for s in mine], overlay=overlay,
+            command=study_command(dataset, name, scale, sorted({s.seed for s in mine}),
+                                  None if folds is None else sorted({s.fold for s in mine}), root),
         ))
     return write_results(out, records, skipped, dataset)
 

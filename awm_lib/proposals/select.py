@@ -21,6 +21,15 @@ The recipe, in order (the reference implementation's, made explicit):
    ``valid == False`` so the model can mask them out; ``n_padded`` counts them.
 
 The result always has exactly ``topk + 1`` rows, anchor first.
+
+**The margin is physical.** The reference's 40 px were pixels of VinDr-Mammo
+images (about 0.085 mm per pixel), i.e. about 3.4 mm of context. On mini-MIAS
+(0.2 mm per pixel) the same 40 px are 8 mm, so a small lesion's square is mostly
+margin: a 3 mm lesion (15 px) in a 55 px square has IoU 0.07 with its own box
+and can never count as found. ``SelectConfig(margin_mm=3.4, pixel_mm=0.2)``
+keeps the reference's *physical* margin at any resolution (``margin_px`` is
+``margin_mm / pixel_mm``); without ``margin_mm`` the pixel ``margin`` is used,
+as before.
 """
 
 from __future__ import annotations
@@ -42,6 +51,8 @@ from awm_lib.proposals.boxes import (
 )
 
 ANCHOR_SCORE = 1.0  # the anchor is not a detection; it gets a fixed score
+REFERENCE_MARGIN_MM = 3.4  # the reference's 40 px at VinDr-Mammo's ~0.085 mm per pixel
+PIXEL_MM = {"mias": 0.2, "vindr": 0.085}  # typical pixel sizes (mm) of the datasets' images
 
 
 @dataclass
@@ -54,6 +65,8 @@ class SelectConfig:
     pad: str = "random"  # "random" | "anchor"
     seed: int = 0
     min_size: float = 1.0  # boxes thinner than this (after clipping) are dropped
+    margin_mm: float | None = None  # if set: margin in millimetres (needs pixel_mm), overrides margin
+    pixel_mm: float | None = None  # the image's pixel size in millimetres
 
     def __post_init__(self):
         if self.topk < 0:
@@ -62,10 +75,20 @@ class SelectConfig:
             raise ConfigError(f"iou_threshold must be in [0, 1], got {self.iou_threshold}")
         if self.margin < 0:
             raise ConfigError(f"margin must be >= 0, got {self.margin}")
+        if self.margin_mm is not None:
+            if self.margin_mm < 0:
+                raise ConfigError(f"margin_mm must be >= 0, got {self.margin_mm}")
+            if self.pixel_mm is None or self.pixel_mm <= 0:
+                raise ConfigError(f"margin_mm needs a positive pixel_mm (mm per pixel), got {self.pixel_mm}")
         if self.border not in BORDER_MODES:
             raise ConfigError(f"border must be one of {BORDER_MODES}, got {self.border!r}")
         if self.pad not in ("random", "anchor"):
             raise ConfigError(f"pad must be 'random' or 'anchor', got {self.pad!r}")
+
+    @property
+    def margin_px(self) -> float:
+        """The margin in pixels: ``margin_mm / pixel_mm`` when given, else ``margin``."""
+        return self.margin if self.margin_mm is None else self.margin_mm / self.pixel_mm
 
 
 @dataclass
@@ -130,7 +153,7 @@ def select_rois(
     raw, kept_scores = boxes[keep], scores[keep]
 
     # 4. square with a margin, handle the border
-    rois = square_with_margin(raw, cfg.margin) if cfg.square else raw.clone()
+    rois = square_with_margin(raw, cfg.margin_px) if cfg.square else raw.clone()
     rois = fit_to_image(rois, W, H, cfg.border)
 
     # 5. pad deterministically
@@ -153,7 +176,7 @@ def _padding(n: int, anchor: torch.Tensor, kept: torch.Tensor, cfg: SelectConfig
     if kept.shape[0] > 0:
         side = float((kept[:, 2] - kept[:, 0]).median())
     else:
-        side = 0.25 * min(aw, ah) + (cfg.margin if cfg.square else 0.0)
+        side = 0.25 * min(aw, ah) + (cfg.margin_px if cfg.square else 0.0)
     side = min(side, aw, ah)
     g = torch.Generator().manual_seed(cfg.seed)
     u = torch.rand(n, 2, generator=g)  # (n, 2) centres as fractions of the anchor
