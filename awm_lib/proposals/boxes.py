@@ -15,6 +15,7 @@ A box's area is ``w * h`` with ``w = x2 - x1`` (continuous coordinates, no
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from awm_lib.errors import ProposalError
@@ -27,6 +28,8 @@ def as_boxes(boxes) -> torch.Tensor:
 
     Raises :class:`ProposalError` for a wrong shape or non-finite values.
     """
+    if isinstance(boxes, np.ndarray) and not boxes.flags.writeable:
+        boxes = boxes.copy()  # e.g. a pandas column: torch warns on read-only memory
     t = torch.as_tensor(boxes, dtype=torch.float32)
     if t.numel() == 0:
         return t.reshape(0, 4)
