@@ -3,13 +3,15 @@
 Target (issue 9): at most 100 ms per 2048-px image. The image is a mini-MIAS
 mammogram resized to ``--size`` (the breast mask is computed once, outside the
 timing, as the pipeline caches it; ``--with-mask`` times the segmentation too).
-Prints the median and the quartiles over ``--repeat`` runs; ``--out`` saves them
-with a run record.
+Prints the median and the quartiles over ``--repeat`` runs and the machine's load
+average (timings on a busy shared machine are slower than on an idle core);
+``--out`` saves them with a run record.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -48,10 +50,11 @@ def main() -> int:
         prop.propose(big, None if args.with_mask else mask)
         times.append(1000 * (time.perf_counter() - t0))
     q = statistics.quantiles(times, n=4)
-    res = {"size": args.size, "threads": args.threads, "repeat": args.repeat, "with_mask": args.with_mask,
+    load = os.getloadavg()  # a shared machine: a busy CPU makes every timing slower
+    res = {"loadavg_1_5_15": [round(v, 2) for v in load], "cpu_count": os.cpu_count(), "size": args.size, "threads": args.threads, "repeat": args.repeat, "with_mask": args.with_mask,
            "calc": not args.no_calc, "median_ms": statistics.median(times), "q25_ms": q[0], "q75_ms": q[2]}
     print(f"blob proposer, {args.size}x{args.size}, {args.threads} thread(s): median {res['median_ms']:.1f} ms "
-          f"(IQR {q[0]:.1f}-{q[2]:.1f}) over {args.repeat} runs")
+          f"(IQR {q[0]:.1f}-{q[2]:.1f}) over {args.repeat} runs; load average {load[0]:.1f} on {os.cpu_count()} CPUs")
     if args.out:
         write_json_atomic(args.out, run_record(command=["python", *sys.argv]) | res)
     return 0

@@ -101,3 +101,58 @@ def test_none_and_registry():
     assert make_proposer("blob").settings()["proposer"] == "blob"
     batch = make_proposer("none").propose_batch([img, img])
     assert len(batch) == 2
+
+
+def test_box_mean_matches_a_direct_window_average():
+    from awm_lib.proposals.blob import box_mean
+
+    x = torch.arange(35, dtype=torch.float32).reshape(1, 1, 5, 7)
+    out = box_mean(x, 3)
+    assert out.shape == x.shape
+    assert out[0, 0, 2, 3].item() == pytest.approx(x[0, 0, 1:4, 2:5].mean().item())  # interior
+    # corner: replicated edges, so the window is rows [0,0,1] x columns [0,0,1]
+    corner = (4 * x[0, 0, 0, 0] + 2 * x[0, 0, 0, 1] + 2 * x[0, 0, 1, 0] + x[0, 0, 1, 1]) / 9
+    assert out[0, 0, 0, 0].item() == pytest.approx(corner.item())
+
+
+def test_interleave_reserves_ranks_for_clusters():
+    from awm_lib.proposals.blob import _interleave
+
+    mb = torch.tensor([[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10]], dtype=torch.float32)
+    ms = torch.tensor([5.0, 4.0, 3.0, 2.0])  # masses, best first
+    cb = torch.tensor([[0, 50, 5, 55], [10, 50, 15, 55], [20, 50, 25, 55]], dtype=torch.float32)
+    cz = torch.tensor([9.0, 1.0, 3.0])  # the 1.0 cluster is below min_z: it goes last
+    p = _interleave(mb, ms, cb, cz, every=3, min_z=2.0, max_boxes=10)
+    assert p.labels == ["mass", "mass", "calcification", "mass", "mass", "calcification", "calcification"]
+    assert p.boxes[2].tolist() == cb[0].tolist() and p.boxes[5].tolist() == cb[2].tolist()
+    assert p.boxes[6].tolist() == cb[1].tolist()
+    assert (p.scores[:-1] > p.scores[1:]).all()  # sorting by score keeps this order
+    assert torch.equal(p.sorted().boxes, p.boxes)
+    assert len(_interleave(mb, ms, cb, cz, every=3, min_z=2.0, max_boxes=4)) == 4
+
+
+def test_cluster_box_fits_its_specks():
+    rng = np.random.default_rng(1)
+    specks = [(int(x), int(y)) for x, y in rng.integers(0, 12, (8, 2)) + np.array([60, 60])]
+    img, mask = phantom(size=512, mass=(300, 300), r=4, specks=specks)
+    p = make_proposer("blob", calc_size=512).propose(img, mask)
+    calc = p.take([i for i, lab in enumerate(p.labels) if lab == "calcification"])
+    hit = contains_points(calc.boxes, [[66, 66]])[:, 0]
+    best = calc.boxes[hit][0]
+    window = 0.04 * 512 * 2  # the counting window is much larger than the 12-px cluster
+    assert float(best[2] - best[0]) < window / 2 and float(best[3] - best[1]) < window / 2
+
+
+def test_blob_is_translation_equivariant_and_versioned():
+    # the proposer crops the image to the breast; moving the breast inside the same canvas by a
+    # multiple of the crop alignment (64 px) must move every box by exactly that much
+    img, mask = phantom(256)
+    canvas = ((0, 0), (0, 128))  # a 256 x 384 image, breast on the left
+    a = make_proposer("blob").propose(np.pad(img, canvas), np.pad(mask, canvas))
+    moved = ((0, 0), (128, 0))
+    b = make_proposer("blob").propose(np.pad(img, moved), np.pad(mask, moved))
+    # (the weakest maxima near the crop's border may differ: compare the strongest ones)
+    assert len(a) >= 5 and len(b) >= 5
+    assert torch.allclose(b.boxes[:5], a.boxes[:5] + torch.tensor([128.0, 0.0, 128.0, 0.0]), atol=1e-3)
+    assert torch.allclose(a.scores[:5], b.scores[:5], atol=1e-5)
+    assert isinstance(make_proposer("blob").settings()["version"], int)

@@ -67,3 +67,16 @@ def test_batch_and_coverage():
     assert rois.shape == (2, 3, 4) and valid.tolist() == [[True, False, False], [True, True, False]]
     assert coverage([[0, 0, 50, 100]], (0, 0, 100, 100)) == pytest.approx(0.5)
     assert coverage([], (0, 0, 100, 100)) == 0.0
+
+
+def test_margin_in_millimetres():
+    # 3.4 mm at 0.2 mm per pixel = 17 px: a 20-px box becomes a 37-px square
+    cfg = SelectConfig(topk=1, margin_mm=3.4, pixel_mm=0.2, border="pad")
+    assert cfg.margin_px == pytest.approx(17.0)
+    s = select_rois(props([[50, 50, 70, 60]], [1.0]), (200, 200), cfg=cfg)
+    assert s.rois[1].tolist() == pytest.approx([41.5, 36.5, 78.5, 73.5])
+    assert SelectConfig(margin=25).margin_px == 25  # no margin_mm: the pixel margin, as before
+    with pytest.raises(ConfigError, match="pixel_mm"):
+        SelectConfig(margin_mm=3.4)
+    with pytest.raises(ConfigError, match="margin_mm"):
+        SelectConfig(margin_mm=-1, pixel_mm=0.2)

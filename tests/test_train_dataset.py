@@ -142,3 +142,16 @@ def test_augmentation_depends_only_on_seed_epoch_and_index(tiny_dataset):
     assert torch.equal(a["rois"][0], b["rois"][0])  # the anchor never moves
     plain = MammoRoIDataset(samples, cache, recs)[0]
     assert torch.equal(plain["rois"], torch.tensor(recs[0]["rois"], dtype=torch.float32))
+
+
+def test_roi_cache_key_follows_the_proposers_own_settings(tmp_path):
+    """A changed proposer (its settings carry its version) must never reuse older boxes."""
+    from awm_lib.train.dataset import RoICache, RoISettings
+
+    cache = PreprocessCache(root=tmp_path / "prep", long_side=64)
+    default = RoICache(cache, RoISettings(proposer="blob"), root=tmp_path / "rois")
+    again = RoICache(cache, RoISettings(proposer="blob"), root=tmp_path / "rois")
+    changed = RoICache(cache, RoISettings(proposer="blob"), root=tmp_path / "rois",
+                       proposer_kwargs={"calc_every": 0})
+    assert default.path == again.path
+    assert default.path != changed.path

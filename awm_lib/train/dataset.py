@@ -207,18 +207,23 @@ def single_thread():
 class RoICache:
     """RoIs of every image, computed once per (image, settings) and kept in one JSON file."""
 
-    def __init__(self, cache: PreprocessCache, settings: RoISettings, root: str | Path | None = None):
+    def __init__(self, cache: PreprocessCache, settings: RoISettings, root: str | Path | None = None,
+                 proposer_kwargs: dict | None = None):
         self.cache, self.settings = cache, settings
         self.root = Path(root) if root is not None else paths.cache_root() / "rois"
-        ident = json.dumps({"v": ROIS_VERSION, "rois": settings.__dict__, "cache": cache.settings()}, sort_keys=True)
+        # the proposer's own settings (which carry its version) are part of the key, so a
+        # changed proposer never reuses boxes computed by an older one
+        self.proposer = make_proposer(settings.proposer, **(proposer_kwargs or {}))
+        ident = json.dumps({"v": ROIS_VERSION, "rois": settings.__dict__, "cache": cache.settings(),
+                            "proposer": self.proposer.settings()}, sort_keys=True, default=str)
         self.path = self.root / f"rois-{settings.proposer}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}.json"
 
-    def get_all(self, samples: list[Sample], progress: bool = True, proposer_kwargs: dict | None = None) -> list[dict]:
+    def get_all(self, samples: list[Sample], progress: bool = True) -> list[dict]:
         table = json.loads(self.path.read_text()) if self.path.is_file() else {}
         keys = [self.cache.key(s.path) for s in samples]
         todo = [(s, k) for s, k in zip(samples, keys) if k not in table]
         if todo:
-            proposer = make_proposer(self.settings.proposer, **(proposer_kwargs or {}))
+            proposer = self.proposer
             with single_thread():
                 for s, k in tqdm(todo, desc=f"proposals ({self.settings.proposer})", disable=not progress):
                     table[k] = rois_for_image(self.cache.get(s.path), s, proposer, self.settings)
