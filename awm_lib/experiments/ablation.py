@@ -59,7 +59,7 @@ from pathlib import Path
 import numpy as np
 
 from awm_lib import paths
-from awm_lib.errors import ConfigError
+from awm_lib.errors import CheckpointError, ConfigError
 from awm_lib.io_utils import write_json_atomic
 from awm_lib.train import checkpoint as ckpt
 from awm_lib.train.config import RESUME_IGNORE, TrainConfig, make_config, to_dict
@@ -409,7 +409,7 @@ def settings_of(cfg: TrainConfig) -> dict:
 
 
 def study_command(dataset: str, configuration: str, scale: str, seeds: Sequence[int], folds: Sequence[int] | None,
-                  root: str | None = None) -> str:
+                  root: str | None = None, extra: Sequence[str] = ()) -> str:
     """The command that reproduces one record."""
     parts = ["python", "-m", "awm_lib", "ablation", "--dataset", dataset, "--scale", scale, "--configs", configuration,
              "--seeds", ",".join(map(str, seeds))]
@@ -417,6 +417,8 @@ def study_command(dataset: str, configuration: str, scale: str, seeds: Sequence[
         parts += ["--folds", ",".join(map(str, folds))]
     if root is not None:
         parts += ["--root", str(root)]
+    for item in extra:
+        parts += ["--set", item]
     return shlex.join(parts)
 
 
@@ -594,14 +596,17 @@ def run_study(dataset: str, configurations: Sequence[str], scale: str = "cpu-smo
     # so an interrupted study already has something for each row of the table
     order = sorted(range(len(specs)), key=lambda i: (specs[i].seed, -1 if specs[i].fold is None else specs[i].fold, i))
     todo = [specs[i] for i in order] if train_missing else []
+    firsts = {s.configuration: s for s in reversed(specs)}  # the run whose model draws the overlay
     bar = tqdm(todo, desc=f"ablation {dataset} ({scale})", disable=not progress, unit="run")
     for spec in bar:
         bar.set_postfix_str(f"{spec.configuration}/{spec.label}")
-        cmd = study_command(dataset, spec.configuration, scale, [spec.seed], None if spec.fold is None else [spec.fold], root)
+        cmd = study_command(dataset, spec.configuration, scale, [spec.seed], None if spec.fold is None else [spec.fold], root, extra)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the random-backbone warning, once per run, is noise here
             run_one(spec, command=cmd)
         ensure_recall(spec)
+        if overlays_dir is not None and spec is firsts[spec.configuration]:  # while its checkpoint is surely here
+            _overlay_once(spec, overlay_path(overlays_dir, dataset, spec.configuration, scale), log)
     bar.close()
     unfinished = [s for s in specs if read_results(s.run_dir) is None]
     if unfinished:
@@ -620,17 +625,34 @@ def run_study(dataset: str, configurations: Sequence[str], scale: str = "cpu-smo
         agg = aggregate_runs([_run_predictions(s, patient_of) for s in mine], n_boot=n_boot or SCALES[scale].n_boot)
         overlay = None
         if overlays_dir is not None:
-            png = Path(overlays_dir) / f"{dataset}-{name}.png"
-            if write_overlay(mine[0], png) is not None:
-                overlay = _relative(png)
+            png = overlay_path(overlays_dir, dataset, name, scale)
+            overlay = _overlay_once(mine[0], png, log)
         records.append(make_record(
             dataset, name, scale, mine[0].cfg, agg, lesion_recall=pooled_recall([ensure_recall(s) for s in mine]),
             seeds=[s.seed for s in mine], folds=None if folds is None else [s.fold for s in mine],
             run_results=[read_results(s.run_dir) for s in mine], overlay=overlay,
             command=study_command(dataset, name, scale, sorted({s.seed for s in mine}),
-                                  None if folds is None else sorted({s.fold for s in mine}), root),
+                                  None if folds is None else sorted({s.fold for s in mine}), root, extra),
         ))
     return write_results(out, records, skipped, dataset)
+
+
+def overlay_path(overlays_dir: str | Path, dataset: str, configuration: str, scale: str) -> Path:
+    """``<dir>/<dataset>-<configuration>.png`` (cpu-smoke) or ``...-<scale>.png`` (so scales never overwrite each other)."""
+    return Path(overlays_dir) / f"{dataset}-{configuration}{'' if scale == 'cpu-smoke' else '-' + scale}.png"
+
+
+def _overlay_once(spec: RunSpec, png: Path, log: Callable[[str], None]) -> str | None:
+    """The overlay of ``spec`` at ``png`` (drawn unless it exists); None (and a message) if it cannot be drawn,
+    e.g. for a run carried from another machine without its checkpoints."""
+    if not png.is_file():
+        try:
+            if write_overlay(spec, png) is None:
+                return None
+        except (CheckpointError, OSError, StopIteration) as e:
+            log(f"ablation: no example overlay for {spec.configuration} ({type(e).__name__}: {e})")
+            return None
+    return _relative(png)
 
 
 def _relative(p: Path) -> str:
