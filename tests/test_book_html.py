@@ -32,6 +32,7 @@ import nbformat
 import numpy as np
 import pytest
 import yaml
+from book_helpers import toc_files
 from PIL import Image
 
 pytestmark = pytest.mark.book
@@ -72,22 +73,6 @@ def parse(path: Path) -> _Page:
     page = _Page()
     page.feed(path.read_text(encoding="utf-8"))
     return page
-
-
-def toc_files() -> list[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
-
-    def walk(entries):
-        for e in entries or []:
-            if "file" in e:
-                files.append(e["file"])
-            walk(e.get("sections"))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    walk(toc.get("chapters"))
-    return files
 
 
 def chromium() -> str:

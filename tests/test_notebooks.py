@@ -16,6 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from book_helpers import toc_files
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -48,22 +49,6 @@ def _assigned_names(source: str) -> set[str]:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
         names |= {t.id for t in targets if isinstance(t, ast.Name)}
     return names
-
-
-def _toc_files() -> list[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
-
-    def walk(entries):
-        for e in entries or []:
-            if "file" in e:
-                files.append(e["file"])
-            walk(e.get("sections"))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    walk(toc.get("chapters"))
-    return files
 
 
 def test_there_are_chapters():
@@ -129,7 +114,7 @@ def test_library_code_patterns_catch_what_they_should():
 
 
 def test_every_notebook_is_in_the_toc_and_every_toc_entry_exists():
-    files = _toc_files()
+    files = toc_files()
     for path in NOTEBOOKS:
         assert f"notebooks/{path.stem}" in files, f"{path.name} is not listed in _toc.yml"
     for f in files:

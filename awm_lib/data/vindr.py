@@ -24,8 +24,7 @@ import ast
 import math
 from pathlib import Path
 
-import numpy as np
-
+from awm_lib.data.splits import validation_patients
 from awm_lib.data.types import Lesion, Sample
 from awm_lib.errors import AnnotationError, DatasetNotFoundError
 
@@ -206,16 +205,5 @@ def assign_validation(samples: list[Sample], val_fraction: float = 0.1, seed: in
     """Move ``val_fraction`` of the training studies to "val", by study, stratified by cancer."""
     from dataclasses import replace
 
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    study_label: dict[str, int] = {}
-    for s in samples:
-        if s.split == "train":
-            study_label[s.patient_id] = max(study_label.get(s.patient_id, 0), s.label)
-    rng = np.random.default_rng(seed)
-    val: set[str] = set()
-    for label in (1, 0):
-        group = sorted(p for p, lab in study_label.items() if lab == label)
-        n_val = int(round(val_fraction * len(group)))
-        val.update(str(p) for p in rng.permutation(group)[:n_val])
+    val = validation_patients([s for s in samples if s.split == "train"], val_fraction, seed)
     return [replace(s, split="val") if s.split == "train" and s.patient_id in val else s for s in samples]

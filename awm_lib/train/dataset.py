@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from awm_lib import paths
 from awm_lib.data.cache import PreprocessCache, Preprocessed
+from awm_lib.data.splits import validation_patients
 from awm_lib.data.types import Sample
 from awm_lib.errors import ConfigError, DatasetNotFoundError
 from awm_lib.io_utils import write_json_atomic
@@ -93,17 +94,7 @@ def carve_validation(samples: list[Sample], fraction: float, seed: int = 0) -> t
     Patients are shuffled (seeded) within each label and the first ``fraction`` of
     each group (at least one when the group has two or more) goes to validation.
     """
-    by_patient: dict[str, int] = {}
-    for s in samples:
-        by_patient[s.patient_id] = max(by_patient.get(s.patient_id, 0), s.label)
-    rng = np.random.default_rng(seed)
-    val_patients: set[str] = set()
-    for label in (1, 0):
-        group = sorted(p for p, lab in by_patient.items() if lab == label)
-        n_val = int(round(fraction * len(group)))
-        if len(group) >= 2:
-            n_val = max(n_val, 1)
-        val_patients.update(str(p) for p in rng.permutation(group)[:n_val])
+    val_patients = validation_patients(samples, fraction, seed, at_least_one=True)
     train = [s for s in samples if s.patient_id not in val_patients]
     val = [replace(s, split="val") for s in samples if s.patient_id in val_patients]
     return train, val
