@@ -85,6 +85,13 @@ def test_predict_json_and_overlay(run_dir, mias_root, tmp_path, capsys):
     assert Image.open(png).size == (1024, 1024)
 
 
+def test_predict_with_the_oracle_proposer_is_a_clear_error(run_dir, mias_root, capsys):
+    capsys.readouterr()
+    assert main(["predict", str(mias_root / "mdb028.png"), "--checkpoint", str(run_dir), "--proposer", "oracle"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "oracle" in err[0] and "--proposer blob" in err[0]
+
+
 def test_predict_without_proposals_falls_back_to_the_anchor(run_dir, mias_root, monkeypatch, capsys):
     import awm_lib.train.inference as inference
 

@@ -28,6 +28,7 @@ import torch
 
 from awm_lib.data.cache import preprocess
 from awm_lib.data.types import Sample
+from awm_lib.errors import ConfigError
 from awm_lib.proposals.base import make_proposer
 from awm_lib.train.dataset import NoProposalsWarning, roi_settings, rois_for_image, single_thread
 from awm_lib.train.experiment import forward_batch, load_model, read_results
@@ -72,6 +73,11 @@ def predict_image(image_path: str | os.PathLike, checkpoint: str | os.PathLike, 
     model, cfg, step_dir = load_model(checkpoint, device=device)
     if proposer is not None:
         cfg = replace(cfg, data=replace(cfg.data, proposer=proposer))
+    if cfg.data.proposer == "oracle":  # it needs lesion annotations, which one image does not have
+        raise ConfigError(
+            "the 'oracle' proposer needs the image's lesion annotations, and predict sees one unannotated "
+            "image; pass --proposer blob (or random / none)" + (" (this run was trained with oracle boxes)" if proposer is None else "")
+        )
     prep, _ = preprocess(image_path, long_side=cfg.data.long_side)
     sample = Sample(image_id=Path(image_path).stem, path=Path(image_path), patient_id="?", label=0)
     settings = roi_settings(cfg)
