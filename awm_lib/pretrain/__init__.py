@@ -5,7 +5,8 @@ Modules, in the order data flows through them:
 - :mod:`~awm_lib.pretrain.tissue`  -- the tissue bank: breast-cropped images in one compact array
 - :mod:`~awm_lib.pretrain.augment` -- multi-crop views inside the breast mask, mammogram augmentations
 - :mod:`~awm_lib.pretrain.dino`    -- head with prototypes, DINO and iBOT losses, centering, EMA, schedules
-- :mod:`~awm_lib.pretrain.loop`    -- ``PretrainConfig`` and ``pretrain(cfg, out_dir)``
+- :mod:`~awm_lib.pretrain.config`  -- ``PretrainConfig``, the named presets, ``key=value`` overrides
+- :mod:`~awm_lib.pretrain.loop`    -- ``pretrain(cfg, out_dir)``: student, EMA teacher, checkpoints
 - :mod:`~awm_lib.pretrain.card`    -- the model card written beside the weights
 - :mod:`~awm_lib.pretrain.probe`   -- k-NN / linear probes on mini-MIAS RoI crops, folds by woman
 - :mod:`~awm_lib.pretrain.viz`     -- PCA of patch features and CLS attention maps

@@ -20,19 +20,20 @@ reproducible.
 At the end the TEACHER's backbone (the EMA average: smoother and better than
 the student, as in DINO) is saved with ``save_pretrained``; it loads with
 ``transformers.Dinov2Model.from_pretrained(out_dir)`` like any DINOv2.
+
+The settings (:class:`PretrainConfig`, :data:`PRESETS`, :func:`preset_config`)
+live in :mod:`awm_lib.pretrain.config` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import json
 import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn as nn
@@ -40,7 +41,8 @@ from tqdm.auto import tqdm
 
 from awm_lib.errors import CheckpointError, ConfigError, NonFiniteLossError
 from awm_lib.io_utils import atomic_path, run_record
-from awm_lib.pretrain.augment import MultiCropConfig, multi_crop
+from awm_lib.pretrain.augment import multi_crop
+from awm_lib.pretrain.config import PRESETS, PretrainConfig, apply_override, preset_config  # noqa: F401
 from awm_lib.pretrain.dino import (
     DINOHead,
     cosine_schedule,
@@ -55,153 +57,6 @@ from awm_lib.pretrain.dino import (
     warmup_cosine,
 )
 from awm_lib.pretrain.tissue import TissueBank, concat_banks, files_bank, mias_bank, synthetic_bank
-
-
-@dataclass
-class PretrainConfig:
-    # --- architecture (ignored when init_from is set) ---
-    hidden_size: int = 384
-    depth: int = 6
-    heads: int = 6
-    patch_size: int = 14
-    image_size: int = 224  # size of the position-embedding grid (interpolated for other sizes)
-    drop_path_rate: float = 0.1  # student only: the teacher runs in eval mode
-    init_from: str | None = None  # save_pretrained folder or hub id (e.g. "facebook/dinov2-small")
-    # --- data ---
-    bank_path: str | None = None  # a saved TissueBank (.npz); if set, mias/vindr are not read
-    mias_root: str | None = "auto"  # "auto" = awm_lib.paths.mias_root(); None = do not use
-    n_synthetic: int = 0
-    vindr_root: str | None = None  # a folder of DICOMs (searched recursively)
-    workers: int = 1  # processes for rendering synthetic images
-    long_side: int = 512
-    max_images: int | None = None  # per real source, for quick runs
-    # --- views ---
-    n_global: int = 2
-    n_local: int = 8
-    global_size: int = 224
-    local_size: int = 98
-    global_scale: tuple[float, float] = (0.25, 1.0)
-    local_scale: tuple[float, float] = (0.02, 0.15)
-    # --- heads and loss ---
-    out_dim: int = 8192  # prototypes
-    head_hidden: int = 2048
-    head_bottleneck: int = 256
-    ibot_weight: float = 1.0  # 0 disables the masked-patch term
-    ibot_out_dim: int = 8192
-    mask_ratio: tuple[float, float] = (0.1, 0.5)
-    mask_probability: float = 0.5
-    student_temp: float = 0.1
-    teacher_temp: tuple[float, float] = (0.04, 0.07)  # warm-up start, final
-    teacher_temp_warmup: float = 0.3  # fraction of the run
-    center_momentum: float = 0.9
-    # --- optimisation ---
-    batch_size: int = 256
-    lr: float = 5e-4
-    min_lr: float = 1e-6
-    warmup: float = 0.1  # fraction of the run
-    weight_decay: tuple[float, float] = (0.04, 0.2)
-    ema_momentum: tuple[float, float] = (0.996, 1.0)
-    clip_grad: float = 3.0
-    freeze_prototypes: float = 0.02  # fraction of the run with prototypes frozen (DINO's first epoch)
-    max_steps: int = 100_000
-    time_limit_minutes: float | None = None  # the whole run's budget: schedules anneal within it
-    stop_after_minutes: float | None = None  # leave THIS invocation after M minutes, resumable
-    bf16: bool = True  # autocast on CUDA only
-    device: str = "auto"
-    seed: int = 0
-    # --- bookkeeping ---
-    log_every: int = 10
-    checkpoint_every_minutes: float = 5.0
-    resume: bool = True
-    keep_train_state: bool = False  # keep out_dir/train_state.pt after a finished run
-    save_dtype: str = "float16"  # storage dtype of the saved weights; they load as float32
-    save_shard_mb: float | None = None  # split the weights into files of at most this many MB
-    progress: bool = True
-    command: str | None = None  # recorded in the model card; default sys.argv
-
-    def crop_config(self) -> MultiCropConfig:
-        return MultiCropConfig(
-            n_global=self.n_global,
-            n_local=self.n_local,
-            global_size=self.global_size,
-            local_size=self.local_size,
-            global_scale=tuple(self.global_scale),
-            local_scale=tuple(self.local_scale),
-        )
-
-    def validate(self) -> None:
-        for name in ("global_size", "local_size", "image_size"):
-            if getattr(self, name) % self.patch_size:
-                raise ConfigError(f"{name}={getattr(self, name)} must be a multiple of patch_size={self.patch_size}")
-        if self.hidden_size % self.heads:
-            raise ConfigError(f"hidden_size={self.hidden_size} is not divisible by heads={self.heads}")
-        if self.max_steps < 1 or self.batch_size < 1:
-            raise ConfigError("max_steps and batch_size must be >= 1")
-        if self.save_dtype not in ("float16", "bfloat16", "float32"):
-            raise ConfigError(f"save_dtype={self.save_dtype!r}; use float16, bfloat16 or float32")
-        self.crop_config().validate()
-
-
-# Two named starting points; anything else via --set key=value.
-PRESETS: dict[str, dict[str, Any]] = {
-    # minutes on a laptop CPU: proves the pipeline, learns little
-    "cpu-smoke": dict(
-        hidden_size=96, depth=4, heads=3, image_size=112, long_side=256, global_size=112, local_size=56,
-        n_local=4, out_dim=1024, ibot_out_dim=1024, head_hidden=512, head_bottleneck=128,
-        batch_size=16, lr=5e-4, max_steps=100_000, time_limit_minutes=5.0, bf16=False,
-        log_every=5, checkpoint_every_minutes=2.0,
-    ),
-    # one H100, 16 training minutes (~20 with start-up and saving): ViT-S/14 width, 6 blocks,
-    # 11.0M parameters (22 MB in float16). Point bank_path at a tissue bank built beforehand.
-    "gpu-20min": dict(
-        hidden_size=384, depth=6, heads=6, image_size=224, long_side=512, global_size=224, local_size=98,
-        n_local=8, out_dim=8192, ibot_out_dim=8192, batch_size=256, lr=5e-4,
-        max_steps=1_000_000, time_limit_minutes=16.0, bf16=True, log_every=20,
-        save_shard_mb=15,  # two weight files under 16 MiB each: they fit file-size limits on transfers
-    ),
-}
-
-
-def preset_config(name: str | None = None, overrides: list[str] | None = None, **kw: Any) -> PretrainConfig:
-    """A :class:`PretrainConfig` from a preset name, ``key=value`` strings, and keyword overrides."""
-    if name is not None and name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    cfg = PretrainConfig(**(PRESETS[name] if name else {}))
-    for item in overrides or []:
-        cfg = apply_override(cfg, item)
-    return dataclasses.replace(cfg, **kw)
-
-
-def apply_override(cfg: PretrainConfig, item: str) -> PretrainConfig:
-    """``"lr=1e-3"``, ``"mask_ratio=0.1,0.4"``, ``"init_from=none"`` -> a new config."""
-    if "=" not in item:
-        raise ConfigError(f"--set expects key=value, got {item!r}")
-    key, raw = (s.strip() for s in item.split("=", 1))
-    fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
-    if key not in fields:
-        raise ConfigError(f"unknown pretraining setting {key!r}; known: {', '.join(sorted(fields))}")
-    current = getattr(cfg, key)
-    if raw.lower() in ("none", "null"):
-        value: Any = None
-    elif isinstance(current, bool):
-        value = raw.lower() in ("1", "true", "yes", "on")
-    elif isinstance(current, tuple):
-        value = tuple(float(v) for v in raw.split(","))
-    elif isinstance(current, int):
-        value = int(raw)
-    elif isinstance(current, float) or (current is None and _is_number(raw)):
-        value = float(raw)
-    else:
-        value = raw
-    return dataclasses.replace(cfg, **{key: value})
-
-
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-        return True
-    except ValueError:
-        return False
 
 
 # --- the networks ------------------------------------------------------------------

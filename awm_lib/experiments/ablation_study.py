@@ -1,0 +1,211 @@
+"""The ablation study's definition: named configurations, hardware scales, and the grid of runs.
+
+Vocabulary
+----------
+* a **configuration** is a named list of ``--set`` overrides on top of a preset
+  (:data:`CONFIGURATIONS`), e.g. ``roi-sine`` = ``model.position=sine``;
+* a **scale** is the preset plus overrides for the hardware: ``cpu-smoke`` (a
+  random micro ViT on 256-px images: minutes on a laptop, numbers that only show
+  the pipeline works) and ``gpu`` (ViT-S/14, 224-px crops, 1024-px images);
+* a **run** is one (dataset, configuration, fold or seed) trained by
+  :func:`awm_lib.train.experiment.train` into
+  ``runs/ablation/<dataset>/<configuration>/<fold0|seed0>/``.
+
+:func:`config_for` turns one run into its :class:`TrainConfig`, :func:`plan_runs`
+lists every run of a grid (:class:`RunSpec`), skipping configurations whose
+backbone weights are not available here (:func:`backbone_available`). Running
+them is :mod:`awm_lib.experiments.ablation`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from awm_lib import paths
+from awm_lib.errors import ConfigError
+from awm_lib.train.config import TrainConfig, make_config
+
+SSL_CHECKPOINT = "checkpoints/awm-dino-s14"  # written by `python -m awm_lib pretrain` (relative to the project)
+
+
+# =====================================================================================
+# The study definition
+# =====================================================================================
+@dataclass(frozen=True)
+class Configuration:
+    """One row of the ablation table: overrides applied on top of the scale's preset."""
+
+    name: str
+    overrides: tuple[str, ...]
+    description: str
+    backbone: str | None = None  # weights this configuration needs (None: the scale's random init)
+
+
+_ROI = ("arch=roi",)
+_NO_CONTRAST = ("loss.repulsive_weight=0", "loss.supcon_weight=0", "loss.roi_supcon_weight=0")
+_REPULSIVE = ("loss.repulsive_weight=0.3", "loss.supcon_weight=0", "loss.roi_supcon_weight=0")
+_FULL = (*_ROI, "model.position=rope2d", *_REPULSIVE)  # the paper's method with the blob proposer
+
+CONFIGURATIONS: dict[str, Configuration] = {c.name: c for c in [
+    Configuration("baseline-full-image", ("arch=full_image", *_NO_CONTRAST),
+                  "one ViT over the whole breast (all its tokens), BCE only"),
+    Configuration("roi-nopos", (*_ROI, "model.position=none", *_NO_CONTRAST),
+                  "RoI tokens + anchor, no position code, BCE only"),
+    Configuration("roi-sine", (*_ROI, "model.position=sine", *_NO_CONTRAST),
+                  "+ sine code of the box coordinates added to each token"),
+    Configuration("roi-rope2d", (*_ROI, "model.position=rope2d", *_NO_CONTRAST),
+                  "+ 2-D RoPE of the box centres instead of the sine code"),
+    Configuration("roi-rope2d-repulsive", _FULL,
+                  "+ repulsive loss between an image's RoI embeddings (the paper's method; blob proposer)"),
+    Configuration("roi-rope2d-supcon", (*_ROI, "model.position=rope2d", "loss.repulsive_weight=0", "loss.supcon_weight=0",
+                                        "loss.roi_supcon_weight=0.3", "loss.hard_negative_beta=1.0"),
+                  "2-D RoPE + hard-negative supervised contrastive loss over RoIs (instead of the repulsive loss)"),
+    Configuration("roi-rope2d-repulsive-supcon", (*_FULL, "loss.roi_supcon_weight=0.3", "loss.hard_negative_beta=1.0"),
+                  "the paper's method + the hard-negative supervised contrastive loss over RoIs"),
+    Configuration("proposer-oracle", (*_FULL, "data.proposer=oracle", "data.pad_rois=random"),
+                  "the paper's method with the lesion boxes as proposals (random padding so the count leaks nothing)"),
+    Configuration("proposer-random", (*_FULL, "data.proposer=random", "data.pad_rois=random"),
+                  "the paper's method with seeded random boxes inside the breast as proposals"),
+    Configuration("proposer-none", (*_FULL, "data.proposer=none"),
+                  "the paper's method with no proposals: the anchor (whole breast crop) alone"),
+    Configuration("backbone-ssl", (*_FULL, f"model.backbone.name_or_path={SSL_CHECKPOINT}",
+                                   "model.backbone.allow_random_fallback=false"),
+                  "the paper's method, backbone initialised from the project's self-supervised checkpoint",
+                  backbone=SSL_CHECKPOINT),
+    Configuration("backbone-dinov2-small", (*_FULL, "model.backbone.name_or_path=facebook/dinov2-small",
+                                            "model.backbone.allow_random_fallback=false"),
+                  "the paper's method, backbone = DINOv2 ViT-S/14 from the hub (needs the weights locally)",
+                  backbone="facebook/dinov2-small"),
+    Configuration("backbone-dinov2-base", (*_FULL, "model.backbone.name_or_path=facebook/dinov2-base",
+                                           "model.backbone.allow_random_fallback=false"),
+                  "the paper's method, backbone = DINOv2 ViT-B/14 from the hub (needs the weights locally)",
+                  backbone="facebook/dinov2-base"),
+]}
+
+# What `--configs` defaults to: the ablation ladder, the proposer swap and the SSL init.
+DEFAULT_CONFIGS = ("baseline-full-image", "roi-nopos", "roi-sine", "roi-rope2d", "roi-rope2d-repulsive",
+                   "roi-rope2d-supcon", "proposer-oracle", "proposer-random", "backbone-ssl")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """A preset plus overrides sized for some hardware, and the default folds/seeds."""
+
+    name: str
+    preset: str
+    overrides: tuple[str, ...]
+    seeds: tuple[int, ...]
+    n_boot: int = 1000
+    per_dataset: dict = field(default_factory=dict)  # dataset -> extra overrides
+
+
+SCALES: dict[str, Scale] = {
+    # random micro ViT, 256-px breast crops, 56-px RoI crops, 2 epochs: minutes per run on a CPU
+    "cpu-smoke": Scale("cpu-smoke", "smoke", ("baseline.long_side=252", "optim.device=cpu"), seeds=(0,),
+                       per_dataset={"synthetic": ("data.synthetic_n=160", "data.synthetic_size=512")}),
+    # ViT-S/14 (random init unless the configuration loads weights), 224-px crops of 1024-px images
+    # (the default preset freezes 6 blocks of a pretrained ViT; a random one must train all of them)
+    "gpu": Scale("gpu", "default", ("model.backbone.name_or_path=none", "model.backbone.freeze_blocks=0",
+                                    "model.backbone.freeze_patch_embed=false", "optim.epochs=15", "optim.patience=5",
+                                    "optim.batch_size=32", "optim.warmup_steps=20", "eval.batch_size=64",
+                                    "data.num_workers=8"), seeds=(0, 1, 2),
+                 per_dataset={"synthetic": ("data.synthetic_n=6400", "data.synthetic_size=1024"),
+                              "mias": ("data.augment=true",)}),
+}
+
+
+def config_for(configuration: str, dataset: str, scale: str, *, seed: int = 0, fold: int | None = None,
+               root: str | None = None, extra: Sequence[str] = ()) -> TrainConfig:
+    """The full :class:`TrainConfig` of one run of the study."""
+    if configuration not in CONFIGURATIONS:
+        raise ConfigError(f"unknown ablation configuration {configuration!r}; choose from {', '.join(CONFIGURATIONS)}")
+    if scale not in SCALES:
+        raise ConfigError(f"unknown scale {scale!r}; choose {' or '.join(SCALES)}")
+    sc = SCALES[scale]
+    over = [*sc.overrides, *sc.per_dataset.get(dataset, ()), *CONFIGURATIONS[configuration].overrides,
+            f"seed={seed}", *(() if fold is None else (f"data.fold={fold}",)), *extra]
+    data_fields = {"dataset": dataset} if root is None else {"dataset": dataset, "root": str(root)}
+    return make_config(sc.preset, over, **data_fields)
+
+
+def backbone_available(name_or_path: str | None) -> tuple[bool, str]:
+    """Can these weights be loaded here? ``(ok, reason when not)``; never downloads anything."""
+    if name_or_path is None:
+        return True, ""
+    local = Path(name_or_path)
+    if not local.is_absolute():
+        local = paths.PROJECT_ROOT / local
+    if local.is_dir():
+        return True, ""
+    if name_or_path.startswith(("checkpoints/", "/", ".")):
+        return False, (f"the project's self-supervised checkpoint {name_or_path} does not exist; "
+                       "make it with `python -m awm_lib pretrain --out checkpoints/awm-dino-s14` (GPU)")
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(name_or_path, "config.json"), str):
+            return True, ""
+    except Exception:  # noqa: BLE001 - any hub trouble means "not available here"
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        return False, (f"{name_or_path} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+                       f"download it once with network access (huggingface-cli download {name_or_path})")
+    return True, ""  # the hub may be reachable: the backbone will download it
+
+
+# =====================================================================================
+# Planning
+# =====================================================================================
+@dataclass
+class RunSpec:
+    dataset: str
+    configuration: str
+    seed: int
+    fold: int | None
+    run_dir: Path
+    cfg: TrainConfig
+
+    @property
+    def label(self) -> str:
+        return run_label(self.fold, self.seed)
+
+
+def run_label(fold: int | None, seed: int) -> str:
+    """The run folder's name: ``fold2`` (seed 0) / ``fold2-seed1`` on mini-MIAS, ``seed1`` elsewhere."""
+    if fold is None:
+        return f"seed{seed}"
+    return f"fold{fold}" if seed == 0 else f"fold{fold}-seed{seed}"
+
+
+def plan_runs(dataset: str, configurations: Sequence[str], scale: str, *, seeds: Sequence[int], folds: Sequence[int] | None,
+              runs_dir: str | Path, root: str | None = None, extra: Sequence[str] = ()) -> tuple[list[RunSpec], dict[str, str]]:
+    """Every run of the grid, and the configurations skipped (name -> why)."""
+    runs, skipped = [], {}
+    fold_list: list[int | None] = list(folds) if dataset == "mias" else [None]
+    if dataset == "mias" and not fold_list:
+        raise ConfigError("mini-MIAS needs at least one fold (--folds 0,1,2,3,4)")
+    for name in configurations:
+        if name not in CONFIGURATIONS:
+            raise ConfigError(f"unknown ablation configuration {name!r}; choose from {', '.join(CONFIGURATIONS)}")
+        ok, why = backbone_available(CONFIGURATIONS[name].backbone)
+        if not ok:
+            skipped[name] = why
+            continue
+        for fold in fold_list:
+            for seed in seeds:
+                cfg = config_for(name, dataset, scale, seed=seed, fold=fold, root=root, extra=extra)
+                runs.append(RunSpec(dataset, name, seed, fold, Path(runs_dir) / dataset / name / run_label(fold, seed), cfg))
+    return runs, skipped
+
+
+def describe() -> str:
+    """The configurations and scales, one per line (for ``--list``)."""
+    lines = ["configurations:"]
+    lines += [f"  {c.name:<28} {c.description}" for c in CONFIGURATIONS.values()]
+    lines += ["scales:"]
+    for s in SCALES.values():
+        lines.append(f"  {s.name:<10} preset={s.preset} seeds={list(s.seeds)} overrides={' '.join(s.overrides)}")
+    return "\n".join(lines)

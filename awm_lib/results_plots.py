@@ -1,0 +1,134 @@
+"""The figures of the results chapter, drawn from an ablation results file.
+
+A forest plot of every configuration's metrics with their 95% intervals
+(:func:`plot_forest`), the stored ROC curves (:func:`plot_roc_curves`),
+classification against the proposer's lesion recall (:func:`plot_recall_vs_metric`)
+and the paper's numbers beside ours (:func:`plot_paper_comparison`). An empty
+results file gives a placeholder panel that says why. Re-exported by
+:mod:`awm_lib.results`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from .results_claims import proposer_swap
+from .results_file import BASELINE, PAPER_TABLE, AblationResults, _get, _records
+from .viz import PALETTE, _ax, subplots
+
+
+def plot_forest(results: AblationResults | Iterable[dict], metrics: Sequence[str] = ("auc", "f1"),
+                dataset: str | None = None, width: float = 4.2):
+    """A forest plot: per configuration (rows), each metric's estimate with its 95% CI (one panel each)."""
+    recs = _records(results or [], dataset)
+    if not recs:
+        return _placeholder("no precomputed results yet: run `python -m awm_lib ablation`").figure
+    labels = [r["configuration"] if dataset or len({x["dataset"] for x in recs}) == 1
+              else f"{r['dataset']}: {r['configuration']}" for r in recs]
+    fig, axes = subplots(1, len(metrics), width=width, height=0.9 + 0.32 * max(len(recs), 1),
+                         squeeze=False, sharey=True)
+    y = np.arange(len(recs))
+    for j, (m, ax) in enumerate(zip(metrics, axes[0])):
+        mean = np.array([_get(r, m, "mean") for r in recs])
+        lo = np.array([_get(r, m, "ci_low") for r in recs])
+        hi = np.array([_get(r, m, "ci_high") for r in recs])
+        err = np.vstack([np.where(np.isnan(lo), 0, mean - lo), np.where(np.isnan(hi), 0, hi - mean)])
+        ax.errorbar(mean, y, xerr=err, fmt="o", color=PALETTE[j % len(PALETTE)], capsize=3, markersize=5)
+        base = [r for r in recs if r["configuration"] == BASELINE]
+        if base and _get(base[0], m, "mean") == _get(base[0], m, "mean"):
+            ax.axvline(_get(base[0], m, "mean"), color="grey", linestyle="--", linewidth=1)
+        if m == "auc":
+            ax.axvline(0.5, color="grey", linestyle=":", linewidth=1)
+        ax.set_xlabel(f"{m.upper() if m in ('auc', 'f1') else m} (95% CI)")
+        ax.set_xlim(0, 1)
+    axes[0][0].set_yticks(y, labels)
+    axes[0][0].invert_yaxis()
+    return fig
+
+
+def plot_roc_curves(results: AblationResults | Iterable[dict], configurations: Sequence[str] | None = None,
+                    dataset: str | None = None, ax=None):
+    """The test ROC curves of some configurations (all with a stored curve by default)."""
+    from .viz import plot_roc
+
+    ax = _ax(ax, width=4.8, height=4.8)
+    recs = _records(results or [], dataset)
+    if not any(r.get("roc") for r in recs):
+        return _placeholder("no ROC curves yet: run `python -m awm_lib ablation`", ax)
+    for r in recs:
+        if configurations is not None and r["configuration"] not in configurations:
+            continue
+        if r.get("roc"):
+            plot_roc(r["roc"]["fpr"], r["roc"]["tpr"], auc=_get(r, "auc", "mean"), label=r["configuration"], ax=ax)
+    ax.legend(fontsize=7, loc="lower right")
+    return ax
+
+
+def plot_recall_vs_metric(results: AblationResults | Iterable[dict], metric: str = "auc",
+                          dataset: str | None = None, ax=None):
+    """Classification (``metric`` with its CI) against the proposer's lesion recall.
+
+    One point per record of the proposer swap (:func:`proposer_swap`: the full
+    method with the detector's, the oracle's or random boxes). If the method only
+    works with a good detector, the points climb from left to right.
+    """
+    ax = _ax(ax, width=5.2, height=4.0)
+    pts = proposer_swap(results, dataset)
+    if not pts:
+        return _placeholder("no proposer-swap results yet: run `python -m awm_lib ablation`", ax)
+    for i, r in enumerate(sorted(pts, key=lambda r: r["lesion_recall"])):
+        x, m = r["lesion_recall"], _get(r, metric, "mean")
+        lo, hi = _get(r, metric, "ci_low"), _get(r, metric, "ci_high")
+        err = [[0 if np.isnan(lo) else m - lo], [0 if np.isnan(hi) else hi - m]]
+        ax.errorbar([x], [m], yerr=err, fmt="o", color=PALETTE[i % len(PALETTE)], capsize=3,
+                    label=f"{r['configuration']} ({r['settings']['proposer']})")
+    base = [r for r in _records(results, dataset) if r["configuration"] == BASELINE]
+    if base:
+        ax.axhline(_get(base[0], metric, "mean"), color="grey", linestyle="--", linewidth=1, label="full-image baseline")
+    if metric == "auc":
+        ax.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance (AUC 0.5)")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel("lesion recall of the proposer (share of lesions hit by a top-k box)")
+    ax.set_ylabel(f"{metric.upper() if metric in ('auc', 'f1') else metric} (95% CI)")
+    if pts or base:
+        ax.legend(fontsize=8, loc="best")
+    return ax
+
+
+def _placeholder(text: str, ax=None):
+    """An empty panel that says why it is empty (the chapter still has its figure)."""
+    ax = _ax(ax, width=6.0, height=1.6)
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=10, color="grey")
+    ax.set_axis_off()
+    return ax
+
+
+def plot_paper_comparison(results: AblationResults | Iterable[dict] | None = None, dataset: str | None = None,
+                          configurations: Sequence[str] | None = None, ax=None):
+    """AUC and F1 (percent) of the paper's models beside ours (when given), as grouped bars.
+
+    Bars are labelled with their source: the paper's numbers are VinDr-Mammo, ours
+    are whatever dataset and scale the results file holds — not the same test.
+    """
+    ax = _ax(ax, width=7.5, height=4.0)
+    labels = [f"paper: {p['model']}" for p in PAPER_TABLE]
+    auc = [p["auc"] for p in PAPER_TABLE]
+    f1 = [p["f1"] for p in PAPER_TABLE]
+    for r in _records(results or [], dataset):
+        if configurations is not None and r["configuration"] not in configurations:
+            continue
+        labels.append(f"ours ({r['dataset']}, {r['scale']}): {r['configuration']}")
+        auc.append(100 * _get(r, "auc", "mean"))
+        f1.append(100 * _get(r, "f1", "mean"))
+    pos = np.arange(len(labels), dtype=float)
+    for j, (name, vals) in enumerate((("AUC", auc), ("F1", f1))):
+        bars = ax.barh(pos - 0.2 + 0.4 * j, vals, 0.4, label=name, color=PALETTE[j])
+        ax.bar_label(bars, labels=["n/a" if v != v else f"{v:.1f}" for v in vals], fontsize=7, padding=2)
+    ax.set_yticks(pos, labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 105)
+    ax.set_xlabel("percent")
+    ax.legend(loc="lower right")
+    return ax
