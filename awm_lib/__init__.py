@@ -6,7 +6,10 @@ vision foundational models for breast cancer classification using mammograms"
 
 Layers (a lower one never imports a higher one)::
 
-    data -> proposals -> model -> losses -> train -> book
+    data -> proposals -> model -> losses -> train -> experiments -> book
+
+The book layer (figures, widgets, results tables) lives in :mod:`awm_lib.book`;
+the command line in :mod:`awm_lib.cli` sits beside it at the top.
 """
 
 __version__ = "0.1.0"

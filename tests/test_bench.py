@@ -1,5 +1,5 @@
 """The benchmark at smoke scale on the CPU: every code path runs, numbers are sane, FLOPs agree with
-awm_lib.cost, results merge per device, and the reference and fast paths compute the same logits."""
+awm_lib.model.cost, results merge per device, and the reference and fast paths compute the same logits."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from awm_lib import cost
+from awm_lib.model import cost
 from awm_lib.bench import data as bdata
 from awm_lib.bench.configs import (
     CONFIGS,
@@ -82,7 +82,7 @@ def test_every_config_is_valid_and_has_a_tiny_version():
         BenchConfig("bad", path="reference", data="device").validate()
 
 
-# --- analytic FLOPs agree with awm_lib.cost ---------------------------------------------------
+# --- analytic FLOPs agree with awm_lib.model.cost ---------------------------------------------------
 def test_flops_match_cost_module_for_the_paper_and_full_image():
     paper = build_model(CONFIGS["paper"])
     spec = cost.VIT_B14

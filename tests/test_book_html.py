@@ -42,7 +42,7 @@ HTML = ROOT / "_build" / "html"
 SRC = ROOT / "build" / "book-src"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-# Okabe-Ito colours of awm_lib.viz.PALETTE used by the first curves/bars of a figure
+# Okabe-Ito colours of awm_lib.book.viz.PALETTE used by the first curves/bars of a figure
 FIGURE_COLOURS = {"blue": (0x00, 0x72, 0xB2), "orange": (0xE6, 0x9F, 0x00)}
 
 

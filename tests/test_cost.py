@@ -1,4 +1,4 @@
-"""awm_lib.cost: token counts, FLOPs and attention memory, against hand-computed values
+"""awm_lib.model.cost: token counts, FLOPs and attention memory, against hand-computed values
 and against the FLOPs PyTorch itself counts on a (tiny, random) transformers Dinov2Model."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from awm_lib import cost
+from awm_lib.model import cost
 from awm_lib.errors import ConfigError, DataError
 
 # --- tokens ---------------------------------------------------------------------------

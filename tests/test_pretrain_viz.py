@@ -1,4 +1,4 @@
-"""The pretraining chapter's figure helpers (awm_lib.pretrain.viz): constructed cases with known answers."""
+"""The pretraining chapter's figure helpers (awm_lib.book.pretrain_figures): constructed cases with known answers."""
 
 import json
 import math
@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import Dinov2Config, Dinov2Model  # noqa: E402
 
-from awm_lib.pretrain import viz as pv  # noqa: E402
+from awm_lib.book import pretrain_figures as pv  # noqa: E402
 from awm_lib.pretrain.augment import MultiCropConfig, multi_crop, to_model_input  # noqa: E402
 from awm_lib.pretrain.loop import save_backbone  # noqa: E402
 from awm_lib.pretrain.probe import ProbeConfig, evaluate_task  # noqa: E402

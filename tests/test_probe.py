@@ -59,7 +59,7 @@ def test_probe_runs_and_writes_its_json(few_samples, tmp_path):
 
 def test_pca_rgb_and_cls_attention_on_a_real_mammogram(few_samples):
     from awm_lib.data.image import load_image
-    from awm_lib.pretrain.viz import (
+    from awm_lib.book.pretrain_figures import (
         _patch_mask,
         cls_attention,
         patch_tokens,

@@ -1,4 +1,4 @@
-"""awm_lib.results on a small constructed ablation file: checking, tables, lookup, figures, claims."""
+"""awm_lib.book.results on a small constructed ablation file: checking, tables, lookup, figures, claims."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from awm_lib import results as R  # noqa: E402
+from awm_lib.book import results as R  # noqa: E402
 
 BASE_SETTINGS = {"proposer": "blob", "topk": 5, "crop_size": 112, "position": "rope2d", "pooling": "anchor",
                  "loss": "bce+repulsive", "contrastive_weight": 0.3, "backbone_init": "random"}

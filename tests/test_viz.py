@@ -1,4 +1,4 @@
-"""awm_lib.viz: the plotting helpers draw what they are given (checked on the Matplotlib artists)."""
+"""awm_lib.book.viz: the plotting helpers draw what they are given (checked on the Matplotlib artists)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from awm_lib import viz  # noqa: E402
+from awm_lib.book import viz  # noqa: E402
 from awm_lib.errors import DataError  # noqa: E402
 
 

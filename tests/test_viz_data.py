@@ -1,4 +1,4 @@
-"""awm_lib.viz_data: the data chapter's figures draw what they are given, on tiny inputs."""
+"""awm_lib.book.data_figures: the data chapter's figures draw what they are given, on tiny inputs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from awm_lib import viz_data  # noqa: E402
+from awm_lib.book import data_figures as viz_data  # noqa: E402
 from awm_lib.data import realism  # noqa: E402
 from awm_lib.data.breast import segment_breast  # noqa: E402
 from awm_lib.data.image import load_image  # noqa: E402

@@ -1,4 +1,4 @@
-"""awm_lib.viz_model: attention measures with hand-computed values, the position-code
+"""awm_lib.book.model_figures: attention measures with hand-computed values, the position-code
 comparison's invariances, embedding helpers and figures on tiny inputs (Agg backend)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from awm_lib import viz_model as vm  # noqa: E402
+from awm_lib.book import model_figures as vm  # noqa: E402
 from awm_lib.errors import ConfigError  # noqa: E402
 
 BOXES = torch.tensor([[0.5, 0.5, 1.0, 1.0], [0.3, 0.35, 0.15, 0.15], [0.7, 0.6, 0.15, 0.15], [0.45, 0.8, 0.1, 0.1]])

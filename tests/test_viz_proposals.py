@@ -17,7 +17,7 @@ import torch  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from awm_lib import viz_proposals as vp  # noqa: E402
+from awm_lib.book import proposal_figures as vp  # noqa: E402
 from awm_lib.data.types import Lesion, Sample  # noqa: E402
 from awm_lib.proposals import Proposals, SelectConfig, make_proposer, select_rois  # noqa: E402
 from awm_lib.proposals.recall import ImageResult, froc  # noqa: E402

@@ -12,8 +12,8 @@ matplotlib.use("Agg")
 
 from test_results import BASE_SETTINGS, make_results  # noqa: E402
 
-from awm_lib import results as R  # noqa: E402
-from awm_lib import widgets  # noqa: E402
+from awm_lib.book import results as R  # noqa: E402
+from awm_lib.book import widgets  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG"
 

@@ -3,7 +3,7 @@
 * :mod:`~awm_lib.bench.timing` - honest timers (CUDA events, warm-up), peak memory,
   the device's measured matmul peak (the denominator of MFU).
 * :mod:`~awm_lib.bench.configs` - the named configurations and their analytic FLOPs
-  (from :mod:`awm_lib.cost`, the tokenization chapter's count).
+  (from :mod:`awm_lib.model.cost`, the tokenization chapter's count).
 * :mod:`~awm_lib.bench.data` - synthetic device tensors, the cache-backed loader,
   the reference implementation's per-item CPU pipeline.
 * :mod:`~awm_lib.bench.pipeline` - :func:`run_config`: forward, training step,

@@ -8,7 +8,7 @@ the same model the way the public implementation does (fp32, batch 4, every
 DICOM decoded, breast-cropped and every RoI cropped with PIL on the CPU, per
 item, every epoch).
 
-FLOPs come from :mod:`awm_lib.cost` (the tokenization chapter's arithmetic),
+FLOPs come from :mod:`awm_lib.model.cost` (the tokenization chapter's arithmetic),
 never from a profiler: MFU is "useful model FLOPs per second / measured peak",
 so work the implementation wastes (padding, recomputation) does not count.
 The RoI transformer on top of the backbone is counted with the same helpers
@@ -21,7 +21,7 @@ import dataclasses
 import warnings
 from dataclasses import dataclass
 
-from awm_lib import cost
+from awm_lib.model import cost
 from awm_lib.errors import ConfigError
 from awm_lib.model.backbone import (
     ARCHITECTURES,
@@ -169,7 +169,7 @@ def build_model(cfg: BenchConfig):
 
 # --- analytic FLOPs --------------------------------------------------------------------------
 def vit_spec(backbone) -> cost.ViTSpec:
-    """A :class:`awm_lib.cost.ViTSpec` describing a built :class:`~awm_lib.model.backbone.Backbone`."""
+    """A :class:`awm_lib.model.cost.ViTSpec` describing a built :class:`~awm_lib.model.backbone.Backbone`."""
     mc = backbone.model.config
     return cost.ViTSpec(
         name=f"ViT-{backbone.cfg.random_arch}/{mc.patch_size}" if not backbone.is_pretrained else str(backbone.source),
@@ -185,7 +185,7 @@ def vit_spec(backbone) -> cost.ViTSpec:
 def roi_forward_flops(model, batch_size: int) -> dict[str, float]:
     """Forward FLOPs of a :class:`~awm_lib.model.roi_transformer.RoIClassifier` step.
 
-    Backbone: :func:`awm_lib.cost.roi_path_forward_flops` (``topk + 1`` crops,
+    Backbone: :func:`awm_lib.model.cost.roi_path_forward_flops` (``topk + 1`` crops,
     each its own sequence). Head: projection, the RoI transformer blocks on
     ``K`` tokens and the final linear layer, with the same helpers.
     """

@@ -53,7 +53,7 @@ from awm_lib.bench.timing import (
     time_steps,
     time_wall,
 )
-from awm_lib.cost import training_flops
+from awm_lib.model.cost import training_flops
 from awm_lib.losses import LossConfig, compute_loss, weighted_bce
 
 

@@ -1,6 +1,6 @@
 """``results/bench.json``: one file, many devices, merged rather than overwritten.
 
-Layout (what :func:`awm_lib.cost.load_bench_table` reads)::
+Layout (what :func:`awm_lib.model.cost.load_bench_table` reads)::
 
     {"device": <last writer>, "date": ..., "command": ..., "versions": ...,
      "runs": [{"device": ..., "config": ..., "date": ..., "command": ..., ...}, ...],

@@ -1,7 +1,7 @@
 """Figures for the data chapter: DICOM variants, breast cropping, real vs synthetic.
 
 The general drawing primitives (one mammogram with boxes, a grid, curves) live
-in :mod:`awm_lib.viz`; this module builds the data chapter's composite figures
+in :mod:`awm_lib.book.viz`; this module builds the data chapter's composite figures
 on top of them, so that each notebook cell stays two to five lines:
 
 - :func:`write_dicom_variants`, :func:`describe_dicoms`, :func:`show_dicom_variants`:
@@ -126,7 +126,7 @@ def show_dicom_variants(paths: Mapping[str, Path], size: float = 2.6):
     Bottom row: the same file through :func:`load_image`. Returns the figure."""
     import pydicom
 
-    from awm_lib import viz
+    from awm_lib.book import viz
     from awm_lib.data.image import load_image
 
     n = len(paths)
@@ -148,7 +148,7 @@ def show_segmentation(pixels, crop, boxes=None, labels: Sequence[str] | None = N
     """
     from matplotlib.patches import Rectangle
 
-    from awm_lib import viz
+    from awm_lib.book import viz
 
     pixels = np.asarray(pixels, dtype=np.float32)
     boxes = None if boxes is None else np.asarray(boxes, dtype=float).reshape(-1, 4)
@@ -202,7 +202,7 @@ def lesion_annotations(lesions) -> tuple[np.ndarray, list[str]]:
 def _labels_inside(ax, width: float) -> None:
     """Right-align the box labels of boxes in the right half of an image, so they stay on it.
 
-    :func:`awm_lib.viz.show_mammogram` writes a label from its box's left edge
+    :func:`awm_lib.book.viz.show_mammogram` writes a label from its box's left edge
     rightwards; near the right edge it would spill onto the next panel (and make
     the layout shrink every image to make room).
     """
@@ -221,10 +221,10 @@ def show_side_by_side(images, titles: Sequence[str] | None = None, boxes: Sequen
                       suptitle: str | None = None):
     """Mammograms in a row (or ``ncols`` per row), each with optional boxes and box labels.
 
-    Unlike :func:`awm_lib.viz.show_grid` it labels the boxes (``labels[i]`` goes with
+    Unlike :func:`awm_lib.book.viz.show_grid` it labels the boxes (``labels[i]`` goes with
     ``boxes[i]``) and gives each panel its image's aspect ratio. Returns the figure.
     """
-    from awm_lib import viz
+    from awm_lib.book import viz
 
     n = len(images)
     ncols = max(1, min(ncols or n, n))
@@ -265,7 +265,7 @@ def show_lesion_zooms(images, boxes, titles: Sequence[str] | None = None, contex
     side. The grey scale is the image's own (no stretch), so a faint finding
     looks faint. Returns the figure.
     """
-    from awm_lib import viz
+    from awm_lib.book import viz
 
     n = len(images)
     ncols = max(1, min(ncols, n))
@@ -308,7 +308,7 @@ def plot_spectrum_comparison(groups: Mapping[str, tuple[Sequence[np.ndarray], fl
     :data:`awm_lib.data.realism.DEFAULT_BAND`) is shaded and is where the line
     ``P ~ f**-beta`` is fitted (the legend gives beta). Returns the axis.
     """
-    from awm_lib import viz
+    from awm_lib.book import viz
     from awm_lib.data import realism
 
     band = tuple(band or realism.DEFAULT_BAND)
@@ -336,7 +336,7 @@ def plot_histograms(cmp: Mapping, ax=None):
     the *shapes* are compared; the title gives the Wasserstein and KS distances.
     Returns the axis.
     """
-    from awm_lib import viz
+    from awm_lib.book import viz
 
     ax = ax if ax is not None else viz.subplots(1, 1, width=5.0, height=3.8)[1]
     names = {"mini_mias": "mini-MIAS (real, film)", "synthetic": "synthetic"}

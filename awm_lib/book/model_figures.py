@@ -2,7 +2,7 @@
 
 Everything here reads what a model already computed (attention weights, RoI
 embeddings, a run's ``metrics.jsonl``) or evaluates a position code on
-hand-made boxes; nothing trains. Figures follow :mod:`awm_lib.viz`: each
+hand-made boxes; nothing trains. Figures follow :mod:`awm_lib.book.viz`: each
 function draws on an axis (a new one if ``ax`` is None) and returns it.
 
 * :func:`attention_stats` - entropy, maximum weight and "effective number of
@@ -30,7 +30,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
 
-from awm_lib import viz
+from awm_lib.book import viz
 from awm_lib.errors import ConfigError
 from awm_lib.model.position import check_mode, rope_angles, sine_box_embedding, uses_rope, uses_sine
 

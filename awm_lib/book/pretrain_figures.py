@@ -170,7 +170,7 @@ def plot_multi_crop(image, mask, views, index: int = 0, local_cols: int = 4):
     """
     import matplotlib.pyplot as plt
 
-    from awm_lib.viz import PALETTE, show_mammogram
+    from awm_lib.book.viz import PALETTE, show_mammogram
 
     n_g, n_l = views.global_crops.shape[0], views.local_crops.shape[0]
     boxes = torch.cat([views.global_boxes[index], views.local_boxes[index]]).cpu().numpy()
@@ -204,7 +204,7 @@ def plot_intensity_augmentations(image, mask, cfg, size: int = 224, scale: float
 
     from awm_lib.pretrain.augment import intensity_augment, sample_crop_boxes
     from awm_lib.pretrain.probe import crop_resize
-    from awm_lib.viz import show_mammogram, subplots
+    from awm_lib.book.viz import show_mammogram, subplots
 
     g = torch.Generator().manual_seed(seed)
     box = sample_crop_boxes(torch.as_tensor(np.asarray(mask, bool))[None], 1, (scale, scale), generator=g)[0, 0]
@@ -229,7 +229,7 @@ def plot_intensity_augmentations(image, mask, cfg, size: int = 224, scale: float
 
 def plot_patch_masks(crops: torch.Tensor, masks: torch.Tensor, patch: int = 14):
     """Global crops ``(N, 3, S, S)`` with the iBOT-masked patches ``(N, P)`` painted over."""
-    from awm_lib.viz import show_mammogram, subplots
+    from awm_lib.book.viz import show_mammogram, subplots
 
     n, S = crops.shape[0], crops.shape[-1]
     gh = S // patch
@@ -285,7 +285,7 @@ def centering_sharpening_table(teacher_logits: torch.Tensor, temps: tuple[float,
 def plot_centering_sharpening(teacher_logits: torch.Tensor, temps: tuple[float, float] = (1.0, 0.04)):
     """2 x 2 heat maps of teacher probabilities (images x prototypes): centering off/on x two temperatures."""
     from awm_lib.pretrain.dino import teacher_probs
-    from awm_lib.viz import subplots
+    from awm_lib.book.viz import subplots
 
     center = teacher_logits.mean(dim=0)
     rows = centering_sharpening_table(teacher_logits, temps)
@@ -311,7 +311,7 @@ def plot_pretrain_logs(logs: dict[str, list[dict]], n_prototypes: dict[str, int]
     ``n_prototypes`` (label -> K) adds the ``log K`` line: the entropy of a
     uniform distribution, the ceiling of both entropies.
     """
-    from awm_lib.viz import hline, plot_curves, subplots
+    from awm_lib.book.viz import hline, plot_curves, subplots
 
     fig, axes = subplots(len(logs), 2, width=4.4, height=3.0, squeeze=False)
     for (ax, ax2), (label, log) in zip(axes, logs.items()):
@@ -431,7 +431,7 @@ def probe_table(res: dict):
 
 def plot_probe(res: dict, metric: str = "balanced_accuracy"):
     """Point estimates with 95% bootstrap CIs, one panel per task, one row per (model, probe); 0.5 = chance."""
-    from awm_lib.viz import PALETTE, subplots, vline
+    from awm_lib.book.viz import PALETTE, subplots, vline
 
     tasks = {k: t for k, t in res["tasks"].items() if "skipped" not in t}
     fig, axes = subplots(1, max(1, len(tasks)), width=4.6, height=0.5 + 0.45 * max((sum(len(p) for p in t["results"].values()) for t in tasks.values()), default=1), squeeze=False)

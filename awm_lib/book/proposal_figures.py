@@ -24,7 +24,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
 
-from awm_lib import viz
+from awm_lib.book import viz
 from awm_lib.proposals.recall import ImageResult, first_hit_rank, recall_at_k
 
 ANCHOR_COLOUR = viz.PALETTE[0]  # blue
@@ -207,7 +207,7 @@ def plot_recall_by_group(groups: Mapping[str, Mapping[str, Mapping]], k: int = 5
 def show_misses(images, lesion_boxes, rois, titles: Sequence[str] | None = None, context: float = 2.0,
                 ncols: int = 4, size: float = 2.6):
     """Close-ups of missed lesions: the lesion box (red) and the kept RoIs (green) that fall in the window."""
-    from awm_lib.viz_data import _zoom
+    from awm_lib.book.data_figures import _zoom
 
     n = len(images)
     ncols = max(1, min(ncols, n))

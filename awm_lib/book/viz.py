@@ -21,7 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import NullFormatter
 
-from .errors import DataError
+from awm_lib.errors import DataError
 
 __all__ = [
     "PALETTE",

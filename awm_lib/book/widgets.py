@@ -2,7 +2,7 @@
 
 ::
 
-    from awm_lib import results, widgets
+    from awm_lib.book import results, widgets
     panel = widgets.AblationPanel(results.load_ablation(missing_ok=True))
     panel.widget            # display it in a notebook
 
@@ -40,8 +40,8 @@ from pathlib import Path
 import ipywidgets as W
 import matplotlib.pyplot as plt
 
-from . import results as R
-from .paths import checkpoints_root, project_root
+from awm_lib.book import results as R
+from awm_lib.paths import checkpoints_root, project_root
 
 __all__ = ["DEFAULT_SETTINGS", "DEFAULT_CHOICES", "AblationPanel", "settings_to_overrides", "train_short_run",
            "NOT_IN_GRID", "NO_RESULTS"]
@@ -106,8 +106,8 @@ def train_short_run(settings: Mapping, out_dir: Path, *, steps: int = 20, max_im
     A finished run in ``out_dir`` with the same configuration is loaded, not retrained
     (:func:`awm_lib.train.cached.load_or_train`).
     """
-    from .train.cached import load_or_train
-    from .train.config import make_config
+    from awm_lib.train.cached import load_or_train
+    from awm_lib.train.config import make_config
 
     overrides = settings_to_overrides(settings) + [
         f"optim.max_steps={steps}", "optim.epochs=1000", "optim.eval_every=" + str(max(steps // 2, 1)),
@@ -130,7 +130,7 @@ def _png(fig) -> bytes:
 class AblationPanel:
     """The ablation widget. ``panel.widget`` is what a notebook displays.
 
-    results: the grid (:func:`awm_lib.results.load_ablation`), or None when there is none yet.
+    results: the grid (:func:`awm_lib.book.results.load_ablation`), or None when there is none yet.
     dataset: which dataset's records to show (default: the first in the file).
     trainer: who runs the Train button (default :func:`train_short_run`).
     background: train in a thread (a live kernel stays responsive) or block until done (tests).
@@ -223,7 +223,7 @@ class AblationPanel:
         if not rec or not rec.get("roc"):
             self.roc.value, self.roc.layout.display = b"", "none"
             return
-        from .viz import plot_roc, subplots
+        from awm_lib.book.viz import plot_roc, subplots
 
         fig, ax = subplots(width=3.6, height=3.6)
         plot_roc(rec["roc"]["fpr"], rec["roc"]["tpr"], auc=R._get(rec, "auc", "mean"), ax=ax,
@@ -278,14 +278,14 @@ class AblationPanel:
         self._finish(out_dir, box, settings)
 
     def _show_log(self, out_dir: Path) -> None:
-        from .train.loop import read_log
+        from awm_lib.train.loop import read_log
 
         recs = [r for r in read_log(out_dir, "train") if "loss" in r]
         if not recs:
             return
         self.progress.max = max(self.total_steps, recs[-1]["step"])
         self.progress.value = recs[-1]["step"]
-        from .viz import plot_curves, subplots
+        from awm_lib.book.viz import plot_curves, subplots
 
         fig, ax = subplots(width=3.6, height=2.6)
         plot_curves([r["step"] for r in recs], {"loss": [r["loss"] for r in recs]}, "step", "training loss",

@@ -5,7 +5,7 @@ configuration's plain-value settings (:func:`settings_of`), the aggregated
 metrics, lesion recall, the command that reproduces it (:func:`study_command`)
 and provenance. :func:`write_results` merges new records into the file
 atomically. The schema is fixed: the book's ablation widget and results chapter
-read it (:mod:`awm_lib.results`).
+read it (:mod:`awm_lib.book.results`).
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from awm_lib.errors import ConfigError
 
 __all__ = [
     "ViTSpec",
@@ -332,7 +332,7 @@ def load_bench_table(path):
 
     import pandas as pd
 
-    from .errors import DataError
+    from awm_lib.errors import DataError
 
     path = Path(path)
     if not path.exists():

@@ -9,7 +9,8 @@ Modules, in the order data flows through them:
 - :mod:`~awm_lib.pretrain.loop`    -- ``pretrain(cfg, out_dir)``: student, EMA teacher, checkpoints
 - :mod:`~awm_lib.pretrain.card`    -- the model card written beside the weights
 - :mod:`~awm_lib.pretrain.probe`   -- k-NN / linear probes on mini-MIAS RoI crops, folds by woman
-- :mod:`~awm_lib.pretrain.viz`     -- PCA of patch features and CLS attention maps
+
+(Figures of a pretrained backbone: :mod:`awm_lib.book.pretrain_figures`.)
 
 The saved backbone loads with ``transformers.Dinov2Model.from_pretrained(path)``.
 """

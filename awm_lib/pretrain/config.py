@@ -28,6 +28,8 @@ class PretrainConfig:
     # --- data ---
     bank_path: str | None = None  # a saved TissueBank (.npz); if set, mias/vindr are not read
     mias_root: str | None = "auto"  # "auto" = awm_lib.paths.mias_root(); None = do not use
+    mias_half: str | None = None  # "pretrain" = only the women of that half (awm_lib.pretrain.split); None = all
+    split_seed: int = 0  # seed of the mini-MIAS half split
     n_synthetic: int = 0
     vindr_root: str | None = None  # a folder of DICOMs (searched recursively)
     workers: int = 1  # processes for rendering synthetic images
@@ -97,6 +99,8 @@ class PretrainConfig:
             raise ConfigError("max_steps and batch_size must be >= 1")
         if self.save_dtype not in ("float16", "bfloat16", "float32"):
             raise ConfigError(f"save_dtype={self.save_dtype!r}; use float16, bfloat16 or float32")
+        if self.mias_half not in (None, "pretrain", "probe"):
+            raise ConfigError(f"mias_half={self.mias_half!r}; use pretrain, probe or none")
         self.crop_config().validate()
 
 

@@ -144,7 +144,14 @@ def load_bank(cfg: PretrainConfig) -> TissueBank:
     else:
         if cfg.mias_root:
             root = mias_root() if cfg.mias_root == "auto" else Path(cfg.mias_root)
-            banks.append(mias_bank(root, cfg.long_side, cfg.max_images, cfg.progress))
+            if cfg.mias_half:  # only the women of one half (the other is kept for the probe)
+                from awm_lib.data.mias import load_mias
+                from awm_lib.pretrain.split import samples_of_half
+
+                paths = [s.path for s in samples_of_half(load_mias(root), cfg.mias_half, cfg.split_seed)]
+                banks.append(files_bank(sorted(paths)[: cfg.max_images], cfg.long_side, "mias", cfg.progress))
+            else:
+                banks.append(mias_bank(root, cfg.long_side, cfg.max_images, cfg.progress))
         if cfg.vindr_root:
             dicoms = sorted(Path(cfg.vindr_root).rglob("*.dicom")) + sorted(Path(cfg.vindr_root).rglob("*.dcm"))
             banks.append(files_bank(dicoms[: cfg.max_images], cfg.long_side, "vindr", cfg.progress))
@@ -370,7 +377,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, bank: TissueBank | None =
     save_backbone(teacher.backbone, out_dir, cfg.save_dtype, cfg.save_shard_mb)
     meta = run_record(cfg.command, seed=cfg.seed, device=dev, steps=state.step, train_seconds=round(state.elapsed_s, 1),
                       wall_seconds=round(time.time() - t_start, 1), n_images=len(bank),
-                      sources={s: bank.sources.count(s) for s in sorted(set(bank.sources))}, config=asdict(cfg))
+                      sources={s: bank.sources.count(s) for s in sorted(set(bank.sources))}, image_ids=list(bank.image_ids),
+                      config=asdict(cfg))
     write_model_card(out_dir, meta)
     if not cfg.keep_train_state:
         _state_path(out_dir).unlink(missing_ok=True)

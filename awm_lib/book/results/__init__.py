@@ -17,7 +17,7 @@ init) and its test metrics, each a point estimate with a bootstrap 95% interval:
 This module reads and checks that file (:func:`load_ablation`), turns it into
 tables (:func:`ablation_table`, with ``"mean [ci_low, ci_high]"`` strings), finds
 the record of a choice of settings (:func:`find_record`, used by the widget of
-:mod:`awm_lib.widgets`), draws the figures of the results chapter
+:mod:`awm_lib.book.widgets`), draws the figures of the results chapter
 (:func:`plot_forest`, :func:`plot_roc_curves`, :func:`plot_recall_vs_metric`,
 :func:`plot_paper_comparison`) and compares our one-factor contrasts with the
 paper's claims (:func:`contrasts`, :func:`claims_markdown`).
@@ -26,14 +26,14 @@ Metrics in the file are fractions in [0, 1]; the paper reports percentages, so
 :data:`PAPER_TABLE` is kept in percent and every comparison says which is which.
 
 The code is in three modules, all re-exported here (import from
-:mod:`awm_lib.results`): :mod:`awm_lib.results_file` (schema, reading and
-checking, tables, lookup), :mod:`awm_lib.results_plots` (figures) and
-:mod:`awm_lib.results_claims` (contrasts, claims, generated text).
+:mod:`awm_lib.book.results`): :mod:`awm_lib.book.results.file` (schema, reading and
+checking, tables, lookup), :mod:`awm_lib.book.results.plots` (figures) and
+:mod:`awm_lib.book.results.claims` (contrasts, claims, generated text).
 """
 
 from __future__ import annotations
 
-from .results_claims import (  # noqa: F401 - re-exported (private helpers too: tests use them)
+from awm_lib.book.results.claims import (  # noqa: F401 - re-exported (private helpers too: tests use them)
     _full_method,
     _pp,
     _verdict,
@@ -44,7 +44,7 @@ from .results_claims import (  # noqa: F401 - re-exported (private helpers too: 
     proposer_swap,
     summary_markdown,
 )
-from .results_file import (  # noqa: F401 - re-exported (private helpers too: tests use them)
+from awm_lib.book.results.file import (  # noqa: F401 - re-exported (private helpers too: tests use them)
     BASELINE,
     METRICS,
     PAPER_ABLATION,
@@ -69,7 +69,7 @@ from .results_file import (  # noqa: F401 - re-exported (private helpers too: te
     setting_choices,
     validate_ablation,
 )
-from .results_plots import (  # noqa: F401 - re-exported
+from awm_lib.book.results.plots import (  # noqa: F401 - re-exported
     _placeholder,
     plot_forest,
     plot_paper_comparison,

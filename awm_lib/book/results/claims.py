@@ -2,11 +2,11 @@
 
 :func:`contrasts` pairs every two records that differ in one setting;
 :func:`claims_markdown` compares those gains with the paper's
-(:data:`~awm_lib.results_file.PAPER_ABLATION`); :func:`summary_markdown` and
+(:data:`~awm_lib.book.results.file.PAPER_ABLATION`); :func:`summary_markdown` and
 :func:`findings_markdown` write the chapter's text from the numbers, so it stays
 true whatever they are. "Our full method" is chosen by its settings, never by
 its score (:func:`headline_configurations`, :func:`proposer_swap`).
-Re-exported by :mod:`awm_lib.results`.
+Re-exported by :mod:`awm_lib.book.results`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from .results_file import (
+from awm_lib.book.results.file import (
     BASELINE,
     PAPER_ABLATION,
     SETTING_KEYS,

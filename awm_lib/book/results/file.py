@@ -3,12 +3,12 @@
 Holds the constants of the schema (:data:`METRICS`, :data:`SETTING_KEYS`,
 :data:`BASELINE`) and the paper's numbers (:data:`PAPER_TABLE`,
 :data:`PAPER_ABLATION`), :func:`load_ablation` / :func:`validate_ablation`
-(the schema itself is described in :mod:`awm_lib.results`), the tables
+(the schema itself is described in :mod:`awm_lib.book.results`), the tables
 (:func:`ablation_table`, :func:`metric_frame`, :func:`paper_table`) and the
 widget's lookup by settings (:func:`find_record`, :func:`setting_choices`).
-Everything here is re-exported by :mod:`awm_lib.results`; figures are in
-:mod:`awm_lib.results_plots`, contrasts and generated text in
-:mod:`awm_lib.results_claims`.
+Everything here is re-exported by :mod:`awm_lib.book.results`; figures are in
+:mod:`awm_lib.book.results.plots`, contrasts and generated text in
+:mod:`awm_lib.book.results.claims`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
-from .paths import results_root
+from awm_lib.errors import DataError
+from awm_lib.paths import results_root
 
 SCHEMA = 1
 METRICS = ("auc", "f1", "sens@fpr0.1", "sens@fpr0.3", "sens@fpr0.5")

@@ -5,7 +5,7 @@ A forest plot of every configuration's metrics with their 95% intervals
 classification against the proposer's lesion recall (:func:`plot_recall_vs_metric`)
 and the paper's numbers beside ours (:func:`plot_paper_comparison`). An empty
 results file gives a placeholder panel that says why. Re-exported by
-:mod:`awm_lib.results`.
+:mod:`awm_lib.book.results`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from .results_claims import proposer_swap
-from .results_file import BASELINE, PAPER_TABLE, AblationResults, _get, _records
-from .viz import PALETTE, _ax, subplots
+from awm_lib.book.results.claims import proposer_swap
+from awm_lib.book.results.file import BASELINE, PAPER_TABLE, AblationResults, _get, _records
+from awm_lib.book.viz import PALETTE, _ax, subplots
 
 
 def plot_forest(results: AblationResults | Iterable[dict], metrics: Sequence[str] = ("auc", "f1"),
@@ -51,7 +51,7 @@ def plot_forest(results: AblationResults | Iterable[dict], metrics: Sequence[str
 def plot_roc_curves(results: AblationResults | Iterable[dict], configurations: Sequence[str] | None = None,
                     dataset: str | None = None, ax=None):
     """The test ROC curves of some configurations (all with a stored curve by default)."""
-    from .viz import plot_roc
+    from awm_lib.book.viz import plot_roc
 
     ax = _ax(ax, width=4.8, height=4.8)
     recs = _records(results or [], dataset)
