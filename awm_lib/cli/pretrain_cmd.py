@@ -2,7 +2,7 @@
 
     python -m awm_lib pretrain --build-bank .cache/pretrain/mias512.npz --long-side 512
     python -m awm_lib pretrain --out checkpoints/awm-dino-s14 --preset gpu-20min --set bank_path=.cache/pretrain/mias512.npz
-    python -m awm_lib pretrain --probe --checkpoint checkpoints/awm-dino-s14 [--json]
+    python -m awm_lib pretrain --probe --checkpoint checkpoints/awm-dino-cpu [--json]   # held-out women only
 """
 
 from __future__ import annotations
@@ -29,7 +29,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-mias", action="store_true", help="do not use mini-MIAS")
     g.add_argument("--workers", type=int, default=None, help="processes for rendering synthetic images")
     g = p.add_argument_group("probe (evidence of learning)")
-    g.add_argument("--probe", action="store_true", help="k-NN / linear probe of lesion vs normal and malignant vs benign RoI crops")
+    g.add_argument("--probe", action="store_true", help="k-NN / linear probes of a checkpoint against its random init on the held-out mini-MIAS women")
+    g.add_argument("--all-women", action="store_true", help="probe on every mini-MIAS woman with cross-validation (only for backbones that never saw mini-MIAS)")
+    g.add_argument("--split-seed", type=int, default=0, help="seed of the mini-MIAS pretrain/probe half split")
+    g.add_argument("--image-size", type=int, default=224, help="whole-breast size for the image-level probe (multiple of the patch size)")
+    g.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples of women")
     g.add_argument("--checkpoint", action="append", default=[], help="backbone(s) to probe (repeatable); a random init of the first one's architecture is always added")
     g.add_argument("--crop-size", type=int, default=112, help="probe crop size (multiple of 14)")
     g.add_argument("--results", default=None, help="probe output JSON (default results/pretrain_probe.json)")
@@ -61,8 +65,17 @@ def run(args) -> int:
 
         if not args.checkpoint:
             raise ConfigError("--probe needs --checkpoint DIR (a save_pretrained folder)")
-        pcfg = ProbeConfig(crop_size=args.crop_size, progress=not args.no_progress)
-        res = run_probe(args.checkpoint, pcfg, out_path=args.results)
+        pcfg = ProbeConfig(crop_size=args.crop_size, n_boot=args.n_boot, progress=not args.no_progress)
+        command = "python -m awm_lib " + " ".join(sys.argv[1:])
+        if args.all_women:
+            res = run_probe(args.checkpoint, pcfg, out_path=args.results, command=command)
+        else:
+            from awm_lib.pretrain.heldout import run_heldout_probe
+
+            if len(args.checkpoint) != 1:
+                raise ConfigError("the held-out probe takes one --checkpoint (use --all-women for several)")
+            res = run_heldout_probe(args.checkpoint[0], pcfg, image_size=args.image_size, split_seed=args.split_seed,
+                                    out_path=args.results, command=command)
         if args.json:
             print(json.dumps(res, indent=2))
         else:

@@ -51,6 +51,13 @@ def pretraining_images(checkpoint: str | Path) -> list[str] | None:
     return json.loads(path.read_text()).get("image_ids")
 
 
+def _task(features: dict[str, np.ndarray], y: np.ndarray, women: np.ndarray, cfg: ProbeConfig) -> dict:
+    """:func:`evaluate_task` against "random-init", or a ``skipped`` note when a class has fewer than two women."""
+    if min(len(np.unique(women[y == c])) for c in (0, 1)) < 2:
+        return {"skipped": "fewer than two women in one of the classes"}
+    return evaluate_task(features, y, women, cfg, "random-init")
+
+
 def run_heldout_probe(checkpoint: str | Path, cfg: ProbeConfig | None = None, image_size: int = 224, split_seed: int = 0,
                       samples=None, out_path: str | Path | None = None, command: str | None = None,
                       tasks: tuple[str, ...] = ("lesion_vs_normal", "malignant_vs_rest_image", "malignant_vs_benign")) -> dict:
@@ -82,17 +89,15 @@ def run_heldout_probe(checkpoint: str | Path, cfg: ProbeConfig | None = None, im
         data.update(lesion_crops=int(les.sum()), normal_crops=int((~les).sum()),
                     malignant_lesions=int((rois.malignant == 1).sum()), benign_lesions=int((rois.malignant == 0).sum()))
         if "lesion_vs_normal" in tasks:
-            out_tasks["lesion_vs_normal"] = evaluate_task(feats, les.astype(int), rois.woman, cfg, "random-init")
-        ym, wm = rois.malignant[les], rois.woman[les]
-        if "malignant_vs_benign" in tasks and min(len(np.unique(wm[ym == c])) for c in (0, 1)) >= 2:
-            out_tasks["malignant_vs_benign"] = evaluate_task({k: v[les] for k, v in feats.items()}, ym, wm, cfg, "random-init")
-        elif "malignant_vs_benign" in tasks:
-            out_tasks["malignant_vs_benign"] = {"skipped": "fewer than two women with malignant or with benign lesions"}
+            out_tasks["lesion_vs_normal"] = _task(feats, les.astype(int), rois.woman, cfg)
+        if "malignant_vs_benign" in tasks:
+            ym, wm = rois.malignant[les], rois.woman[les]
+            out_tasks["malignant_vs_benign"] = _task({k: v[les] for k, v in feats.items()}, ym, wm, cfg)
     if "malignant_vs_rest_image" in tasks:
         imgs = image_crops(held, image_size)
         feats = {k: embed_crops(m, imgs, cfg.embedding, cfg.batch_size, cfg.progress) for k, m in models.items()}
         y = np.array([s.label for s in held])
-        out_tasks["malignant_vs_rest_image"] = evaluate_task(feats, y, np.array([s.patient_id for s in held]), cfg, "random-init")
+        out_tasks["malignant_vs_rest_image"] = _task(feats, y, np.array([s.patient_id for s in held]), cfg)
         data.update(image_size=image_size, malignant_images=int(y.sum()))
 
     result = run_record(command, seed=cfg.seed, device="cpu")
