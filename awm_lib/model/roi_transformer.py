@@ -258,9 +258,25 @@ class RoIClassifier(nn.Module):
         return_attention: bool = False,
     ) -> RoIOutput:
         """crops (B, K, 3, S, S) normalised; boxes_norm (B, K, 4) cxcywh in [0, 1]."""
-        cfg = self.cfg
         b, k = crops.shape[:2]
         feats = self.backbone(crops.flatten(0, 1)).view(b, k, -1)  # (B, K, Db): one ViT call
+        return self.forward_tokens(feats, boxes_norm, roi_mask, return_attention)
+
+    def forward_tokens(
+        self,
+        feats: torch.Tensor,
+        boxes_norm: torch.Tensor,
+        roi_mask: torch.Tensor | None = None,
+        return_attention: bool = False,
+    ) -> RoIOutput:
+        """Everything after the backbone. feats (B, K, Db): the backbone's embedding of each crop.
+
+        :meth:`forward_crops` calls this with the ViT's output; the frozen-backbone
+        path (``awm_lib.features``, preset ``frozen``) calls it with cached tokens,
+        so both run the very same position codes, transformer, pooling and head.
+        """
+        cfg = self.cfg
+        b, k = feats.shape[:2]
         emb = self.proj(feats)  # (B, K, D)
         x = emb
         if uses_sine(cfg.position):
