@@ -247,7 +247,7 @@ def collect_roi_embeddings(model, dataset, batch_size: int = 8, device: str | to
     """
     from awm_lib.train.dataset import collate
     from awm_lib.train.experiment import forward_batch
-    from awm_lib.train.loop import to_device
+    from awm_lib.train.batch import to_device
 
     model = model.to(device).eval()
     n = len(dataset) if max_images is None else min(max_images, len(dataset))

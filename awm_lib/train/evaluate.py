@@ -17,7 +17,6 @@ import os
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -26,20 +25,9 @@ from tqdm.auto import tqdm
 
 from awm_lib.errors import DataError
 from awm_lib.io_utils import atomic_path
+from awm_lib.train.batch import default_forward, logits_of, to_device
 from awm_lib.train.distributed import DistInfo, single_process
 from awm_lib.train.metrics import bootstrap_metrics, choose_threshold
-
-
-def logits_of(output: Any) -> torch.Tensor:
-    """The ``(B,)`` logits from a model output (an object with ``.logits`` or a tensor)."""
-    logits = output.logits if hasattr(output, "logits") else output
-    return logits.reshape(-1)
-
-
-def _default_forward(model, batch):
-    from awm_lib.train.loop import default_forward
-
-    return default_forward(model, batch)
 
 
 @torch.no_grad()
@@ -61,11 +49,9 @@ def predict_probabilities(
     Under DDP each process predicts every ``world_size``-th item and the results
     are gathered, so all processes return the full, identically ordered arrays.
     """
-    from awm_lib.train.loop import to_device
-
     dist = dist or single_process()
     device = torch.device(device)
-    forward_fn = forward_fn or _default_forward
+    forward_fn = forward_fn or default_forward
     mine = list(range(dist.rank, len(dataset), dist.world_size))
     batches = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
     loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_fn, num_workers=num_workers,

@@ -47,8 +47,9 @@ from tqdm.auto import tqdm
 from awm_lib.errors import ConfigError, NonFiniteLossError
 from awm_lib.io_utils import write_text_atomic
 from awm_lib.train import checkpoint as ckpt
+from awm_lib.train.batch import default_forward, to_device
 from awm_lib.train.distributed import DistInfo, single_process, wrap_model
-from awm_lib.train.evaluate import logits_of, predict_probabilities
+from awm_lib.train.evaluate import predict_probabilities
 from awm_lib.train.metrics import roc_auc
 
 LOG_FILE = "metrics.jsonl"
@@ -146,22 +147,6 @@ def make_loader(dataset: Dataset, batches: list[list[int]], collate_fn: Callable
         generator=torch.Generator().manual_seed(seed),
         persistent_workers=False,
     )
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    """Move every tensor in a (nested) batch to ``device`` (non-blocking from pinned memory)."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
-        return type(batch)(to_device(v, device) for v in batch)
-    return batch
-
-
-def default_forward(model: torch.nn.Module, batch: dict) -> Any:
-    """``model(images, rois)`` -- the RoI classifier's signature."""
-    return model(batch["images"], batch["rois"])
 
 
 def _rng_state() -> dict:
@@ -431,4 +416,4 @@ def _clip_and_check(model: torch.nn.Module, grad_clip: float | None, state: Trai
     return float(norm)
 
 
-__all__ = ["fit", "FitResult", "TrainState", "lr_factor", "param_groups", "epoch_batches", "read_log", "seed_everything", "resolve_device", "logits_of"]
+__all__ = ["fit", "FitResult", "TrainState", "lr_factor", "param_groups", "epoch_batches", "read_log", "seed_everything", "resolve_device"]
