@@ -145,3 +145,22 @@ def test_cli_writes_and_reports(tmp_path, capsys):
     assert main(["synth", str(out), "--n", "4", "--seed", "9", "--size", "128", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("awm: error: ") and "other settings" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_split_without_cancer_is_warned_about_in_the_library_and_the_cli(tmp_path, capsys):
+    from awm_lib.data.synth_dataset import SplitWithoutCancerWarning
+
+    with pytest.warns(SplitWithoutCancerWarning, match="test split has no cancer") as caught:
+        s = write_synthetic_dataset(tmp_path / "none", 8, seed=1, size=SIZE, prevalence=0.0, progress=False)
+    assert {str(w.message).split(" split")[0].rsplit(" ", 1)[-1] for w in caught} == {"training", "test"}
+    assert (s.n_cancer_images, s.n_test_cancer_images) == (0, 0)
+    assert "4 test (0 BI-RADS 4/5)" in s.describe()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SplitWithoutCancerWarning)  # every breast a cancer: no warning
+        s = write_synthetic_dataset(tmp_path / "all", 8, seed=1, size=SIZE, prevalence=1.0, progress=False)
+    assert s.n_test_cancer_images == s.n_test_images == 4
+    assert main(["synth", str(tmp_path / "cli"), "--n", "8", "--size", str(SIZE), "--prevalence", "0", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "the test split has no cancer" in err and "--prevalence" in err

@@ -21,7 +21,11 @@ book runs unchanged on real VinDr-Mammo.
 - **Prevalence.** Each breast carries a cancer with probability ``prevalence``,
   so about that share of the images are BI-RADS 4/5. VinDr-Mammo's test split
   has ~5% (the paper's test list: 198 of 4000); the default 0.2 gives a small
-  dataset enough positives to learn from.
+  dataset enough positives to learn from. It is a probability, so a small
+  set can end up with no cancer in a split (``--n 48`` has 2 test studies,
+  4 test breasts: no cancer among them with probability 0.8**4 = 0.41); the
+  writer then says so (:class:`SplitWithoutCancerWarning`), because such a
+  split has no AUC. Raise ``n`` or ``prevalence``, or change the seed.
 - **Resumable.** Studies are independent random streams (``seed``, study
   index), every file is written atomically, a study's annotations are kept in
   ``.synth/<study_id>.json`` once its four images are on disk, and the two
@@ -34,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -50,6 +55,10 @@ BREAST_COLUMNS = ["study_id", "series_id", "image_id", "laterality", "view_posit
 FINDING_COLUMNS = [*BREAST_COLUMNS, "finding_categories", "finding_birads", "xmin", "ymin", "xmax", "ymax"]
 
 
+class SplitWithoutCancerWarning(UserWarning):
+    """A split of the synthetic dataset has no BI-RADS 4/5 image: its AUC is undefined."""
+
+
 @dataclass
 class SynthDatasetSummary:
     root: Path
@@ -58,11 +67,13 @@ class SynthDatasetSummary:
     n_cancer_images: int
     n_test_images: int
     n_written: int  # images rendered by this call (the rest were already there)
+    n_test_cancer_images: int = 0
 
     def describe(self) -> str:
+        n_train, n_train_cancer = self.n_images - self.n_test_images, self.n_cancer_images - self.n_test_cancer_images
         return (
             f"{self.n_images} images ({self.n_studies} stud{'y' if self.n_studies == 1 else 'ies'}; {self.n_cancer_images} BI-RADS 4/5; "
-            f"{self.n_images - self.n_test_images} training, {self.n_test_images} test; "
+            f"{n_train} training ({n_train_cancer} BI-RADS 4/5), {self.n_test_images} test ({self.n_test_cancer_images} BI-RADS 4/5); "
             f"{self.n_written} written now) in {self.root}"
         )
 
@@ -226,14 +237,35 @@ def write_synthetic_dataset(
     bar.close()
     _write_csvs(root, studies)
     rows = [r for s in studies for r in s["breast"]]
-    return SynthDatasetSummary(
+    summary = SynthDatasetSummary(
         root=root,
         n_studies=n_studies,
         n_images=len(rows),
-        n_cancer_images=sum(r["breast_birads"] in ("BI-RADS 4", "BI-RADS 5") for r in rows),
+        n_cancer_images=sum(_is_cancer(r) for r in rows),
         n_test_images=sum(r["split"] == "test" for r in rows),
         n_written=written,
+        n_test_cancer_images=sum(_is_cancer(r) and r["split"] == "test" for r in rows),
     )
+    warn_splits_without_cancer(rows, root, prevalence)
+    return summary
+
+
+def _is_cancer(row: dict) -> bool:
+    return row["breast_birads"] in ("BI-RADS 4", "BI-RADS 5")
+
+
+def warn_splits_without_cancer(rows: list[dict], root: Path, prevalence: float) -> list[str]:
+    """Warn (:class:`SplitWithoutCancerWarning`) for each non-empty split with no BI-RADS 4/5 image; return their names."""
+    empty = []
+    for split in ("training", "test"):
+        mine = [r for r in rows if r["split"] == split]
+        if mine and not any(_is_cancer(r) for r in mine):
+            empty.append(split)
+            warnings.warn(
+                f"{root}: the {split} split has no cancer (0 of {len(mine)} images are BI-RADS 4/5 at prevalence "
+                f"{prevalence:g}), so its AUC is undefined (n/a); use a larger --n, a higher --prevalence or another --seed",
+                SplitWithoutCancerWarning, stacklevel=3)
+    return empty
 
 
 def _load_done(root: Path, side: Path) -> dict | None:
