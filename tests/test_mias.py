@@ -7,7 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from awm_lib.data.mias import image_class, load_mias, located, parse_info, split_folds
+from awm_lib.data.mias import image_class, load_mias, parse_info, split_folds
+from awm_lib.data.types import located
 from awm_lib.errors import AnnotationError, DatasetNotFoundError
 
 
@@ -20,7 +21,7 @@ def test_counts_match_the_readme(mias):
     assert len(mias) == 322
     assert Counter(image_class(s) for s in mias) == {"normal": 207, "benign": 63, "malignant": 52}
     assert sum(s.label for s in mias) == 52
-    assert sum(len(located(s.lesions)) for s in mias) == 119
+    assert sum(len(located(s)) for s in mias) == 119
     assert sum(len(s.lesions) for s in mias) == 123
 
 
@@ -43,7 +44,7 @@ def test_several_rows_and_rows_without_location(mias):
     assert len(by_id["mdb005"].lesions) == 2  # two benign masses
     (spread,) = by_id["mdb216"].lesions  # "*NOTE 3*": calcifications spread everywhere
     assert spread.center is None and spread.box == (0.0, 0.0, 1024.0, 1024.0) and spread.malignant
-    assert image_class(by_id["mdb059"]) == "benign" and located(by_id["mdb059"].lesions) == []
+    assert image_class(by_id["mdb059"]) == "benign" and located(by_id["mdb059"]) == []
 
 
 def test_folds_keep_pairs_together_and_are_deterministic(mias_root, mias):

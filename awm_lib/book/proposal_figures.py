@@ -92,16 +92,16 @@ def propose_samples(samples, proposer, select_cfg, max_k: int = 20, progress: bo
 
     from tqdm.auto import tqdm
 
-    from awm_lib.cli.propose_cmd import _is_located
     from awm_lib.data.breast import segment_breast
     from awm_lib.data.image import load_image
+    from awm_lib.data.types import located
     from awm_lib.proposals.select import select_rois
 
     cfg = replace(select_cfg, topk=max(max_k, select_cfg.topk))
     out = []
     for s in tqdm(samples, disable=not progress, desc=f"propose[{proposer.name}]"):
         pixels = load_image(s.path).pixels
-        lesions = [les for les in s.lesions if _is_located(les, *pixels.shape)]
+        lesions = located(s, pixels.shape)
         crop = segment_breast(pixels)
         kw = {"gt_boxes": [les.box for les in lesions]} if proposer.needs_ground_truth else {}
         sel = select_rois(proposer.propose(pixels, crop.full_mask(), **kw), pixels.shape, crop.box, cfg)

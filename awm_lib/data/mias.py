@@ -16,7 +16,7 @@ Three things to get right:
 - **Several rows per image** (one per lesion), and some abnormal rows have no
   location. Such a lesion gets the whole image as its box and
   ``center=None`` (it is "somewhere in this image"); use
-  :func:`located` to keep only lesions with a real position.
+  :func:`awm_lib.data.types.located` to keep only lesions with a real position.
 - **One woman, two images.** Films come in pairs, ``mdb001`` (right, odd)
   and ``mdb002`` (left, even) are the same patient. Cross-validation folds
   must keep both in the same fold, or the model is tested on the twin of an
@@ -157,11 +157,6 @@ def image_class(sample: Sample) -> str:
     if any(les.malignant for les in sample.lesions):
         return "malignant"
     return "benign" if sample.lesions else "normal"
-
-
-def located(lesions) -> list[Lesion]:
-    """Only the lesions with a real position (drops "somewhere in the image" ones)."""
-    return [les for les in lesions if les.center is not None]
 
 
 def assign_folds(samples: list[Sample], n_folds: int = 5, seed: int = 0) -> list[Sample]:

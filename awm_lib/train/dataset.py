@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from awm_lib import paths
 from awm_lib.data.cache import PreprocessCache, Preprocessed
 from awm_lib.data.splits import validation_patients
-from awm_lib.data.types import Sample
+from awm_lib.data.types import Sample, located
 from awm_lib.errors import ConfigError, DatasetNotFoundError
 from awm_lib.io_utils import write_json_atomic
 from awm_lib.losses import label_rois
@@ -147,15 +147,14 @@ class RoISettings:
 def lesion_boxes_in(prep: Preprocessed, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
     """Located lesions' boxes (M, 4) in cache pixels and their malignancy (M,).
 
-    A lesion whose box covers (nearly) the whole image has no real location
-    (mini-MIAS rows without coordinates) and is left out.
+    A lesion without a real location (:func:`awm_lib.data.types.is_located`:
+    mini-MIAS rows without coordinates get the whole image as their box) is left out.
     """
-    H, W = prep.original_shape
-    located = [les for les in sample.lesions if (les.box[2] - les.box[0]) * (les.box[3] - les.box[1]) < 0.9 * H * W]
-    if not located:
+    lesions = located(sample, prep.original_shape)
+    if not lesions:
         return np.zeros((0, 4), np.float32), np.zeros(0, bool)
-    boxes = prep.boxes_to_cache(np.array([les.box for les in located], dtype=np.float64))
-    return boxes.astype(np.float32), np.array([les.malignant for les in located])
+    boxes = prep.boxes_to_cache(np.array([les.box for les in lesions], dtype=np.float64))
+    return boxes.astype(np.float32), np.array([les.malignant for les in lesions])
 
 
 def rois_for_image(prep: Preprocessed, sample: Sample, proposer, s: RoISettings) -> dict:
