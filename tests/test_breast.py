@@ -92,3 +92,14 @@ def test_mini_mias_orientation_and_lesion_inside(mias_root, ref):
         if les.center is not None:
             cx, cy = les.center
             assert x0 <= cx <= x1 and y0 <= cy <= y1
+
+
+def test_otsu_threshold_splits_two_clusters_between_them():
+    from awm_lib.data.breast import otsu_threshold
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(10, 1, 500), rng.normal(30, 1, 300)])
+    for bins in (64, 256):  # the proposer's and the breast mask's histograms
+        t = otsu_threshold(x, bins=bins)
+        assert 14 < t < 26
+        assert (x > t).sum() == 300

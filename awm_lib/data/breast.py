@@ -129,7 +129,7 @@ def segment_breast(pixels: np.ndarray, pad: int = PAD, work_side: int = WORK_SID
     if not np.isfinite(small).all() or small.max() - small.min() < 1e-6:
         raise EmptyImageError("the image is constant: no breast to segment")
 
-    mask = small > _otsu(small)
+    mask = small > otsu_threshold(small)
     mask = _largest_component(mask)
     if mask.sum() < MIN_AREA_FRACTION * mask.size:
         raise EmptyImageError("no breast found (the brightest region is too small)")
@@ -154,8 +154,12 @@ def _block_mean(x: np.ndarray, step: int) -> np.ndarray:
     return padded.reshape(h, step, w, step).mean(axis=(1, 3))
 
 
-def _otsu(x: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold: the level that maximises the between-class variance."""
+def otsu_threshold(x: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold: the level of a ``bins``-bin histogram of ``x`` that maximises the between-class variance.
+
+    The breast mask (here) and the blob proposer's pectoral-muscle cut
+    (:mod:`awm_lib.proposals.blob`, 64 bins) both use it.
+    """
     hist, edges = np.histogram(x, bins=bins, range=(float(x.min()), float(x.max())))
     centers = (edges[:-1] + edges[1:]) / 2
     w0 = np.cumsum(hist)  # pixels at or below each level

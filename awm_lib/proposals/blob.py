@@ -54,6 +54,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from awm_lib.data.breast import otsu_threshold
 from awm_lib.proposals.base import BaseProposer, Proposals, breast_mask
 from awm_lib.proposals.boxes import nms
 
@@ -391,7 +392,7 @@ def _pectoral_mask(im: torch.Tensor, m: torch.Tensor, grid: int = 128) -> torch.
     vals = small[region]
     if vals.size < 20:
         return torch.zeros_like(m)
-    bright = region & (small > _otsu(vals))
+    bright = region & (small > otsu_threshold(vals, bins=64))
     lab, _ = ndimage.label(bright)
     corner = lab[top : top + 3, c0 : c0 + 3].max()  # the component at the top chest-wall corner
     if corner == 0:
@@ -405,17 +406,6 @@ def _pectoral_mask(im: torch.Tensor, m: torch.Tensor, grid: int = 128) -> torch.
     big = torch.from_numpy(np.ascontiguousarray(pect)).float()[None, None]
     big = big.repeat_interleave(f, -2).repeat_interleave(f, -1)[..., :h, :w]
     return F.pad(big, (0, w - big.shape[-1], 0, h - big.shape[-2]))
-
-
-def _otsu(vals: np.ndarray, bins: int = 64) -> float:
-    """Otsu's threshold: the grey level that best separates two classes of ``vals``."""
-    hist, edges = np.histogram(vals, bins=bins)
-    p = hist / max(1, hist.sum())
-    mids = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(p)
-    mu = np.cumsum(p * mids)
-    between = (mu[-1] * w0 - mu) ** 2 / np.clip(w0 * (1 - w0), 1e-12, None)
-    return float(mids[np.argmax(between)])
 
 
 def _robust_spread(im: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
