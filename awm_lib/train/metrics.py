@@ -5,6 +5,10 @@ Everything here works on two 1-D arrays: ``y`` (0/1 ground truth per image) and
 
 The rules this module enforces:
 
+* **The curve maths is scikit-learn's** (``sklearn.metrics.roc_auc_score``,
+  ``roc_curve``, ``precision_recall_curve``), the implementation the field uses.
+  This module keeps only what scikit-learn lacks: sensitivity at a fixed FPR,
+  the threshold chosen on validation, and the bootstrap that resamples women.
 * **ROC-AUC** is threshold-free: the probability that a random cancer scores
   higher than a random non-cancer (ties count one half, the Mann-Whitney U
   statistic). Equal to the area under the ROC curve.
@@ -34,7 +38,8 @@ import math
 import warnings
 
 import numpy as np
-from scipy.stats import rankdata
+from sklearn import metrics as skm
+from sklearn.exceptions import UndefinedMetricWarning
 
 FPR_POINTS = (0.1, 0.3, 0.5)
 METRIC_KEYS = ("auc", "f1", "sens@fpr0.1", "sens@fpr0.3", "sens@fpr0.5", "specificity", "accuracy")
@@ -54,35 +59,26 @@ def _as_arrays(y, p) -> tuple[np.ndarray, np.ndarray]:
 
 # --- threshold-free ------------------------------------------------------------------
 def roc_auc(y, p) -> float:
-    """Area under the ROC curve via ranks (Mann-Whitney U); NaN if one class is absent."""
+    """Area under the ROC curve (``sklearn.metrics.roc_auc_score``); NaN if one class is absent."""
     y, p = _as_arrays(y, p)
-    n_pos = int(y.sum())
-    n_neg = y.size - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if y.sum() == 0 or y.sum() == y.size:
         return float("nan")
-    ranks = rankdata(p)  # ties get their average rank -> count one half
-    u = ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2
-    return float(u / (n_pos * n_neg))
+    return float(skm.roc_auc_score(y, p))
 
 
 def roc_curve(y, p) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ROC points ``(fpr, tpr, thresholds)`` from (0, 0) to (1, 1).
+    """ROC points ``(fpr, tpr, thresholds)`` from (0, 0) to (1, 1): ``sklearn.metrics.roc_curve``
+    with every point kept (``drop_intermediate=False``).
 
     Point ``i`` is "predict cancer when p >= thresholds[i]"; the first point uses
     threshold +inf (nothing predicted positive). Both rates are non-decreasing.
+    With one class absent its rate is 0 everywhere (instead of scikit-learn's NaN).
     """
     y, p = _as_arrays(y, p)
-    order = np.argsort(-p, kind="mergesort")
-    p_sorted, y_sorted = p[order], y[order]
-    # the last index of each run of tied scores: a threshold cannot split a tie
-    last_of_tie = np.r_[np.flatnonzero(np.diff(p_sorted)), y.size - 1]
-    tp = np.cumsum(y_sorted)[last_of_tie]
-    fp = (last_of_tie + 1) - tp
-    n_pos, n_neg = max(int(y.sum()), 1), max(int(y.size - y.sum()), 1)
-    fpr = np.r_[0.0, fp / n_neg]
-    tpr = np.r_[0.0, tp / n_pos]
-    thresholds = np.r_[np.inf, p_sorted[last_of_tie]]
-    return fpr, tpr, thresholds
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        fpr, tpr, thresholds = skm.roc_curve(y, p, drop_intermediate=False)
+    return np.nan_to_num(fpr, nan=0.0), np.nan_to_num(tpr, nan=0.0), thresholds
 
 
 def _interp_sensitivity(fprs: np.ndarray, tprs: np.ndarray, fpr: float) -> float:
@@ -117,20 +113,21 @@ def choose_threshold(y_val, p_val, criterion: str = "f1") -> float:
     y, p = _as_arrays(y_val, p_val)
     if y.size == 0:
         raise ValueError("cannot choose a threshold on an empty validation set")
-    fprs, tprs, thresholds = roc_curve(y, p)
-    n_pos, n_neg = int(y.sum()), int(y.size - y.sum())
-    tp, fp = tprs * n_pos, fprs * n_neg
     if criterion == "f1":
-        fn = n_pos - tp
+        if y.sum() == 0:  # no cancer: F1 is 0 at every threshold; take the highest
+            return float(p.max())
+        precision, recall, thresholds = skm.precision_recall_curve(y, p, drop_intermediate=False)
+        precision, recall = precision[:-1], recall[:-1]  # the last point (recall 0) has no threshold
         with np.errstate(invalid="ignore", divide="ignore"):
-            score = np.where(tp > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+            score = np.where(recall > 0, 2 * precision * recall / (precision + recall), 0.0)
     elif criterion == "youden":
-        score = tprs - fprs
+        fprs, tprs, thresholds = roc_curve(y, p)
+        score, thresholds = (tprs - fprs)[1:], thresholds[1:]  # +inf predicts nothing positive: never useful
     else:
         raise ValueError(f"unknown threshold criterion {criterion!r}: use 'f1' or 'youden'")
-    score[0] = -np.inf  # threshold +inf predicts nothing positive: never useful
-    best = int(np.argmax(score))  # first maximum = highest threshold among ties
-    return float(thresholds[best])
+    # ties (within rounding) go to the highest threshold: fewer false alarms
+    best = np.flatnonzero(score >= np.max(score) - 1e-12)
+    return float(np.max(thresholds[best]))
 
 
 def confusion_at(y, p, threshold: float) -> dict[str, int]:
@@ -152,14 +149,18 @@ def _ratio(a: float, b: float) -> float:
 def point_metrics(y, p, threshold: float) -> dict[str, float]:
     """Every metric of :data:`METRIC_KEYS` as one number, for a fixed threshold.
 
-    F1 is 0 when there is no true positive (the usual convention).
+    F1 is 0 when there is no true positive (the usual convention). One ROC curve
+    serves the AUC (``sklearn.metrics.auc``, the trapezoid: equal to the rank AUC,
+    ties counting one half) and the sensitivities, so a bootstrap resample costs
+    one ``roc_curve``.
     """
     y, p = _as_arrays(y, p)
     c = confusion_at(y, p, threshold)
     f1_den = 2 * c["tp"] + c["fp"] + c["fn"]
-    out = {"auc": roc_auc(y, p), "f1": _ratio(2 * c["tp"], f1_den) if c["tp"] else 0.0}
     both_classes = 0 < y.sum() < y.size
     fprs, tprs, _ = roc_curve(y, p)
+    out = {"auc": float(skm.auc(fprs, tprs)) if both_classes else float("nan"),
+           "f1": _ratio(2 * c["tp"], f1_den) if c["tp"] else 0.0}
     for f in FPR_POINTS:
         out[f"sens@fpr{f}"] = _interp_sensitivity(fprs, tprs, f) if both_classes else float("nan")
     out["specificity"] = _ratio(c["tn"], c["tn"] + c["fp"])
