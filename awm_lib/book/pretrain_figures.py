@@ -144,6 +144,12 @@ python -m awm_lib pretrain --build-bank .cache/pretrain/mias512.npz --long-side 
 python -m awm_lib pretrain --out checkpoints/awm-dino-s14 --preset gpu-20min --set bank_path=.cache/pretrain/mias512.npz
 python -m awm_lib pretrain --probe --checkpoint checkpoints/awm-dino-s14"""
 
+# The committed CPU run (checkpoints/awm-dino-cpu): mini-MIAS women of the "pretrain" half plus synthetic images.
+CPU_RUN_COMMANDS = """\
+python -m awm_lib pretrain --build-bank .cache/pretrain/bank512-half-syn240.npz --long-side 512 --n-synthetic 240 --set mias_half=pretrain
+python -m awm_lib pretrain --out checkpoints/awm-dino-cpu --preset cpu-90min --set bank_path=.cache/pretrain/bank512-half-syn240.npz
+python -m awm_lib pretrain --probe --checkpoint checkpoints/awm-dino-cpu   # the held-out half of the women only"""
+
 
 def to_grey(x: torch.Tensor) -> np.ndarray:
     """Undo :func:`~awm_lib.pretrain.augment.to_model_input`: ``(..., 3, S, S)`` -> grey ``(..., S, S)`` in ``[0, 1]``."""
@@ -450,3 +456,53 @@ def plot_probe(res: dict, metric: str = "balanced_accuracy"):
         ax.set_xlabel(f"{metric.replace('_', ' ')} (95% CI, women resampled)")
         ax.set_title(f"{task.replace('_', ' ')} (n = {t['n']}, {t['n_women']} women)", fontsize=10)
     return fig
+
+
+def plot_probe_differences(res: dict, metric: str = "auc"):
+    """Pretrained minus random init, per task and probe: paired bootstrap 95% CIs (women resampled); 0 = no gain."""
+    from awm_lib.book.viz import PALETTE, subplots, vline
+
+    rows = []
+    for task, t in res["tasks"].items():
+        for name, per in t.get("difference_vs_random_init", {}).items():
+            for method, d in per.items():
+                rows.append((f"{task.replace('_', ' ')}\n{method} (n = {t['n']}, {t['n_women']} women)", d[metric], name))
+    fig, ax = subplots(1, 1, width=6.4, height=0.6 + 0.55 * max(1, len(rows)))
+    for y, (label, d, _name) in enumerate(rows):
+        lo, hi = d["ci95"]
+        color = PALETTE[2] if lo > 0 else (PALETTE[3] if hi < 0 else PALETTE[0])
+        ax.errorbar(d["value"], y, xerr=[[d["value"] - lo], [hi - d["value"]]], fmt="o", color=color, capsize=3)
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    vline(ax, 0.0, "no difference")
+    name = rows[0][2] if rows else "pretrained"
+    ax.set_xlabel(f"{metric.upper() if metric == 'auc' else metric.replace('_', ' ')}: {name} minus random init (paired 95% CI)")
+    return fig
+
+
+def probe_verdict(res: dict, metric: str = "auc") -> str:
+    """One Markdown line per task and probe: the paired difference and whether its 95% CI excludes 0, read from ``res``."""
+    lines = []
+    for task, t in res["tasks"].items():
+        for name, per in t.get("difference_vs_random_init", {}).items():
+            for method, d in per.items():
+                lo, hi = d[metric]["ci95"]
+                word = "better than" if lo > 0 else ("worse than" if hi < 0 else "not distinguishable from")
+                lines.append(f"* **{task}**, {method}: `{name}` is {word} random init "
+                             f"({metric.upper()} difference {d[metric]['value']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}], {t['n_women']} held-out women)")
+    return "\n".join(lines)
+
+
+def hygiene_markdown(res: dict) -> str:
+    """Which mini-MIAS images pretraining saw and whether any probe image is among them (from the probe's ``hygiene`` record)."""
+    h = res.get("hygiene")
+    if not h:
+        return "> This probe file records no data-hygiene check (made with `--all-women`)."
+    seen = h["pretraining_mias_images"]
+    leaked = h["probe_images_seen_by_pretraining"]
+    n_seen = len(seen) if isinstance(seen, list) else seen
+    verdict = ("none of them: every probe figure is on women pretraining never saw" if leaked == []
+               else f"**{len(leaked)} of them were seen by pretraining** ({', '.join(leaked[:6])}...): the probe figures are flattered")
+    return (f"> Pretraining saw **{n_seen} mini-MIAS images** (the women of the `pretrain` half, split seed "
+            f"{res['data'].get('split_seed')}) plus the synthetic images listed in the model card. The probe uses the other "
+            f"half: {res['data']['images']} images of {res['data']['women']} women, {verdict}.")

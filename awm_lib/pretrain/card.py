@@ -66,6 +66,11 @@ def write_model_card(out_dir: str | Path, meta: dict) -> Path:
     first = log[0] if log else {}
     arch = json.loads((out_dir / "config.json").read_text())
     sources = ", ".join(f"{k}: {v}" for k, v in meta.get("sources", {}).items())
+    loads = [r["load1"] for r in log if r.get("load1") is not None]
+    load_line = (f"1-minute load average {min(loads):.1f}-{max(loads):.1f} (median {sorted(loads)[len(loads) // 2]:.1f}) "
+                 f"while training with {log[-1].get('threads')} torch threads: other processes shared the CPU" if loads else "not recorded")
+    mias_seen = sorted(i for i in meta.get("image_ids", []) if i.startswith("mdb"))
+    hygiene = _hygiene_text(cfg, mias_seen, meta.get("sources", {}))
     text = f"""---
 library_name: transformers
 tags: [dinov2, self-supervised, mammography, awm_lib]
@@ -88,6 +93,7 @@ Self-distillation (DINO loss{' + iBOT masked-patch loss' if cfg.get('ibot_weight
 | loss | {first.get('loss', float('nan')):.3f} (step {first.get('step')}) -> {last.get('loss', float('nan')):.3f} (step {last.get('step')}) |
 | seed | {meta.get('seed')} |
 | device | {meta.get('device')} |
+| machine load | {load_line} |
 | date | {meta.get('date')} |
 | versions | {', '.join(f'{k} {v}' for k, v in meta.get('versions', {}).items())} |
 
@@ -111,6 +117,16 @@ with the ImageNet mean/std `(0.485, 0.456, 0.406)` / `(0.229, 0.224, 0.225)`,
 sides a multiple of {arch['patch_size']}. `awm_lib.model.backbone.BackboneConfig(name_or_path=...)`
 loads it the same way.
 
+## Which images pretraining saw
+
+{hygiene}
+
+## What it is not
+
+Not DINOv2: no LVD-142M or ImageNet weights were used; this is the DINOv2 *architecture*
+trained from random weights by our own DINO + iBOT loop. {'Not trained on a GPU: ' + str(meta.get('device')) + '.' if 'cpu' in str(meta.get('device')).lower() else ''}
+Not a substitute for a backbone pretrained at scale on many thousands of mammograms.
+
 ## Limits
 
 Trained on {meta.get('n_images')} images for {meta.get('steps')} steps: a small model on little data.
@@ -122,6 +138,21 @@ All hyper-parameters are in `pretrain_config.json`; the loss log is `loss_log.js
     path = out_dir / "README.md"
     write_text_atomic(path, text)
     return path
+
+
+def _hygiene_text(cfg: dict, mias_seen: list[str], sources: dict) -> str:
+    """Which real images were in the bank, and which women were kept out of it."""
+    if not mias_seen:
+        return f"No mini-MIAS image (sources: {', '.join(sources) or 'none recorded'})."
+    text = f"{len(mias_seen)} mini-MIAS images: {', '.join(mias_seen)}."
+    if cfg.get("mias_half") == "pretrain":
+        text = (f"Only the women of the `pretrain` half of mini-MIAS (`awm_lib.pretrain.split.mias_halves`, split seed "
+                f"{cfg.get('split_seed', 0)}); the `probe` half was never shown to pretraining and is where every probe "
+                f"figure is computed. " + text)
+    else:
+        text += " Probes on mini-MIAS with this backbone are on images it has seen (without labels): say so beside them."
+    others = {k: v for k, v in sources.items() if k != "mias"}
+    return text + ("" if not others else " Also: " + ", ".join(f"{v} {k} images" for k, v in others.items()) + ".")
 
 
 def _count_params(weights: Path) -> int:
