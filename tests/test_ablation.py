@@ -139,8 +139,94 @@ def test_record_schema_and_merge(tmp_path):
     rec2 = dict(rec, configuration="roi-nopos")
     ablation.write_results(out, [rec2, dict(rec, n_test=99)], {}, "mias")  # replaces the first, keeps order of the ladder
     data = json.loads(out.read_text())
-    assert data["schema"] == 1 and "cpu-smoke" in data["notes"] and data["skipped"] == []
+    assert data["schema"] == ablation.SCHEMA == 2 and "cpu-smoke" in data["notes"] and data["skipped"] == []
     assert [(r["configuration"], r["n_test"]) for r in data["records"]] == [("roi-nopos", 8), ("roi-rope2d-repulsive", 99)]
+    assert rec["n_runs"] == 2 and rec["backbone"] == "random:micro"  # two runs pooled, the smoke preset's micro ViT
+    assert data["contrasts"] == []
+
+
+def test_schema_is_defined_once_beside_its_writer():
+    from awm_lib.book.results import file as reader
+    from awm_lib.experiments import ablation_records
+
+    assert reader.SCHEMA is ablation_records.SCHEMA and reader.METRICS is ablation_records.METRICS
+    assert reader.METRICS == ablation.ABLATION_METRICS
+
+
+def test_a_schema_1_file_is_upgraded_when_written_to(tmp_path):
+    cfg = config_for("roi-nopos", "mias", "cpu-smoke")
+    rec = ablation.make_record("mias", "roi-nopos", "cpu-smoke", cfg, aggregate_runs(two_runs(), n_boot=10), lesion_recall=None,
+                               seeds=[0], folds=[0, 1], run_results=[], overlay=None, command="x")
+    old = {k: v for k, v in rec.items() if k not in ("n_runs", "backbone")}
+    out = tmp_path / "ablation.json"
+    out.write_text(json.dumps({"schema": 1, "records": [dict(old, configuration="roi-sine")]}))
+    data = ablation.write_results(out, [rec], {}, "mias")
+    assert data["schema"] == 2 and [r["n_runs"] for r in data["records"]] == [2, 2]
+    assert {r["backbone"] for r in data["records"]} == {"random:micro"}
+    from awm_lib.book.results import validate_ablation
+
+    assert len(validate_ablation(json.loads(out.read_text()))) == 2
+    out.write_text(json.dumps({"schema": 7, "records": []}))
+    with pytest.raises(ConfigError, match="schema 7"):
+        ablation.write_results(out, [rec], {}, "mias")
+
+
+# --- paired contrasts -----------------------------------------------------------------------
+def arm(p, threshold=0.5, women=None, y=None, seed=0):
+    y = np.array([0, 0, 0, 1, 1, 1] if y is None else y)
+    return RunPredictions(y=y, p=np.asarray(p, float), threshold=threshold,
+                          groups=np.array(women or ["w1", "w2", "w3", "w4", "w5", "w6"]), seed=seed)
+
+
+def test_paired_contrast_point_is_the_difference_of_pooled_metrics():
+    a = [arm([0.1, 0.5, 0.6, 0.4, 0.7, 0.9])]  # AUC 7/9; decisions >= .5: tp 2, fp 2, fn 1 -> F1 4/7
+    b = [arm([0.1, 0.2, 0.3, 0.4, 0.7, 0.9])]  # AUC 1; tp 2, fn 1 -> F1 4/5
+    c = ablation.paired_contrast(a, b, n_boot=200)
+    assert c["auc"]["mean"] == pytest.approx(1 - 7 / 9) and c["f1"]["mean"] == pytest.approx(4 / 5 - 4 / 7)
+    assert c["n_women"] == 6 and c["auc"]["ci_low"] <= c["auc"]["mean"] <= c["auc"]["ci_high"]
+    same = ablation.paired_contrast(a, a, n_boot=50)  # an arm against itself: exactly 0, every resample
+    assert same["auc"] == {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0} and ablation.resolved(same["auc"]) is False
+    assert ablation.paired_contrast(a, b, n_boot=200, seed=1) == ablation.paired_contrast(a, b, n_boot=200, seed=1)
+
+
+def test_pairing_resolves_a_small_shared_shift_that_marginal_intervals_cannot():
+    # 200 women with noisy scores; arm B = arm A + a small, consistent lift of the cancers' scores.
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    p = rng.random(200) + 0.4 * y
+    women = [f"w{i}" for i in range(200)]
+    a = [arm(p, women=women, y=y)]
+    b = [arm(p + 0.08 * y, women=women, y=y)]
+    marg_a, marg_b = aggregate_runs(a, n_boot=400), aggregate_runs(b, n_boot=400)
+    assert marg_b["auc"]["ci_low"] < marg_a["auc"]["ci_high"]  # the marginal intervals overlap...
+    c = ablation.paired_contrast(a, b, n_boot=400)
+    assert c["auc"]["ci_low"] > 0 and ablation.resolved(c["auc"])  # ...the paired one excludes 0
+
+
+def test_paired_bootstrap_keeps_a_womans_images_together_in_both_arms():
+    # one woman per arm-image pair... but all images of one woman: every resample is the whole pool
+    a = [arm([0.1, 0.5, 0.6, 0.4, 0.7, 0.9], women=["w"] * 6)]
+    b = [arm([0.1, 0.2, 0.3, 0.4, 0.7, 0.9], women=["w"] * 6)]
+    c = ablation.paired_contrast(a, b, n_boot=30)
+    assert c["auc"]["ci_low"] == pytest.approx(c["auc"]["mean"]) == pytest.approx(c["auc"]["ci_high"])
+    with pytest.raises(ValueError, match="share no test woman"):
+        ablation.paired_contrast(a, [arm([0.1] * 6, women=list("abcdef"))], n_boot=5)
+
+
+def test_contrasts_are_merged_by_dataset_scale_and_name(tmp_path):
+    cfg = config_for("roi-nopos", "mias", "cpu-smoke")
+    rec = ablation.make_record("mias", "roi-nopos", "cpu-smoke", cfg, aggregate_runs(two_runs(), n_boot=10), lesion_recall=None,
+                               seeds=[0], folds=[0, 1], run_results=[], overlay=None, command="x")
+    pair = ablation.paired_contrast([arm([0.1, 0.5, 0.6, 0.4, 0.7, 0.9])], [arm([0.1, 0.2, 0.3, 0.4, 0.7, 0.9])], n_boot=20)
+    mk = ablation.make_contrast_record
+    out = tmp_path / "ablation.json"
+    ablation.write_results(out, [rec], {}, "mias", contrasts=[mk("mias", "cpu-smoke", "position: sine", "position", "roi-nopos", "roi-sine", pair),
+                                                             mk("mias", "cpu-smoke", "method", "method", "baseline-full-image", "roi-rope2d-repulsive", pair, claim="method")])
+    data = ablation.write_results(out, [rec], {}, "mias", contrasts=[mk("mias", "cpu-smoke", "position: sine", "position", "roi-nopos", "roi-sine", pair | {"n_women": 1})])
+    assert [(c["name"], c["n_women"]) for c in data["contrasts"]] == [("method", 6), ("position: sine", 1)]  # study order
+    from awm_lib.book.results import validate_ablation
+
+    assert len(validate_ablation(data).paired) == 2
 
 
 # --- resumability -------------------------------------------------------------------------

@@ -28,14 +28,28 @@ def record(configuration, auc, f1, lesion_recall=None, **settings):
         "auc": metric(auc, auc - 0.05, auc + 0.05), "f1": metric(f1, f1 - 0.05, f1 + 0.05),
         "sens@fpr0.1": metric(0.2, 0.1, 0.3), "sens@fpr0.3": metric(0.5, 0.4, 0.6), "sens@fpr0.5": metric(0.7, 0.6, 0.8),
         "lesion_recall": lesion_recall, "n_test": 322, "n_test_pos": 51, "seeds": [0], "folds": [0, 1, 2, 3, 4],
-        "roc": {"fpr": [0.0, 0.2, 1.0], "tpr": [0.0, 0.6, 1.0]}, "example_overlay": None,
+        "n_runs": 5, "backbone": "random:micro", "roc": {"fpr": [0.0, 0.2, 1.0], "tpr": [0.0, 0.6, 1.0]}, "example_overlay": None,
         "command": "test", "device": "cpu", "date": "2026-01-01T00:00:00Z", "versions": {},
     }
 
 
+def delta(mean, lo, hi):
+    return {"mean": mean, "ci_low": lo, "ci_high": hi}
+
+
+def contrast(name, factor, a, b, d_auc, d_f1, claim=None):
+    return {"dataset": "mias", "scale": "cpu-smoke", "name": name, "factor": factor, "from": a, "to": b, "claim": claim,
+            "d_auc": d_auc, "d_f1": d_f1, "n_women": 161, "n_boot": 1000}
+
+
 def make_results() -> dict:
-    """Baseline, position none/rope2d, loss bce/bce+repulsive, and an oracle proposer."""
-    return {"schema": 1, "notes": "constructed for tests", "records": [
+    """Baseline, position none/rope2d, loss bce/bce+repulsive, and an oracle proposer; three paired contrasts."""
+    return {"schema": 2, "notes": "constructed for tests", "contrasts": [
+        # position: marginal intervals overlap, but the paired interval excludes 0 -> held on F1
+        contrast("position: rope2d", "position", "roi-nopos", "roi-rope2d", delta(0.02, 0.005, 0.035), delta(0.03, 0.01, 0.05), "position"),
+        contrast("loss: repulsive", "loss", "roi-rope2d-bce", "roi-rope2d", delta(-0.18, -0.25, -0.11), delta(0.23, -0.01, 0.4), "loss"),
+        contrast("method", "method", R.BASELINE, "roi-rope2d", delta(0.12, 0.05, 0.2), delta(0.13, 0.02, 0.25), "method"),
+    ], "records": [
         record(R.BASELINE, 0.60, 0.30, proposer="none", position="none", pooling="cls", loss="bce", arch="full_image"),
         record("roi-nopos", 0.70, 0.40, lesion_recall=0.5, position="none"),
         record("roi-rope2d", 0.72, 0.43, lesion_recall=0.5),  # the full recipe
@@ -64,7 +78,13 @@ def test_missing_file_is_none_or_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("breakage, message", [
-    (lambda d: d.update(schema=2), "schema"),
+    (lambda d: d.update(schema=1), "schema"),
+    (lambda d: d["records"][1].pop("n_runs"), "n_runs"),
+    (lambda d: d["records"][1].update(backbone=""), "backbone"),
+    (lambda d: d.update(contrasts={}), "'contrasts' must be a list"),
+    (lambda d: d["contrasts"][0].pop("to"), "'to'"),
+    (lambda d: d["contrasts"][0]["d_auc"].update(mean=2.0), "differences of fractions"),
+    (lambda d: d["contrasts"][0]["d_f1"].update(mean=0.9), "outside its interval"),
     (lambda d: d.update(records={}), "'records' must be a list"),
     (lambda d: d["records"][1].pop("auc"), "'auc'"),
     (lambda d: d["records"][1]["settings"].pop("pooling"), "pooling"),
@@ -154,23 +174,51 @@ def test_contrasts_one_factor_pairs(results_file):
     assert set(df["factor"]) == {"position", "loss", "proposer", "method"}
 
 
-def test_claims_markdown_verdicts_follow_the_numbers(results_file):
-    md = R.claims_markdown(R.load_ablation(results_file))
-    lines = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
-    position = lines[R.PAPER_ABLATION[0]["claim"]]
-    assert "+2.0" in position and "same direction, not resolved" in position
-    loss = lines[R.PAPER_ABLATION[1]["claim"]]
-    assert "-18.0" in loss and "contradicted" in loss
-    method = lines[R.PAPER_ABLATION[2]["claim"]]
-    assert "+12.0" in method and "held" in method
+def test_claims_are_decided_on_paired_intervals(results_file):
+    res = R.load_ablation(results_file)
+    table = R.claims_table(res).set_index("paper's claim")
+    position = table.loc[R.PAPER_ABLATION[0]["claim"]]
+    # the two marginal AUC intervals overlap ([0.65, 0.75] vs [0.67, 0.77]); the paired F1 interval excludes 0
+    assert R.contrasts(res).set_index("factor").loc["position", "overlap_auc"]
+    assert position["ΔF1 (pp) [95% CI]"] == "+3.0 [+1.0, +5.0]" and position["verdict (AUC / F1)"] == "— / held"
+    loss = table.loc[R.PAPER_ABLATION[1]["claim"]]
+    assert loss["ΔAUC (pp) [95% CI]"] == "-18.0 [-25.0, -11.0]"
+    assert loss["verdict (AUC / F1)"] == "contradicted / not resolved (interval includes 0)"
+    method = table.loc[R.PAPER_ABLATION[2]["claim"]]
+    assert method["verdict (AUC / F1)"] == "held / held" and method["our contrast"] == f"mias: {R.BASELINE} → roi-rope2d"
+    assert not table.isna().any().any()
+    md = R.claims_markdown(res)
+    assert "3 of 3 claims" in md and "paired bootstrap" in md and "|" not in md
     assert "No ablation results yet" in R.claims_markdown(None)
+    assert R.claims_table(None).empty
+    paired = R.paired_table(res)
+    assert list(paired["contrast"]) == ["position: rope2d", "loss: repulsive", "method"]
+    assert list(paired["AUC resolved"]) == ["yes", "yes", "yes"] and not paired.isna().any().any()
+
+
+def test_paired_verdict_rules():
+    assert R.paired_verdict(delta(0.01, -0.01, 0.03), 1.0) == "not resolved (interval includes 0)"
+    assert R.paired_verdict(delta(0.02, 0.01, 0.03), 1.0) == "held"
+    assert R.paired_verdict(delta(-0.02, -0.03, -0.01), 1.0) == "contradicted"
+    assert R.paired_verdict(delta(0.02, None, None), 1.0) == "no interval to judge"
+    assert R.paired_verdict(delta(0.02, 0.01, 0.03), None) == "—"
 
 
 def test_claim_not_in_grid(tmp_path):
     data = make_results()
-    data["records"] = [r for r in data["records"] if r["configuration"] != "roi-nopos"]
-    md = R.claims_markdown(R.validate_ablation(data))
-    assert "not in this grid" in md.splitlines()[2]
+    data["contrasts"] = [c for c in data["contrasts"] if c["claim"] != "position"]
+    table = R.claims_table(R.validate_ablation(data))
+    assert table.iloc[0]["our contrast"].startswith("not in this grid") and table.iloc[0]["verdict (AUC / F1)"] == "not tested"
+
+
+def test_the_book_discusses_the_strongest_scale(results_file):
+    data = make_results()
+    frozen = [dict(r, scale="cpu-frozen", auc=metric(0.7, 0.6, 0.8)) for r in data["records"]]
+    data["records"] += frozen
+    res = R.validate_ablation(data)
+    assert res.main_scale() == "cpu-frozen" and res.main_scale("vindr") is None
+    assert R.claims_table(res)["verdict (AUC / F1)"].eq("not tested").all()  # contrasts are cpu-smoke only
+    assert "(scale `cpu-frozen`)" in R.findings_markdown(res)
 
 
 def test_paper_table_is_the_papers_numbers():
@@ -216,7 +264,9 @@ def test_generated_text_reads_the_numbers(results_file):
         r["auc"] = metric(0.5, 0.4, 0.6)
     assert "no difference between these configurations" in R.findings_markdown(R.validate_ablation(chance))
     assert "Highest AUC: `roi-rope2d-bce`, 90.0 [85.0, 95.0]" in text
-    assert "12.0 points above the full-image baseline" in text and "disjoint" in text
+    assert "12.0 points above the full-image baseline" in text
+    assert "paired ΔAUC +12.0 [+5.0, +20.0] pp, an interval that excludes 0." in text  # the paired contrast decides
+    assert "5 of 5 have an AUC interval whose lower end is above 0.5" in text
     # the swap is the full method (recall 0.5, AUC 72) and the oracle (recall 1.0, AUC 80) only
     assert "rises with every step up in lesion recall (`roi-rope2d` recall 0.50 → AUC 72.0; `oracle` recall 1.00" in text
     data = make_results()

@@ -13,6 +13,7 @@ each run's lesion recall (:func:`lesion_recall_counts`). The pieces it uses:
 
 * :mod:`~awm_lib.experiments.ablation_study` -- configurations, scales, the grid of runs;
 * :mod:`~awm_lib.experiments.ablation_aggregate` -- pooled metrics with bootstrap CIs;
+* :mod:`~awm_lib.experiments.ablation_contrasts` -- paired contrasts of two configurations;
 * :mod:`~awm_lib.experiments.ablation_records` -- records and ``results/ablation.json``;
 * :mod:`~awm_lib.experiments.ablation_overlays` -- the example overlay of each record.
 
@@ -42,6 +43,11 @@ from awm_lib.experiments.ablation_aggregate import (  # noqa: F401 - re-exported
     pooled_recall,
     small_roc,
 )
+from awm_lib.experiments.ablation_contrasts import (  # noqa: F401 - re-exported
+    make_contrast_record,
+    paired_contrast,
+    resolved,
+)
 from awm_lib.experiments.ablation_overlays import (  # noqa: F401 - re-exported
     _overlay_once,
     overlay_image,
@@ -60,7 +66,9 @@ from awm_lib.experiments.ablation_records import (  # noqa: F401 - re-exported
 )
 from awm_lib.experiments.ablation_study import (  # noqa: F401 - re-exported
     CONFIGURATIONS,
+    CONTRASTS,
     DEFAULT_CONFIGS,
+    Contrast,
     SCALES,
     SSL_CHECKPOINT,
     Configuration,
@@ -195,10 +203,11 @@ def run_study(dataset: str, configurations: Sequence[str], scale: str = "cpu-smo
         samples = load_samples(d0.dataset, d0.root, synthetic_n=d0.synthetic_n, synthetic_seed=d0.synthetic_seed,
                                synthetic_size=d0.synthetic_size, val_fraction=d0.val_fraction, progress=False)
         patient_of = {s.image_id: s.patient_id for s in samples}
-    records = []
+    records, arms = [], {}
     for name in dict.fromkeys(s.configuration for s in specs):
         mine = [s for s in specs if s.configuration == name]
-        agg = aggregate_runs([_run_predictions(s, patient_of) for s in mine], n_boot=n_boot or SCALES[scale].n_boot)
+        arms[name] = [_run_predictions(s, patient_of) for s in mine]
+        agg = aggregate_runs(arms[name], n_boot=n_boot or SCALES[scale].n_boot)
         overlay = None
         if overlays_dir is not None:
             png = overlay_path(overlays_dir, dataset, name, scale)
@@ -210,12 +219,45 @@ def run_study(dataset: str, configurations: Sequence[str], scale: str = "cpu-smo
             command=study_command(dataset, name, scale, sorted({s.seed for s in mine}),
                                   None if folds is None else sorted({s.fold for s in mine}), root, extra),
         ))
-    return write_results(out, records, skipped, dataset)
+    pairs = study_contrasts(dataset, scale, arms, seeds=seeds, folds=folds, runs_dir=runs_dir, root=root, extra=extra,
+                            patient_of=patient_of, n_boot=n_boot or SCALES[scale].n_boot, log=log)
+    return write_results(out, records, skipped, dataset, contrasts=pairs)
+
+
+def study_contrasts(dataset: str, scale: str, arms: dict[str, list[RunPredictions]], *, seeds: Sequence[int],
+                    folds: Sequence[int] | None, runs_dir: str | Path, root: str | None, extra: Sequence[str],
+                    patient_of: dict[str, str], n_boot: int, log: Callable[[str], None] = print) -> list[dict]:
+    """The paired contrasts (:data:`CONTRASTS`) with at least one arm in ``arms``.
+
+    The other arm, when this call did not run it, is read from its finished runs
+    in ``runs_dir`` (same folds and seeds); a contrast whose arm has unfinished or
+    missing runs is left out, with a line in the log.
+    """
+    out = []
+    for c in CONTRASTS:
+        if c.a not in arms and c.b not in arms:
+            continue
+        pair = []
+        for name in (c.a, c.b):
+            if name not in arms:
+                specs, _ = plan_runs(dataset, [name], scale, seeds=seeds, folds=folds or [], runs_dir=runs_dir,
+                                     root=root, extra=extra)
+                if not specs or any(read_results(s.run_dir) is None for s in specs):
+                    break
+                arms[name] = [_run_predictions(s, patient_of) for s in specs]
+            pair.append(arms[name])
+        if len(pair) < 2:
+            log(f"ablation: contrast {c.name!r} left out: {c.a} or {c.b} has no finished runs at these folds/seeds")
+            continue
+        paired = paired_contrast(pair[0], pair[1], n_boot=n_boot, seed=0)
+        out.append(make_contrast_record(dataset, scale, c.name, c.factor, c.a, c.b, paired, claim=c.claim,
+                                        description=c.description))
+    return out
 
 
 __all__ = [
     "CONFIGURATIONS", "DEFAULT_CONFIGS", "SCALES", "Configuration", "Scale", "RunSpec", "RunPredictions",
     "config_for", "plan_runs", "run_one", "run_study", "aggregate_runs", "pooled_point", "pooled_recall",
     "small_roc", "make_record", "write_results", "settings_of", "lesion_recall_counts", "backbone_available",
-    "describe",
+    "describe", "CONTRASTS", "Contrast", "paired_contrast", "study_contrasts", "resolved",
 ]

@@ -2,10 +2,18 @@
 
 One record per (dataset, configuration, scale) (:func:`make_record`): the
 configuration's plain-value settings (:func:`settings_of`), the aggregated
-metrics, lesion recall, the command that reproduces it (:func:`study_command`)
-and provenance. :func:`write_results` merges new records into the file
-atomically. The schema is fixed: the book's ablation widget and results chapter
-read it (:mod:`awm_lib.book.results`).
+metrics, lesion recall, how many runs were pooled (``n_runs``), which backbone
+produced it (``backbone``), the command that reproduces it (:func:`study_command`)
+and provenance. Beside the records, a top-level ``contrasts`` list holds the
+paired comparisons of :mod:`~awm_lib.experiments.ablation_contrasts` (one per
+(dataset, scale, contrast name)). :func:`write_results` merges new records and
+contrasts into the file atomically.
+
+The schema is defined HERE, once (:data:`SCHEMA`, :data:`METRICS`): the book's
+reader (:mod:`awm_lib.book.results.file`) imports it from this module. Schema 2
+added ``n_runs`` and ``backbone`` to every record and the ``contrasts`` list;
+:func:`upgrade` turns a schema-1 file into schema 2 (no contrasts: those need the
+runs' predictions, so rerun the study to get them).
 """
 
 from __future__ import annotations
@@ -17,11 +25,18 @@ from pathlib import Path
 
 from awm_lib.errors import ConfigError
 from awm_lib.experiments.ablation_aggregate import ABLATION_METRICS
-from awm_lib.experiments.ablation_study import CONFIGURATIONS
+from awm_lib.experiments.ablation_study import CONFIGURATIONS, CONTRASTS
 from awm_lib.io_utils import write_json_atomic
 from awm_lib.train.config import TrainConfig
 
-SCHEMA = 1
+SCHEMA = 2
+METRICS = ABLATION_METRICS  # the metrics of every record, each {"mean", "ci_low", "ci_high", "sd", "run_mean"}
+
+
+def backbone_of(cfg: TrainConfig) -> str:
+    """Which weights produced a record: a path / hub name, or ``random:<arch>`` (random init)."""
+    b = cfg.model.backbone
+    return f"random:{b.random_arch}" if b.name_or_path is None else str(b.name_or_path)
 
 
 def settings_of(cfg: TrainConfig) -> dict:
@@ -69,6 +84,8 @@ def make_record(dataset: str, configuration: str, scale: str, cfg: TrainConfig, 
         "n_test_pos": agg["n_test_pos"],
         "seeds": sorted(set(seeds)),
         "folds": None if folds is None else sorted(set(folds)),
+        "n_runs": len(agg["per_run"]),
+        "backbone": backbone_of(cfg),
         "roc": agg["roc"],
         "example_overlay": overlay,
         "per_run": agg["per_run"],
@@ -89,7 +106,11 @@ NOTES = (
     "(pooling uncalibrated scores of different folds can make the pooled AUC lower than the mean per-fold AUC). 'lesion_recall': fraction of "
     "located lesions (all types) in the test images hit by at least one of the top-k RoIs the model saw (box contains "
     "the lesion centre and IoU >= 0.1; anchor and padding excluded); null for the full-image baseline. 'roc': pooled "
-    "ROC at 50 evenly spaced FPRs."
+    "ROC at 50 evenly spaced FPRs. 'n_runs': runs pooled (folds x seeds); 'backbone': the weights that embedded "
+    "the crops ('random:<arch>' = random initialisation). 'contrasts': paired comparisons of two configurations "
+    "of one dataset and scale ('to' minus 'from', fractions): 'd_auc'/'d_f1' are the differences of the pooled "
+    "estimates with a 95% percentile interval from a paired bootstrap that draws women with replacement ONCE per "
+    "resample for both arms; a difference is resolved when its interval excludes 0."
 )
 CPU_SMOKE_NOTE = (
     " Records with scale 'cpu-smoke' were trained on a shared 2-core CPU with the 'smoke' preset: a RANDOMLY "
@@ -98,14 +119,44 @@ CPU_SMOKE_NOTE = (
     "DINOv2 on VinDr-Mammo) and say nothing about which component helps; they exist to make the book's ablation "
     "widget and the pipeline real. The GPU-scale study is `python -m awm_lib ablation --scale gpu ...`."
 )
+CPU_FROZEN_NOTE = (
+    " Records with scale 'cpu-frozen' were trained on a shared 2-core CPU with the 'frozen' preset: every RoI "
+    "crop embedded ONCE by a frozen backbone (see each record's 'backbone'; 'random:...' is a randomly initialised "
+    "ViT, not DINOv2) and cached, then the position code, RoI transformer, pooling, heads and losses trained on "
+    "the cached (B, K, D) tokens; the backbone is never fine-tuned. Settings are the preset's, fixed before any "
+    "test fold was seen. They measure the paper's ablation at CPU scale, NOT the paper's numbers (a fine-tuned "
+    "pretrained DINOv2 on VinDr-Mammo)."
+)
+SCALE_NOTES = {"cpu-smoke": CPU_SMOKE_NOTE, "cpu-frozen": CPU_FROZEN_NOTE}
 
 
-def write_results(path: str | Path, new_records: Sequence[dict], skipped: dict[str, str] | None = None, dataset: str | None = None) -> dict:
-    """Merge ``new_records`` into the result file (same dataset+configuration+scale replaced), atomically."""
+def upgrade(obj: dict) -> dict:
+    """A results file of an older schema, brought to :data:`SCHEMA` (raises ConfigError if it cannot be)."""
+    if obj.get("schema") == 1:
+        records = []
+        for r in obj.get("records", []):
+            init = (r.get("settings") or {}).get("backbone_init", "random")
+            micro = r.get("scale") == "cpu-smoke"
+            records.append({**r, "n_runs": r.get("n_runs", len(r.get("per_run") or []) or 1),
+                            "backbone": r.get("backbone") or ("random:micro" if micro and init == "random" else init)})
+        obj = {**obj, "schema": 2, "records": records, "contrasts": obj.get("contrasts", [])}
+    if obj.get("schema") != SCHEMA:
+        raise ConfigError(f"results file has schema {obj.get('schema')!r}, expected {SCHEMA}; move it away and rerun")
+    return obj
+
+
+def write_results(path: str | Path, new_records: Sequence[dict], skipped: dict[str, str] | None = None, dataset: str | None = None,
+                  contrasts: Sequence[dict] = (), extra: dict | None = None) -> dict:
+    """Merge ``new_records`` (same dataset+configuration+scale replaced) and ``contrasts`` (same
+    dataset+scale+name replaced) into the result file, atomically. ``extra``: more top-level
+    entries, each a list of dicts with ``dataset`` and ``scale`` keys, merged the same way
+    (those of this dataset and scale replaced)."""
     path = Path(path)
     old = json.loads(path.read_text()) if path.is_file() else {"schema": SCHEMA, "records": []}
-    if old.get("schema") != SCHEMA:
-        raise ConfigError(f"{path} has schema {old.get('schema')!r}, expected {SCHEMA}; move it away and rerun")
+    try:
+        old = upgrade(old)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
     key = lambda r: (r["dataset"], r["configuration"], r["scale"])  # noqa: E731
     replaced = {key(r) for r in new_records}
     records = [r for r in old["records"] if key(r) not in replaced] + list(new_records)
@@ -113,7 +164,22 @@ def write_results(path: str | Path, new_records: Sequence[dict], skipped: dict[s
                                 if r["configuration"] in CONFIGURATIONS else 999))
     skipped_all = [s for s in old.get("skipped", []) if not (dataset and s["dataset"] == dataset)]
     skipped_all += [{"dataset": dataset, "configuration": k, "reason": v} for k, v in (skipped or {}).items()]
-    notes = NOTES + (CPU_SMOKE_NOTE if any(r["scale"] == "cpu-smoke" for r in records) else "")
-    out = {"schema": SCHEMA, "notes": notes, "records": records, "skipped": skipped_all}
+    ckey = lambda c: (c["dataset"], c["scale"], c["name"])  # noqa: E731
+    new_keys = {ckey(c) for c in contrasts}
+    contrasts_all = [c for c in old.get("contrasts", []) if ckey(c) not in new_keys] + list(contrasts)
+    contrasts_all.sort(key=lambda c: (c["dataset"], c["scale"], _contrast_order(c["name"])))
+    notes = NOTES + "".join(note for scale, note in SCALE_NOTES.items() if any(r["scale"] == scale for r in records))
+    out = {"schema": SCHEMA, "notes": notes, "records": records, "contrasts": contrasts_all, "skipped": skipped_all}
+    for name, entries in (extra or {}).items():
+        ekey = lambda e: (e["dataset"], e["scale"])  # noqa: E731
+        replaced_e = {ekey(e) for e in entries}
+        out[name] = [e for e in old.get(name, []) if ekey(e) not in replaced_e] + list(entries)
+    for name, value in old.items():  # keep what this call did not touch
+        out.setdefault(name, value)
     write_json_atomic(path, out)
     return out
+
+
+def _contrast_order(name: str) -> int:
+    names = [c.name for c in CONTRASTS]
+    return names.index(name) if name in names else len(names)

@@ -85,9 +85,46 @@ CONFIGURATIONS: dict[str, Configuration] = {c.name: c for c in [
                   backbone="facebook/dinov2-base"),
 ]}
 
+@dataclass(frozen=True)
+class Contrast:
+    """A paired comparison of two configurations (``b`` minus ``a``), written to the results file's ``contrasts``.
+
+    ``claim`` names the paper's claim it tests (the ``factor`` of
+    :data:`awm_lib.book.results.PAPER_ABLATION`: ``"position"``, ``"loss"``, ``"method"``), if any.
+    """
+
+    name: str
+    factor: str
+    a: str
+    b: str
+    claim: str | None = None
+    description: str = ""
+
+
+#: Every paired contrast of the study; one is computed when both of its configurations were run.
+CONTRASTS: tuple[Contrast, ...] = (
+    Contrast("method", "method", "baseline-full-image", "roi-rope2d-repulsive", "method",
+             "RoI tokens (the paper's method) vs one ViT over the whole low-resolution breast"),
+    Contrast("position: sine", "position", "roi-nopos", "roi-sine", None, "a sine code of the boxes vs none"),
+    Contrast("position: rope2d", "position", "roi-nopos", "roi-rope2d", "position", "2-D RoPE of the box centres vs none"),
+    Contrast("loss: repulsive", "loss", "roi-rope2d", "roi-rope2d-repulsive", "loss", "BCE + repulsive vs BCE"),
+    Contrast("loss: supcon", "loss", "roi-rope2d", "roi-rope2d-supcon", None,
+             "BCE + hard-negative supervised contrastive (ours) vs BCE"),
+    Contrast("loss: repulsive + supcon", "loss", "roi-rope2d-repulsive", "roi-rope2d-repulsive-supcon", None,
+             "adding the supervised contrastive term to the paper's loss"),
+    Contrast("proposer: none -> blob", "proposer", "proposer-none", "roi-rope2d-repulsive", None,
+             "blob proposals vs the anchor alone"),
+    Contrast("proposer: random -> blob", "proposer", "proposer-random", "roi-rope2d-repulsive", None,
+             "blob proposals vs random boxes in the breast"),
+    Contrast("proposer: blob -> oracle", "proposer", "roi-rope2d-repulsive", "proposer-oracle", None,
+             "the lesion boxes themselves vs blob proposals"),
+    Contrast("backbone: ssl", "backbone_init", "roi-rope2d-repulsive", "backbone-ssl", None,
+             "the project's self-supervised backbone vs the random one"),
+)
+
 # What `--configs` defaults to: the ablation ladder, the proposer swap and the SSL init.
 DEFAULT_CONFIGS = ("baseline-full-image", "roi-nopos", "roi-sine", "roi-rope2d", "roi-rope2d-repulsive",
-                   "roi-rope2d-supcon", "proposer-oracle", "proposer-random", "backbone-ssl")
+                   "roi-rope2d-supcon", "proposer-oracle", "proposer-random", "proposer-none", "backbone-ssl")
 
 
 @dataclass(frozen=True)

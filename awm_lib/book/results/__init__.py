@@ -5,14 +5,24 @@
 top-k, crop size, position code, pooling, loss, contrastive weight, backbone
 init) and its test metrics, each a point estimate with a bootstrap 95% interval::
 
-    {"schema": 1, "notes": "...", "records": [
+    {"schema": 2, "notes": "...", "records": [
         {"dataset": "mias", "configuration": "roi-rope2d", "scale": "cpu-smoke",
          "settings": {"proposer": "blob", "topk": 5, ...},
          "auc": {"mean": 0.71, "ci_low": 0.60, "ci_high": 0.81, "sd": 0.05},
          "f1": {...}, "sens@fpr0.1": {...}, "sens@fpr0.3": {...}, "sens@fpr0.5": {...},
          "lesion_recall": 0.8, "n_test": 322, "n_test_pos": 51, "seeds": [0], "folds": [0, 1, 2, 3, 4],
+         "n_runs": 5, "backbone": "random:small",
          "roc": {"fpr": [...], "tpr": [...]}, "example_overlay": "results/ablation_overlays/...png",
-         "command": "...", "device": "cpu", "date": "...", "versions": {...}}]}
+         "command": "...", "device": "cpu", "date": "...", "versions": {...}}],
+     "contrasts": [
+        {"dataset": "mias", "scale": "cpu-frozen", "name": "loss: repulsive", "factor": "loss",
+         "from": "roi-rope2d", "to": "roi-rope2d-repulsive", "claim": "loss",
+         "d_auc": {"mean": 0.012, "ci_low": -0.01, "ci_high": 0.035}, "d_f1": {...}, "n_women": 161, ...}]}
+
+The schema (its version :data:`SCHEMA` and :data:`METRICS`) is defined with its
+writer, :mod:`awm_lib.experiments.ablation_records`. The paired contrasts come from
+:mod:`awm_lib.experiments.ablation_contrasts`; the claims are decided on them
+(:func:`claims_table`), never on whether two marginal intervals overlap.
 
 This module reads and checks that file (:func:`load_ablation`), turns it into
 tables (:func:`ablation_table`, with ``"mean [ci_low, ci_high]"`` strings), finds
@@ -38,9 +48,12 @@ from awm_lib.book.results.claims import (  # noqa: F401 - re-exported (private h
     _pp,
     _verdict,
     claims_markdown,
+    claims_table,
     contrasts,
     findings_markdown,
     headline_configurations,
+    paired_table,
+    paired_verdict,
     proposer_swap,
     summary_markdown,
 )
@@ -82,5 +95,6 @@ __all__ = [
     "ResultsFileError", "AblationResults", "default_path", "load_ablation", "validate_ablation",
     "format_ci", "ablation_table", "metric_frame", "find_record", "setting_choices", "same_settings",
     "paper_table", "proposer_swap", "headline_configurations", "plot_forest", "plot_roc_curves", "plot_recall_vs_metric", "plot_paper_comparison",
-    "contrasts", "claims_markdown", "summary_markdown", "findings_markdown",
+    "contrasts", "claims_markdown", "summary_markdown", "findings_markdown", "claims_table", "paired_table",
+    "paired_verdict",
 ]

@@ -27,6 +27,7 @@ from awm_lib.book.results.file import (
     format_ci,
     same_settings,
 )
+from awm_lib.experiments.ablation_contrasts import resolved
 
 
 # =====================================================================================
@@ -133,6 +134,7 @@ def proposer_swap(results: AblationResults | Iterable[dict] | None, dataset: str
 
 
 def _verdict(d: float, paper: float | None, overlap: bool | None) -> str:
+    """The old verdict on MARGINAL intervals (kept for :func:`contrasts`' descriptive table only)."""
     if paper is None or d != d:
         return "—"
     if overlap is None:
@@ -143,40 +145,96 @@ def _verdict(d: float, paper: float | None, overlap: bool | None) -> str:
     return "held" if same else "contradicted"
 
 
-def claims_markdown(results: AblationResults | None, dataset: str | None = None) -> str:
-    """A Markdown table (and a sentence per claim) comparing our contrasts with :data:`PAPER_ABLATION`.
+def paired_verdict(delta: dict | None, paper: float | None) -> str:
+    """A claim's verdict on a PAIRED interval: held / contradicted when it excludes 0, else not resolved."""
+    if paper is None:
+        return "—"
+    if not delta or delta.get("mean") is None:
+        return "no estimate"
+    lo, hi = delta.get("ci_low"), delta.get("ci_high")
+    if lo is None or hi is None:
+        return "no interval to judge"
+    if lo <= 0 <= hi:
+        return "not resolved (interval includes 0)"
+    return "held" if (lo > 0) == (paper > 0) else "contradicted"
 
-    Written from the numbers, so it stays true whatever they are. A claim is
-    "held" only when our gain has the paper's sign AND the two configurations'
-    95% intervals do not overlap — a conservative test (overlapping intervals can
-    still hide a real difference), which is the honest one for small test sets.
+
+def _pp_delta(d: dict | None) -> str:
+    """A difference of fractions as signed percentage points with its interval: ``+2.1 [-0.4, +4.6]``."""
+    if not d or d.get("mean") is None:
+        return "—"
+    s = f"{100 * d['mean']:+.1f}"
+    if d.get("ci_low") is not None and d.get("ci_high") is not None:
+        s += f" [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
+    return s
+
+
+def _paired(results, dataset: str | None, scale: str | None) -> list[dict]:
+    if results is None or not isinstance(results, AblationResults):
+        return []
+    return [c for c in results.paired if (dataset is None or c["dataset"] == dataset) and (scale is None or c["scale"] == scale)]
+
+
+def paired_table(results: AblationResults | None, dataset: str | None = None, scale: str | None = None) -> pd.DataFrame:
+    """The file's paired contrasts as a table: ΔAUC and ΔF1 in percentage points with their paired 95% intervals.
+
+    ``scale`` defaults to the file's main scale (:meth:`AblationResults.main_scale`).
+    Empty cells are "—", never NaN.
     """
+    cols = ["dataset", "contrast", "from", "to", "ΔAUC (pp) [95% CI]", "ΔF1 (pp) [95% CI]", "AUC resolved", "women", "scale"]
+    if results is None:
+        return pd.DataFrame(columns=cols)
+    scale = scale or results.main_scale(dataset)
+    rows = []
+    for c in _paired(results, dataset, scale):
+        res = resolved(c["d_auc"])
+        rows.append({"dataset": c["dataset"], "contrast": c["name"], "from": c["from"], "to": c["to"],
+                     "ΔAUC (pp) [95% CI]": _pp_delta(c["d_auc"]), "ΔF1 (pp) [95% CI]": _pp_delta(c["d_f1"]),
+                     "AUC resolved": "—" if res is None else ("yes" if res else "no"),
+                     "women": c.get("n_women", "—"), "scale": c["scale"]})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def claims_table(results: AblationResults | None, dataset: str | None = None, scale: str | None = None) -> pd.DataFrame:
+    """The paper's claims (:data:`PAPER_ABLATION`) against our PAIRED contrasts, one row per claim.
+
+    A claim is *held* when the paired 95% interval of our difference excludes 0 on
+    the paper's side, *contradicted* when it excludes 0 on the other side, and *not
+    resolved* when it includes 0 (two configurations' marginal intervals are never
+    compared: they share the test women, and the paired bootstrap keeps that).
+    Empty cells are "—", never NaN.
+    """
+    cols = ["paper's claim", "our contrast", "ΔAUC (pp) [95% CI]", "ΔF1 (pp) [95% CI]", "verdict (AUC / F1)"]
+    if results is None or not results.records:
+        return pd.DataFrame(columns=cols)
+    scale = scale or results.main_scale(dataset)
+    pairs = _paired(results, dataset, scale)
+    rows = []
+    for claim in PAPER_ABLATION:
+        mine = [c for c in pairs if c.get("claim") == claim["factor"]]
+        if not mine:
+            rows.append({cols[0]: claim["claim"], cols[1]: "not in this grid (no paired contrast)", cols[2]: "—",
+                         cols[3]: "—", cols[4]: "not tested"})
+            continue
+        for c in mine:
+            verdict = f"{paired_verdict(c['d_auc'], claim['d_auc'])} / {paired_verdict(c['d_f1'], claim['d_f1'])}"
+            rows.append({cols[0]: claim["claim"], cols[1]: f"{c['dataset']}: {c['from']} → {c['to']}",
+                         cols[2]: _pp_delta(c["d_auc"]), cols[3]: _pp_delta(c["d_f1"]), cols[4]: verdict})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def claims_markdown(results: AblationResults | None, dataset: str | None = None, scale: str | None = None) -> str:
+    """The sentence under :func:`claims_table`: how many claims were tested, at which scale, and the rule."""
     if results is None or not results.records:
         return ("*No ablation results yet*: `results/ablation.json` does not exist, so no claim of the "
                 "paper can be checked here. Run `python -m awm_lib ablation` to make it.")
-    table = contrasts(results, dataset)
-    lines = ["| paper's claim | our contrast | ΔAUC (pp) | ΔF1 (pp) | verdict (AUC / F1) |",
-             "|---|---|---|---|---|"]
-    n = 0
-    for claim in PAPER_ABLATION:
-        rows = table[(table["factor"] == claim["factor"])]
-        if claim["factor"] != "method":
-            rows = rows[(rows["from"] == claim["from"]) & (rows["to"] == claim["to"])]
-        if rows.empty:
-            lines.append(f"| {claim['claim']} | *not in this grid* | — | — | not tested |")
-            continue
-        for _, row in rows.iterrows():
-            n += 1
-            v_auc = _verdict(row["d_auc"], claim["d_auc"], row["overlap_auc"])
-            v_f1 = _verdict(row["d_f1"], claim["d_f1"], row["overlap_f1"])
-            lines.append(f"| {claim['claim']} | {row['dataset']}: {row['from_config']} → {row['to_config']} | "
-                         f"{row['d_auc']:+.1f} | {row['d_f1']:+.1f} | {v_auc} / {v_f1} |")
-    scales = ", ".join(results.scales)
-    lines.append("")
-    lines.append(f"{n} contrast(s) of the paper's claims found in the grid (scale: {scales}). "
-                 "ΔAUC and ΔF1 are in percentage points, the second configuration minus the first; "
-                 "a claim is *held* only if the sign matches the paper's and the two 95% intervals are disjoint.")
-    return "\n".join(lines)
+    scale = scale or results.main_scale(dataset)
+    table = claims_table(results, dataset, scale)
+    n = int((table["verdict (AUC / F1)"] != "not tested").sum())
+    return (f"{n} of {len(PAPER_ABLATION)} claims of the paper have a paired contrast in the grid (scale `{scale}`). "
+            "ΔAUC and ΔF1 are in percentage points, the second configuration minus the first, with a 95% interval "
+            "from a paired bootstrap that resamples women for both configurations at once. A claim is *held* only "
+            "if that interval excludes 0 on the paper's side, *contradicted* if it excludes 0 on the other side.")
 
 
 # =====================================================================================
@@ -209,12 +267,17 @@ def findings_markdown(results: AblationResults | None, dataset: str | None = Non
         return "*No results to discuss yet.*"
     out = []
     for ds in ([dataset] if dataset else results.datasets):
-        recs = [r for r in results.for_dataset(ds) if _get(r, "auc", "mean") == _get(r, "auc", "mean")]
+        scale = results.main_scale(ds)
+        recs = [r for r in results.for_dataset(ds) if _get(r, "auc", "mean") == _get(r, "auc", "mean") and r["scale"] == scale]
         if not recs:
             continue
         at_chance = [r["configuration"] for r in recs if _get(r, "auc", "ci_low") <= 0.5 <= _get(r, "auc", "ci_high")]
-        out.append(f"- **{ds}**: {len(at_chance)} of {len(recs)} configurations have an AUC interval that "
+        above = [r for r in recs if _get(r, "auc", "ci_low") > 0.5]
+        out.append(f"- **{ds}** (scale `{scale}`): {len(at_chance)} of {len(recs)} configurations have an AUC interval that "
                    f"includes 0.5 (chance){': ' + ', '.join(f'`{c}`' for c in at_chance) if at_chance else ''}.")
+        out.append(f"- {len(above)} of {len(recs)} have an AUC interval whose lower end is above 0.5"
+                   + (": " + "; ".join(f"`{r['configuration']}` {_pp(r['auc'])}" for r in above) + " (percent, 95% CI)."
+                      if above else "."))
         if at_chance and len(at_chance) == len(recs):
             out.append("- With every AUC interval covering chance, no difference between these configurations "
                        "can be read as an effect of the change that separates them.")
@@ -228,14 +291,21 @@ def findings_markdown(results: AblationResults | None, dataset: str | None = Non
         out.append(f"- Highest AUC: `{best['configuration']}`, {_pp(best['auc'])}; lowest: "
                    f"`{worst['configuration']}`, {_pp(worst['auc'])} (percent, 95% CI).")
         base = [r for r in recs if r["configuration"] == BASELINE]
-        full = _full_method(results, ds)
+        full = _full_method(recs, ds)
+        pairs = {c["name"]: c for c in _paired(results, ds, scale)}
         if base and full is not None:
             d = 100 * (_get(full, "auc", "mean") - _get(base[0], "auc", "mean"))
             rel = "above" if d > 0 else "below" if d < 0 else "equal to"
+            m = pairs.get("method")
+            if m is not None and m["to"] == full["configuration"]:
+                res = resolved(m["d_auc"])
+                tail = (f"; paired ΔAUC {_pp_delta(m['d_auc'])} pp, "
+                        + ("an interval that excludes 0." if res else "an interval that includes 0: not resolved."))
+            else:
+                tail = "; their intervals overlap." if _overlap(full, base[0], "auc") else "; their intervals are disjoint."
             out.append(f"- The paper's recipe (`{full['configuration']}`, AUC {_pp(full['auc'])}) is {abs(d):.1f} "
-                       f"points {rel} the full-image baseline (AUC {_pp(base[0]['auc'])})"
-                       + ("; their intervals overlap." if _overlap(full, base[0], "auc") else "; their intervals are disjoint."))
-        swap = [r for r in proposer_swap(results, ds) if r in recs]
+                       f"points {rel} the full-image baseline (AUC {_pp(base[0]['auc'])})" + tail)
+        swap = [r for r in proposer_swap(recs, ds) if r in recs]
         if len(swap) >= 2:
             aucs = [_get(r, "auc", "mean") for r in swap]
             trend = ("rises with every step up in lesion recall" if all(b > a for a, b in zip(aucs, aucs[1:]))
@@ -243,4 +313,9 @@ def findings_markdown(results: AblationResults | None, dataset: str | None = Non
             pts = "; ".join(f"`{r['configuration']}` recall {r['lesion_recall']:.2f} → AUC {100 * a:.1f}"
                             for r, a in zip(swap, aucs))
             out.append(f"- Proposer swap: AUC {trend} ({pts}).")
+            for c in pairs.values():
+                if c["factor"] == "proposer":
+                    res = resolved(c["d_auc"])
+                    out.append(f"  - `{c['from']}` → `{c['to']}`: paired ΔAUC {_pp_delta(c['d_auc'])} pp"
+                               + ("" if res is None else (" (resolved)" if res else " (not resolved: the interval includes 0)")) + ".")
     return "\n".join(out)

@@ -1,6 +1,8 @@
 """The ablation results file: its schema, reading and checking it, tables, and finding records.
 
-Holds the constants of the schema (:data:`METRICS`, :data:`SETTING_KEYS`,
+The schema's version and metric list (:data:`SCHEMA`, :data:`METRICS`) are
+defined once, beside the writer, in :mod:`awm_lib.experiments.ablation_records`
+and imported here. Holds the reader's constants (:data:`SETTING_KEYS`,
 :data:`BASELINE`) and the paper's numbers (:data:`PAPER_TABLE`,
 :data:`PAPER_ABLATION`), :func:`load_ablation` / :func:`validate_ablation`
 (the schema itself is described in :mod:`awm_lib.book.results`), the tables
@@ -24,12 +26,12 @@ import numpy as np
 import pandas as pd
 
 from awm_lib.errors import DataError
+from awm_lib.experiments.ablation_records import METRICS, SCHEMA  # noqa: F401 - one definition, with its writer
 from awm_lib.paths import results_root
 
-SCHEMA = 1
-METRICS = ("auc", "f1", "sens@fpr0.1", "sens@fpr0.3", "sens@fpr0.5")
 SETTING_KEYS = ("proposer", "topk", "crop_size", "position", "pooling", "loss", "contrastive_weight", "backbone_init")
 BASELINE = "baseline-full-image"  # the configuration name of the full-image ViT baseline
+SCALE_RANK = ("gpu", "cpu-frozen", "cpu-smoke")  # the scale the book discusses first, when a file has several
 
 # --- the paper's numbers (percent), for comparison only ------------------------------------
 PAPER_CITATION = ("Arora et al., 'Attend What Matters: RoI tokens for mammography', ISBI 2026, "
@@ -85,6 +87,19 @@ class AblationResults:
     def for_dataset(self, dataset: str | None) -> list[dict]:
         return [r for r in self.records if dataset is None or r["dataset"] == dataset]
 
+    @property
+    def paired(self) -> list[dict]:
+        """The paired contrasts (the file's top-level ``contrasts``; see :mod:`awm_lib.experiments.ablation_contrasts`)."""
+        return [c for c in self.meta.get("contrasts") or [] if isinstance(c, Mapping)]
+
+    def main_scale(self, dataset: str | None = None) -> str | None:
+        """The scale the book discusses: the strongest one the file has (gpu > cpu-frozen > cpu-smoke)."""
+        have = {r["scale"] for r in self.for_dataset(dataset)}
+        for sc in SCALE_RANK:
+            if sc in have:
+                return sc
+        return sorted(have)[0] if have else None
+
 
 # =====================================================================================
 # Reading and checking
@@ -118,12 +133,13 @@ def validate_ablation(obj, path: str | os.PathLike | None = None) -> AblationRes
     where = None if path is None else str(path)
 
     def fail(msg: str):
-        raise ResultsFileError(msg + "; the file must follow the schema in awm_lib/results.py", path=where)
+        raise ResultsFileError(msg + "; the file must follow the schema of awm_lib/experiments/ablation_records.py", path=where)
 
     if not isinstance(obj, Mapping):
         fail(f"expected a JSON object at the top, got {type(obj).__name__}")
     if obj.get("schema") != SCHEMA:
-        fail(f"schema is {obj.get('schema')!r}, this library reads schema {SCHEMA}")
+        fail(f"schema is {obj.get('schema')!r}, this library reads schema {SCHEMA} "
+             "(rerun `python -m awm_lib ablation`, which upgrades an older file)")
     records = obj.get("records")
     if not isinstance(records, list):
         fail("'records' must be a list")
@@ -134,6 +150,11 @@ def validate_ablation(obj, path: str | os.PathLike | None = None) -> AblationRes
         if key in seen:
             fail(f"records[{i}]: a second record for dataset {key[0]!r}, configuration {key[1]!r}, scale {key[2]!r}")
         seen.add(key)
+    contrasts = obj.get("contrasts", [])
+    if not isinstance(contrasts, list):
+        fail("'contrasts' must be a list")
+    for i, c in enumerate(contrasts):
+        _check_contrast(c, f"contrasts[{i}]", fail)
     meta = {k: v for k, v in obj.items() if k not in ("schema", "records", "notes")}
     return AblationResults(records=list(records), notes=str(obj.get("notes") or ""),
                            path=None if path is None else Path(path), meta=meta)
@@ -167,6 +188,29 @@ def _check_record(rec, at: str, fail) -> None:
             fail(f"{at}: 'roc' must be null or {{'fpr': [...], 'tpr': [...]}} of equal length")
     if not isinstance(rec.get("seeds"), list):
         fail(f"{at}: 'seeds' must be a list")
+    n_runs = rec.get("n_runs")
+    if not isinstance(n_runs, int) or isinstance(n_runs, bool) or n_runs < 1:
+        fail(f"{at}: 'n_runs' must be a positive integer, got {n_runs!r}")
+    if not isinstance(rec.get("backbone"), str) or not rec["backbone"]:
+        fail(f"{at}: 'backbone' must name the weights that produced the record, got {rec.get('backbone')!r}")
+
+
+def _check_contrast(c, at: str, fail) -> None:
+    if not isinstance(c, Mapping):
+        fail(f"{at} is not an object")
+    for key in ("dataset", "scale", "name", "from", "to"):
+        if not isinstance(c.get(key), str) or not c[key]:
+            fail(f"{at}: '{key}' must be a non-empty string")
+    at = f"{at} ({c['name']})"
+    for m in ("d_auc", "d_f1"):
+        d = c.get(m)
+        if not isinstance(d, Mapping):
+            fail(f"{at}: {m!r} must be an object with mean, ci_low, ci_high")
+        vals = {k: d.get(k) for k in ("mean", "ci_low", "ci_high")}
+        if any(v is not None and not (_is_num(v) and -1 <= v <= 1) for v in vals.values()):
+            fail(f"{at}: {m!r} values must be differences of fractions in [-1, 1] (or null), got {vals}")
+        if None not in vals.values() and not vals["ci_low"] - 1e-9 <= vals["mean"] <= vals["ci_high"] + 1e-9:
+            fail(f"{at}: {m} {vals['mean']} lies outside its interval [{vals['ci_low']}, {vals['ci_high']}]")
 
 
 def _is_num(x) -> bool:
