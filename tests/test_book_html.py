@@ -32,7 +32,7 @@ import nbformat
 import numpy as np
 import pytest
 import yaml
-from book_helpers import toc_files
+from book_helpers import page_problems, toc_files
 from PIL import Image
 
 pytestmark = pytest.mark.book
@@ -286,3 +286,10 @@ def test_ablation_chapter_is_drawn_in_chromium(built, tmp_path):
         assert np.abs(img.astype(int) - bare.astype(int)).max(axis=-1).astype(bool).sum() > 2000, (
             f"{page.stem}: the widgets were not drawn"
         )
+
+
+def test_no_page_shows_a_raw_markdown_table_or_a_nan_cell(built):
+    pages = sorted(built.rglob("*.html"))
+    problems = {p.relative_to(built).as_posix(): page_problems(p.read_text(encoding="utf-8")) for p in pages}
+    problems = {k: v for k, v in problems.items() if v}
+    assert not problems, f"pages with raw markdown tables or NaN cells: {problems}"
