@@ -1,10 +1,12 @@
 """Exception classes. Every error the library raises on bad input is one of these.
 
-The CLI turns any :class:`AWMError` into one line on stderr (``awm: error: ...``)
+The CLI turns any :class:`AWMError` into one line on stderr (``python -m awm_lib CMD: error: ...``)
 and exit status 2. Messages say what was wrong and, where possible, what to do.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 
 class AWMError(Exception):
@@ -17,6 +19,21 @@ class AWMError(Exception):
     def one_line(self) -> str:
         msg = " ".join(str(self).split())
         return f"{self.path}: {msg}" if self.path else msg
+
+
+@contextlib.contextmanager
+def about_file(path):
+    """Name ``path`` in any :class:`AWMError` raised inside that names no file yet.
+
+    >>> with about_file("mdb001.png"):      # doctest: +SKIP
+    ...     crop = segment_breast(pixels)   # "no breast found" now says which file
+    """
+    try:
+        yield
+    except AWMError as e:
+        if e.path is None:
+            e.path = str(path)
+        raise
 
 
 # --- data layer -------------------------------------------------------------
@@ -76,3 +93,7 @@ class CheckpointError(AWMError):
 
 class NonFiniteLossError(AWMError):
     """The loss became NaN or inf; the message names the step and the batch."""
+
+
+class RunExistsError(AWMError):
+    """The output folder already holds a run (pass resume / overwrite explicitly)."""

@@ -20,7 +20,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     empty.write_bytes(b"")
     assert main(["inspect", str(empty)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("awm: error: ") and "empty.dcm" in err[0]
+    assert len(err) == 1 and err[0].startswith("python -m awm_lib inspect: error: ") and "empty.dcm" in err[0]
 
 
 def test_module_entry_point_runs():

@@ -63,7 +63,7 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, content):
     out_png = tmp_path / "never.png"
     assert main(["inspect", str(path), "--save-png", str(out_png)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("awm: error: ") and str(path) in err[0]
+    assert len(err) == 1 and err[0].startswith("python -m awm_lib inspect: error: ") and str(path) in err[0]
     assert not out_png.exists()  # nothing written half-way
 
 

@@ -53,5 +53,5 @@ def test_errors_are_one_line(tmp_path, capsys):
     Image.fromarray(np.zeros((64, 64), np.uint8)).save(blank)
     assert main(["propose", str(blank)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("awm: error:") and err.count("\n") == 1
+    assert err.startswith("python -m awm_lib propose: error:") and err.count("\n") == 1
     assert main(["propose", str(MIAS / "mdb001.png"), "--proposer", "oracle"]) == 2

@@ -144,7 +144,7 @@ def test_cli_writes_and_reports(tmp_path, capsys):
     assert len(load_vindr(out)) == 4
     assert main(["synth", str(out), "--n", "4", "--seed", "9", "--size", "128", "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("awm: error: ") and "other settings" in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("python -m awm_lib synth: error: ") and "other settings" in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_split_without_cancer_is_warned_about_in_the_library_and_the_cli(tmp_path, capsys):

@@ -29,22 +29,26 @@ def _ints(text: str) -> list[int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", choices=("mias", "synthetic", "vindr"), default="mias")
+    from awm_lib.cli.args import int_in
+
+    p.add_argument("--dataset", choices=("mias", "synthetic", "vindr"), default="mias", help="which data set to run the study on")
     p.add_argument("--root", default=None, help="dataset folder (required for vindr; default location otherwise)")
     p.add_argument("--scale", choices=("cpu-smoke", "gpu"), default="cpu-smoke",
                    help="cpu-smoke: random micro ViT, minutes per run; gpu: ViT-S/14, 224-px crops (default: cpu-smoke)")
     p.add_argument("--configs", default=None, help="comma-separated configuration names (default: the standard ladder; see --list)")
     p.add_argument("--seeds", type=_ints, default=None, help="e.g. 0,1,2 (default: the scale's seeds)")
     p.add_argument("--folds", type=_ints, default=[0, 1, 2, 3, 4], help="mini-MIAS test folds (default 0,1,2,3,4)")
-    p.add_argument("--out", default="results/ablation.json")
-    p.add_argument("--runs-dir", default="runs/ablation")
+    p.add_argument("--out", default="results/ablation.json", metavar="JSON",
+                   help="the aggregated results file (records of other data sets/configurations in it are kept)")
+    p.add_argument("--runs-dir", default="runs/ablation", metavar="DIR",
+                   help="one run folder per configuration and fold/seed; finished runs are reused, interrupted ones resumed")
     p.add_argument("--overlays-dir", default="results/ablation_overlays", help="example overlay PNGs ('' for none)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra override applied to every run")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=int_in(1), default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--aggregate-only", action="store_true",
                    help="train nothing: aggregate the runs already finished (e.g. after a time limit)")
-    p.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples of the pooled CIs (default: the scale's)")
+    p.add_argument("--n-boot", type=int_in(0), default=None, help="bootstrap resamples of the pooled CIs (default: the scale's)")
     p.add_argument("--list", action="store_true", help="print the configurations and scales, then exit")
 
 

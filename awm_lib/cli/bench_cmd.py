@@ -29,8 +29,31 @@ def add_arguments(p) -> None:
     p.add_argument("--source-size", type=int, default=2048, help="long side of the generated DICOMs (default 2048)")
     p.add_argument("--profile", action="store_true", help="also profile a few steps; top-ops table next to --out")
     p.add_argument("--out", default="results/bench.json", help="results file to merge into (default results/bench.json)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated images and the random weights")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+_ARCH = {"micro": "micro ViT", "small": "ViT-S/14", "base": "ViT-B/14", "large": "ViT-L/14", "giant": "ViT-g/14"}
+_DATA = {"device": "random images already on the device (model only)",
+         "cache": "images read from the preprocessing cache (end to end)",
+         "dicom": "every DICOM decoded per image"}
+
+
+def describe_configs(configs) -> list[str]:
+    """``bench --list`` in a reader's words: what is measured, on what input, in which implementation."""
+    lines = ["Configurations (run one with --config NAME, all with --all; --tiny shrinks any to CPU scale):", ""]
+    for c in configs:
+        arch = _ARCH.get(c.arch, c.arch)
+        if c.model == "full":
+            what = f"one {arch} over the whole breast, {c.long_side} px"
+        else:
+            what = f"RoI classifier, {arch}, {c.topk} RoIs + anchor, {c.crop_size}-px crops"
+        step = "a training step" if c.mode == "train" else "inference (with the blob proposer)"
+        way = "the public implementation's way (fp32, per-image crops)" if c.path == "reference" else "this library's batched path"
+        lines.append(f"  {c.name:18s} {what}")
+        lines.append(f"  {'':18s} {step} of {c.batch_size} image{'s' if c.batch_size > 1 else ''}; {way}")
+        lines.append(f"  {'':18s} input: {_DATA.get(c.data, c.data)}")
+    return lines
 
 
 def _configs(args):
@@ -74,8 +97,7 @@ def run(args) -> int:
     from awm_lib.io_utils import run_record
 
     if args.list:
-        for c in CONFIGS.values():
-            print(f"{c.name:18s} {c.model:4s} {c.arch:5s} batch={c.batch_size:<4d} {c.path}/{c.data}/{c.mode}  {c.note}")
+        print("\n".join(describe_configs(CONFIGS.values())))
         return 0
     configs = _configs(args)
     if args.threads:

@@ -15,8 +15,10 @@ HELP = "self-supervised DINO pretraining of a ViT/14 on mammograms (and its k-NN
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", help="output folder for the pretrained backbone (save_pretrained + model card)")
-    p.add_argument("--preset", choices=["cpu-smoke", "gpu-20min"], default=None, help="a named configuration (default: the dataclass defaults)")
+    p.add_argument("--out", metavar="DIR", help="output folder for the pretrained backbone (save_pretrained + model card); "
+                   "an interrupted run there (train_state.pt) continues, a finished one is kept unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished pretraining run already in --out")
+    p.add_argument("--preset", choices=["cpu-smoke", "cpu-90min", "gpu-20min"], default=None, help="a named configuration (default: the dataclass defaults)")
     p.add_argument("--time-limit-minutes", type=float, default=None, help="whole-run time budget; the schedules anneal within it")
     p.add_argument("--stop-after-minutes", type=float, default=None, help="leave after M minutes with a resumable state (rerun the same command to continue)")
     p.add_argument("--init-from", default=None, help="continue pretraining from a save_pretrained folder or hub id (e.g. facebook/dinov2-small)")
@@ -57,6 +59,35 @@ def _config(args):
     return preset_config(args.preset, sets, **kw)
 
 
+# what a pretraining folder holds: the resumable state, or the finished backbone (save_pretrained)
+STATE_FILE, WEIGHTS_FILE = "train_state.pt", "model.safetensors"
+PRETRAIN_FILES = (STATE_FILE, WEIGHTS_FILE, "config.json", "README.md", "loss_log.jsonl", "loss_curve.png", "pretrain_config.json")
+
+
+def _holds_pretraining(out) -> bool:
+    from pathlib import Path
+
+    return any((Path(out) / f).is_file() for f in (STATE_FILE, WEIGHTS_FILE))
+
+
+def _check_out(args) -> None:
+    """Refuse to pretrain over a finished backbone unless --overwrite (before any work)."""
+    from pathlib import Path
+
+    from awm_lib.errors import RunExistsError
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise RunExistsError("is a file, not a folder for the pretrained backbone", out)
+    finished = (out / WEIGHTS_FILE).is_file() and not (out / STATE_FILE).is_file()
+    if finished and not args.overwrite:
+        raise RunExistsError("holds a finished pretraining run; use --overwrite to replace it "
+                             "(an interrupted one, with train_state.pt, continues by itself)", out)
+    if finished and args.overwrite:
+        for name in PRETRAIN_FILES:
+            (out / name).unlink(missing_ok=True)
+
+
 def run(args) -> int:
     from awm_lib.errors import ConfigError
 
@@ -95,8 +126,11 @@ def run(args) -> int:
     if not args.out:
         raise ConfigError("give --out DIR for the pretrained backbone (or --build-bank / --probe)")
     from awm_lib.pretrain.loop import pretrain
+    from awm_lib.train.run_folder import cleanup_on_failure
 
-    finished = pretrain(cfg, args.out)
+    _check_out(args)
+    with cleanup_on_failure(args.out, holds=_holds_pretraining):
+        finished = pretrain(cfg, args.out)
     if finished:
         print(f"pretrained backbone: {args.out} (model card: {args.out}/README.md)")
         return 0

@@ -34,7 +34,7 @@ import numpy as np
 from awm_lib import paths
 from awm_lib.data.breast import PAD, boxes_to_crop, boxes_to_original, segment_breast
 from awm_lib.data.image import load_image
-from awm_lib.errors import DataError
+from awm_lib.errors import DataError, about_file
 from awm_lib.io_utils import atomic_path, write_json_atomic
 
 CACHE_VERSION = 1  # bump when the preprocessing itself changes
@@ -82,7 +82,8 @@ def preprocess(path: str | Path, long_side: int = 1024, pad: int = PAD, upscale:
     from PIL import Image
 
     image = load_image(path)
-    crop = segment_breast(image.pixels, pad=pad)
+    with about_file(path):  # "no breast found" names the file
+        crop = segment_breast(image.pixels, pad=pad)
     region = np.ascontiguousarray(crop.crop(image.pixels))  # (ch, cw)
     ch, cw = region.shape
     f = long_side / max(ch, cw)
@@ -196,6 +197,8 @@ class PreprocessCache:
         from tqdm.auto import tqdm
 
         todo = [p for p in paths_ if not self.entry(p)[1].is_file()]
+        if not todo:  # everything cached: no work, no (empty) progress bar
+            return
         if workers <= 1 or len(todo) <= 1:
             for p in tqdm(todo, desc="preprocess", disable=not progress):
                 self.get(p)

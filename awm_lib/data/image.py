@@ -86,6 +86,8 @@ def load_image(path: str | Path) -> MammoImage:
     names the problem.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ImageReadError("is a directory; give one image file (DICOM, PNG or PGM)", path)
     if not path.is_file():
         raise ImageReadError("no such file", path)
     if path.stat().st_size == 0:

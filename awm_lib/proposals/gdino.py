@@ -62,7 +62,8 @@ class GroundingDinoProposer(BaseProposer):
         except (OSError, ValueError) as e:
             raise ProposalError(
                 f"cannot load Grounding DINO from {self.model!r} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                "give a local folder made with save_pretrained, or allow downloads with local_files_only=False"
+                "give a local folder made with save_pretrained (on the command line: --model DIR); with network "
+                f"access, download it once (huggingface-cli download {self.model} --local-dir DIR) and give that folder"
             ) from None
         dev = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self._model = model.to(dev).eval()

@@ -172,7 +172,7 @@ def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
     pointer = read_pointer(path)
     if not pointer:
         raise CheckpointError(
-            f"not a checkpoint: expected {WEIGHTS} here or {CKPT_DIR}/{POINTER} (a run folder written by `awm train`)",
+            f"not a checkpoint: expected {WEIGHTS} here or {CKPT_DIR}/{POINTER} (a run folder written by `python -m awm_lib train`)",
             path=path,
         )
     name = pointer.get(which) or pointer.get("last")
