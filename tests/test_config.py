@@ -8,17 +8,9 @@ from typing import Literal
 
 import pytest
 
+from awm_lib.config import apply_overrides, from_dict, parse_text, to_dict
 from awm_lib.errors import ConfigError
-from awm_lib.train.config import (
-    PRESETS,
-    TrainConfig,
-    apply_overrides,
-    config_from_dict,
-    from_dict,
-    make_config,
-    parse_text,
-    to_dict,
-)
+from awm_lib.train.config import PRESETS, TrainConfig, config_from_dict, make_config
 
 
 @dataclass

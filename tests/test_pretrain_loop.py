@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import Dinov2Model
 
+from awm_lib.config import apply_overrides
 from awm_lib.errors import CheckpointError, ConfigError
 from awm_lib.pretrain.augment import multi_crop
 from awm_lib.pretrain.dino import ema_update
@@ -16,7 +17,6 @@ from awm_lib.pretrain.loop import (
     DINOStudent,
     PretrainConfig,
     StepState,
-    apply_override,
     build_backbone,
     preset_config,
     pretrain,
@@ -155,7 +155,7 @@ def test_config_overrides_and_presets():
     assert cfg.lr == 0.01 and cfg.mask_ratio == (0.2, 0.3) and cfg.init_from is None and cfg.bf16 is False
     assert cfg.time_limit_minutes == 2.0
     with pytest.raises(ConfigError):
-        apply_override(cfg, "no_such_key=1")
+        apply_overrides(cfg, ["no_such_key=1"])
     with pytest.raises(ConfigError):
         preset_config("nope")
     with pytest.raises(ConfigError):

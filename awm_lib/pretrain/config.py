@@ -1,16 +1,21 @@
 """Pretraining settings: :class:`PretrainConfig`, the named :data:`PRESETS`, and ``key=value`` overrides.
 
 :func:`preset_config` builds a config from a preset name, ``--set key=value``
-strings (:func:`apply_override`) and keyword overrides; the loop that uses it
-is :mod:`awm_lib.pretrain.loop`.
+strings and keyword overrides; the strings are parsed and type-checked by the
+library's one override parser (:func:`awm_lib.config.apply_overrides`), so
+``bf16=ture`` is an error, not False. The loop that uses it is
+:mod:`awm_lib.pretrain.loop`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from awm_lib.config import apply_overrides, from_dict, preset_from, to_dict
 from awm_lib.errors import ConfigError
 from awm_lib.pretrain.augment import MultiCropConfig
 
@@ -104,8 +109,8 @@ class PretrainConfig:
         self.crop_config().validate()
 
 
-# Two named starting points; anything else via --set key=value.
-PRESETS: dict[str, dict[str, Any]] = {
+# Named starting points (their settings); anything else via --set key=value.
+_PRESET_SETTINGS: dict[str, dict[str, Any]] = {
     # minutes on a laptop CPU: proves the pipeline, learns little
     "cpu-smoke": dict(
         hidden_size=96, depth=4, heads=3, image_size=112, long_side=256, global_size=112, local_size=56,
@@ -124,43 +129,21 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+#: ``{name: function}``: each builds a fresh :class:`PretrainConfig` (presets are functions, as in training).
+PRESETS: dict[str, Callable[[], PretrainConfig]] = {
+    name: functools.partial(PretrainConfig, **settings) for name, settings in _PRESET_SETTINGS.items()
+}
+
+
 def preset_config(name: str | None = None, overrides: list[str] | None = None, **kw: Any) -> PretrainConfig:
-    """A :class:`PretrainConfig` from a preset name, ``key=value`` strings, and keyword overrides."""
-    if name is not None and name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    cfg = PretrainConfig(**(PRESETS[name] if name else {}))
-    for item in overrides or []:
-        cfg = apply_override(cfg, item)
-    return dataclasses.replace(cfg, **kw)
+    """A :class:`PretrainConfig` from a preset name, ``key=value`` strings, and keyword overrides.
 
-
-def apply_override(cfg: PretrainConfig, item: str) -> PretrainConfig:
-    """``"lr=1e-3"``, ``"mask_ratio=0.1,0.4"``, ``"init_from=none"`` -> a new config."""
-    if "=" not in item:
-        raise ConfigError(f"--set expects key=value, got {item!r}")
-    key, raw = (s.strip() for s in item.split("=", 1))
-    fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
-    if key not in fields:
-        raise ConfigError(f"unknown pretraining setting {key!r}; known: {', '.join(sorted(fields))}")
-    current = getattr(cfg, key)
-    if raw.lower() in ("none", "null"):
-        value: Any = None
-    elif isinstance(current, bool):
-        value = raw.lower() in ("1", "true", "yes", "on")
-    elif isinstance(current, tuple):
-        value = tuple(float(v) for v in raw.split(","))
-    elif isinstance(current, int):
-        value = int(raw)
-    elif isinstance(current, float) or (current is None and _is_number(raw)):
-        value = float(raw)
-    else:
-        value = raw
-    return dataclasses.replace(cfg, **{key: value})
-
-
-def _is_number(s: str) -> bool:
-    try:
-        float(s)
-        return True
-    except ValueError:
-        return False
+    Every value is type-checked: an unknown key or a value of the wrong type
+    (``bf16=ture``, ``lr=fast``) raises :class:`awm_lib.errors.ConfigError`
+    naming the key and the closest valid choice.
+    """
+    cfg = preset_from(PRESETS, name) if name is not None else PretrainConfig()
+    cfg = apply_overrides(cfg, overrides)
+    cfg = dataclasses.replace(cfg, **kw)
+    from_dict(PretrainConfig, to_dict(cfg))  # the keyword overrides are checked too
+    return cfg

@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from awm_lib.errors import CheckpointError, ConfigError, NonFiniteLossError
 from awm_lib.io_utils import atomic_path, run_record
 from awm_lib.pretrain.augment import multi_crop
-from awm_lib.pretrain.config import PRESETS, PretrainConfig, apply_override, preset_config  # noqa: F401
+from awm_lib.pretrain.config import PRESETS, PretrainConfig, preset_config  # noqa: F401
 from awm_lib.pretrain.dino import (
     DINOHead,
     cosine_schedule,
