@@ -9,23 +9,28 @@ HELP = "propose RoI boxes on one image, or measure lesion recall@k over a datase
 
 
 def add_arguments(p) -> None:
+    from awm_lib.cli.args import float_in, int_in
+
     p.add_argument("image", nargs="?", help="one image (PNG/PGM/DICOM) to propose boxes on")
     p.add_argument("--dataset", choices=["mias", "vindr", "synthetic"], help="dataset to evaluate on (with --eval)")
     p.add_argument("--root", help="dataset folder (default for mias: ../shared/data/mini-mias)")
-    p.add_argument("--proposer", default="blob", choices=["blob", "gdino", "oracle", "random", "none"])
-    p.add_argument("--topk", type=int, default=5, help="boxes kept after NMS (plus the anchor)")
-    p.add_argument("--iou", type=float, default=0.5, help="NMS IoU threshold")
-    p.add_argument("--margin", type=float, default=40.0, help="square side = max(w, h) + margin (pixels)")
-    p.add_argument("--border", default="shift", choices=["shift", "clip", "pad"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", help="gdino: Hub id or local folder")
-    p.add_argument("--prompt", help="gdino: text prompt")
+    p.add_argument("--proposer", default="blob", choices=["blob", "gdino", "oracle", "random", "none"],
+                   help="where the boxes come from: blob (training-free detector), gdino (Grounding DINO, needs --model), "
+                        "oracle (the annotated lesions, with --eval), random, none (the anchor only)")
+    p.add_argument("--topk", type=int_in(0), default=5, help="boxes kept after NMS (plus the anchor), >= 0")
+    p.add_argument("--iou", type=float_in(0.0, 1.0), default=0.5, help="NMS IoU threshold, in [0, 1]")
+    p.add_argument("--margin", type=float_in(0.0), default=40.0, help="square side = max(w, h) + margin (pixels), >= 0")
+    p.add_argument("--border", default="shift", choices=["shift", "clip", "pad"],
+                   help="a square box that crosses the image edge is shifted inside it, clipped to it, or padded")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random and oracle proposers")
+    p.add_argument("--model", help="gdino: a local folder made with save_pretrained (or a Hub id when online)")
+    p.add_argument("--prompt", help="gdino: text prompt (default: the proposer's own)")
     p.add_argument("--eval", action="store_true", help="measure lesion recall@1/5/10 and FROC over --dataset")
-    p.add_argument("--limit", type=int, help="evaluate on the first N images only")
+    p.add_argument("--limit", type=int_in(1), help="evaluate on the first N images only (default: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--save-png", help="write an overlay PNG (numbered boxes, anchor in blue)")
     p.add_argument("--out", help="write the evaluation (with run record) to this JSON file")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _proposer(args):
