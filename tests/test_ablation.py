@@ -292,3 +292,36 @@ def test_end_to_end_tiny_mias_run(tmp_path, monkeypatch, mias_root, one_thread):
     # aggregate-only with a fold that never ran: it is left out, and the record says so
     partial = ablation.run_study("mias", ["roi-rope2d-repulsive"], "cpu-smoke", train_missing=False, **{**kw, "folds": [0, 1]})
     assert partial["records"][0]["folds"] == [0] and "--folds 0 " in partial["records"][0]["command"] + " "
+
+
+# --- AUC against lesion size -------------------------------------------------------------------
+def test_auc_by_size_compares_each_bins_cancers_with_all_normals():
+    from awm_lib.experiments.lesion_size import auc_by_size
+
+    # normals score 0.1..0.4; small cancers (5 mm) score 0.15 and 0.35 (missed half the time), large ones 0.9
+    ids = np.array(["n1", "n2", "n3", "n4", "s1", "s2", "l1", "l2", "u1"])
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.4, 0.15, 0.35, 0.9, 0.95, 0.5])
+    run = RunPredictions(y=y, p=p, threshold=0.5, groups=ids, ids=ids)
+    sizes = {"s1": 5.0, "s2": 6.0, "l1": 25.0, "l2": 40.0, "u1": None}
+    out = auc_by_size([run], sizes, bins=(0, 10, 30, float("inf")), n_boot=200)
+    small, mid, large = out["bins"]
+    assert small["label"] == "0-10 mm" and small["n_pos"] == 2 and small["auc"]["mean"] == pytest.approx((1 + 3) / 8)
+    assert mid["n_pos"] == 1 and mid["auc"]["mean"] == 1.0 and large["label"] == ">= 30 mm" and large["hi"] is None
+    assert out["n_neg"] == 4 and out["n_unsized"] == 1
+    assert small["auc"]["ci_low"] <= small["auc"]["mean"] <= small["auc"]["ci_high"]
+    empty = auc_by_size([run], sizes, bins=(100, 200), n_boot=10)["bins"][0]
+    assert empty["n_pos"] == 0 and empty["auc"] == {"mean": None, "ci_low": None, "ci_high": None}
+    with pytest.raises(ValueError, match="image ids"):
+        auc_by_size([RunPredictions(y=y, p=p, threshold=0.5, groups=ids)], sizes)
+
+
+def test_lesion_sizes_of_real_mias_cancers_are_in_millimetres(mias_root):
+    from awm_lib.data.mias import load_mias
+    from awm_lib.experiments.lesion_size import lesion_size_mm
+
+    samples = load_mias(mias_root)
+    sizes = [lesion_size_mm(s, "mias") for s in samples if s.label == 1]
+    known = [v for v in sizes if v is not None]
+    assert len(known) >= 0.7 * len(sizes) and 2 < np.median(known) < 60  # MIAS radii of a few mm to a few cm
+    assert all(lesion_size_mm(s, "mias") is None for s in samples if s.label == 0 and not s.lesions)

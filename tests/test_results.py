@@ -286,3 +286,19 @@ def test_figures_without_results_say_so():
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+def test_auc_by_lesion_size_figure_draws_each_configuration():
+    data = make_results()
+    bins = lambda m: [{"lo": 0, "hi": 10, "label": "0-10 mm", "n_pos": 3, "auc": {"mean": m, "ci_low": m - 0.1, "ci_high": m + 0.1}},  # noqa: E731
+                      {"lo": 10, "hi": None, "label": ">= 10 mm", "n_pos": 4, "auc": {"mean": 0.9, "ci_low": 0.8, "ci_high": 1.0}}]
+    data["by_lesion_size"] = [{"dataset": "mias", "scale": "cpu-smoke", "configuration": R.BASELINE, "bins": bins(0.55)},
+                              {"dataset": "mias", "scale": "cpu-smoke", "configuration": "roi-rope2d", "bins": bins(0.8)}]
+    ax = R.plot_auc_by_lesion_size(R.validate_ablation(data), dataset="mias", configurations=[R.BASELINE, "roi-rope2d"])
+    assert sorted(ax.get_legend_handles_labels()[1]) == sorted([R.BASELINE, "roi-rope2d", "chance"])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0-10 mm\n(3 cancers)", ">= 10 mm\n(4 cancers)"]
+    assert list(ax.lines[0].get_ydata()) == pytest.approx([0.55, 0.9])
+    assert "no AUC-by-lesion-size" in R.plot_auc_by_lesion_size(None).texts[0].get_text()
+    import matplotlib.pyplot as plt
+
+    plt.close("all")

@@ -80,6 +80,7 @@ from awm_lib.experiments.ablation_study import (  # noqa: F401 - re-exported
     plan_runs,
     run_label,
 )
+from awm_lib.experiments.lesion_size import auc_by_size, lesion_size_mm
 from awm_lib.io_utils import write_json_atomic
 from awm_lib.train import checkpoint as ckpt
 from awm_lib.train.config import RESUME_IGNORE, TrainConfig, to_dict
@@ -153,7 +154,7 @@ def _run_predictions(spec: RunSpec, patient_of: dict[str, str]) -> RunPrediction
     res = read_results(spec.run_dir)
     ids, y, p = read_predictions(spec.run_dir / "predictions_test.csv")
     return RunPredictions(y=y, p=p, threshold=float(res["threshold"]), groups=np.array([patient_of.get(i, i) for i in ids]),
-                          fold=spec.fold, seed=spec.seed)
+                          fold=spec.fold, seed=spec.seed, ids=np.asarray(ids))
 
 
 def run_study(dataset: str, configurations: Sequence[str], scale: str = "cpu-smoke", *, seeds: Sequence[int] | None = None,
@@ -198,11 +199,12 @@ def run_study(dataset: str, configurations: Sequence[str], scale: str = "cpu-smo
     specs = [s for s in specs if s not in unfinished]
 
     d0 = specs[0].cfg.data if specs else None
-    patient_of = {}
+    patient_of, sizes = {}, {}
     if d0 is not None:
         samples = load_samples(d0.dataset, d0.root, synthetic_n=d0.synthetic_n, synthetic_seed=d0.synthetic_seed,
                                synthetic_size=d0.synthetic_size, val_fraction=d0.val_fraction, progress=False)
         patient_of = {s.image_id: s.patient_id for s in samples}
+        sizes = {s.image_id: lesion_size_mm(s, dataset) for s in samples}
     records, arms = [], {}
     for name in dict.fromkeys(s.configuration for s in specs):
         mine = [s for s in specs if s.configuration == name]
@@ -221,7 +223,13 @@ def run_study(dataset: str, configurations: Sequence[str], scale: str = "cpu-smo
         ))
     pairs = study_contrasts(dataset, scale, arms, seeds=seeds, folds=folds, runs_dir=runs_dir, root=root, extra=extra,
                             patient_of=patient_of, n_boot=n_boot or SCALES[scale].n_boot, log=log)
-    return write_results(out, records, skipped, dataset, contrasts=pairs)
+    by_size = []
+    if d0 is not None and any(v is not None for v in sizes.values()):
+        for name, runs in arms.items():
+            if name in {s.configuration for s in specs}:
+                by_size.append({"dataset": dataset, "scale": scale, "configuration": name,
+                                **auc_by_size(runs, sizes, n_boot=n_boot or SCALES[scale].n_boot)})
+    return write_results(out, records, skipped, dataset, contrasts=pairs, extra={"by_lesion_size": by_size})
 
 
 def study_contrasts(dataset: str, scale: str, arms: dict[str, list[RunPredictions]], *, seeds: Sequence[int],

@@ -43,6 +43,7 @@ class RunPredictions:
     groups: np.ndarray  # (N,) patient of each test image (bootstrap unit)
     fold: int | None = None
     seed: int = 0
+    ids: np.ndarray | None = None  # (N,) image id of each test prediction (for per-image analyses)
 
 
 def pooled_point(y: np.ndarray, p: np.ndarray, pred: np.ndarray) -> dict[str, float]:

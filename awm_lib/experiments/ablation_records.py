@@ -149,8 +149,8 @@ def write_results(path: str | Path, new_records: Sequence[dict], skipped: dict[s
                   contrasts: Sequence[dict] = (), extra: dict | None = None) -> dict:
     """Merge ``new_records`` (same dataset+configuration+scale replaced) and ``contrasts`` (same
     dataset+scale+name replaced) into the result file, atomically. ``extra``: more top-level
-    entries, each a list of dicts with ``dataset`` and ``scale`` keys, merged the same way
-    (those of this dataset and scale replaced)."""
+    entries, each a list of dicts with ``dataset``, ``scale`` and (optionally) ``configuration``
+    keys, merged the same way (e.g. ``by_lesion_size``, :mod:`~awm_lib.experiments.lesion_size`)."""
     path = Path(path)
     old = json.loads(path.read_text()) if path.is_file() else {"schema": SCHEMA, "records": []}
     try:
@@ -171,7 +171,7 @@ def write_results(path: str | Path, new_records: Sequence[dict], skipped: dict[s
     notes = NOTES + "".join(note for scale, note in SCALE_NOTES.items() if any(r["scale"] == scale for r in records))
     out = {"schema": SCHEMA, "notes": notes, "records": records, "contrasts": contrasts_all, "skipped": skipped_all}
     for name, entries in (extra or {}).items():
-        ekey = lambda e: (e["dataset"], e["scale"])  # noqa: E731
+        ekey = lambda e: (e["dataset"], e["scale"], e.get("configuration"))  # noqa: E731
         replaced_e = {ekey(e) for e in entries}
         out[name] = [e for e in old.get(name, []) if ekey(e) not in replaced_e] + list(entries)
     for name, value in old.items():  # keep what this call did not touch

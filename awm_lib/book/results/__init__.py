@@ -84,6 +84,7 @@ from awm_lib.book.results.file import (  # noqa: F401 - re-exported (private hel
 )
 from awm_lib.book.results.plots import (  # noqa: F401 - re-exported
     _placeholder,
+    plot_auc_by_lesion_size,
     plot_forest,
     plot_paper_comparison,
     plot_recall_vs_metric,
@@ -95,6 +96,7 @@ __all__ = [
     "ResultsFileError", "AblationResults", "default_path", "load_ablation", "validate_ablation",
     "format_ci", "ablation_table", "metric_frame", "find_record", "setting_choices", "same_settings",
     "paper_table", "proposer_swap", "headline_configurations", "plot_forest", "plot_roc_curves", "plot_recall_vs_metric", "plot_paper_comparison",
+    "plot_auc_by_lesion_size",
     "contrasts", "claims_markdown", "summary_markdown", "findings_markdown", "claims_table", "paired_table",
     "paired_verdict",
 ]

@@ -132,3 +132,40 @@ def plot_paper_comparison(results: AblationResults | Iterable[dict] | None = Non
     ax.set_xlabel("percent")
     ax.legend(loc="lower right")
     return ax
+
+
+def plot_auc_by_lesion_size(results: AblationResults | None, dataset: str = "synthetic",
+                            configurations: Sequence[str] | None = None, scale: str | None = None, ax=None):
+    """AUC of each size bin's cancers against all normals, per configuration, with 95% intervals.
+
+    Reads the results file's ``by_lesion_size`` (:mod:`awm_lib.experiments.lesion_size`).
+    By default: the full-image baseline and the paper's method, the two the premise is about.
+    """
+    ax = _ax(ax, width=6.4, height=3.8)
+    entries = [] if results is None else [e for e in results.meta.get("by_lesion_size") or []
+                                          if e.get("dataset") == dataset]
+    scale = scale or (results.main_scale(dataset) if results is not None else None)
+    entries = [e for e in entries if e.get("scale") == scale]
+    if configurations is None:
+        configurations = [BASELINE, "roi-rope2d-repulsive"]
+    entries = sorted((e for e in entries if e["configuration"] in configurations),
+                     key=lambda e: list(configurations).index(e["configuration"]))
+    if not entries:
+        return _placeholder(f"no AUC-by-lesion-size results for {dataset} yet: run `python -m awm_lib ablation`", ax)
+    labels = [b["label"] + f"\n({b['n_pos']} cancers)" for b in entries[0]["bins"]]
+    x = np.arange(len(labels), dtype=float)
+    width = 0.8 / len(entries)
+    for j, e in enumerate(entries):
+        mean = np.array([np.nan if b["auc"]["mean"] is None else b["auc"]["mean"] for b in e["bins"]])
+        lo = np.array([np.nan if b["auc"]["ci_low"] is None else b["auc"]["ci_low"] for b in e["bins"]])
+        hi = np.array([np.nan if b["auc"]["ci_high"] is None else b["auc"]["ci_high"] for b in e["bins"]])
+        err = np.vstack([np.nan_to_num(mean - lo), np.nan_to_num(hi - mean)])
+        ax.errorbar(x - 0.4 + width * (j + 0.5), mean, yerr=err, fmt="o", capsize=3, color=PALETTE[j % len(PALETTE)],
+                    label=e["configuration"])
+    ax.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance")
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylim(0.0, 1.02)
+    ax.set_xlabel("size of the largest malignant lesion (box side)")
+    ax.set_ylabel("AUC: these cancers vs all normals (95% CI)")
+    ax.legend(fontsize=8, loc="lower right")
+    return ax
