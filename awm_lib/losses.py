@@ -5,7 +5,11 @@
 * :func:`repulsive_loss` - the reference implementation's "contrastive" term:
   the mean SQUARED cosine similarity between different RoIs of the same image.
   It pushes an image's RoI embeddings towards orthogonality so the K tokens
-  carry different information (0 when orthogonal, 1 when identical).
+  carry different information (0 when orthogonal, 1 when identical). Where it
+  acts is ``LossConfig.repulsive_on``: the reference puts it on the OUTPUTS of
+  the last transformer block (``"tokens"``) and leaves the anchor out; the
+  project's presets put it on the projected backbone embeddings, before the
+  transformer (``"embeddings"``).
 * :func:`supcon_loss` - supervised contrastive loss (Khosla et al. 2020) with
   hard negatives up-weighted as in Robinson et al. 2021 ("Contrastive learning
   with hard negative samples"): used across the batch at IMAGE level (cancer vs
@@ -28,6 +32,7 @@ import torch.nn.functional as F
 from awm_lib.errors import ConfigError
 from awm_lib.model.roi_transformer import RoIOutput
 
+REPULSIVE_TARGETS = ("tokens", "embeddings")  # where the repulsive term acts
 _NEG = -1e9  # a finite "minus infinity": keeps logsumexp and its gradient NaN-free
 
 
@@ -174,12 +179,16 @@ def label_rois(
 class LossConfig:
     """Weights of each term (0 switches a term off) and their settings.
 
-    Defaults follow the reference implementation: pos_weight 10, repulsive 0.3.
+    Defaults follow the reference implementation: pos_weight 10, repulsive 0.3
+    on the last block's outputs (``repulsive_on="tokens"``), anchor excluded.
+    ``repulsive_on="embeddings"`` (the project's presets) puts the term on the
+    projected backbone embeddings instead, before position codes and attention.
     """
 
     pos_weight: float = 10.0
     repulsive_weight: float = 0.3
-    repulsive_include_anchor: bool = True
+    repulsive_include_anchor: bool = False  # the reference excludes the anchor (it contains every other crop)
+    repulsive_on: str = "tokens"  # "tokens" (transformer outputs, the reference) | "embeddings" (projected, ours)
     supcon_weight: float = 0.0  # image level, across the batch
     roi_supcon_weight: float = 0.0  # RoI level, needs batch["roi_labels"]
     temperature: float = 0.1
@@ -188,6 +197,8 @@ class LossConfig:
     malignant_anchors_only: bool = True
 
     def validate(self) -> None:
+        if self.repulsive_on not in REPULSIVE_TARGETS:
+            raise ConfigError(f"repulsive_on={self.repulsive_on!r}; choose one of {REPULSIVE_TARGETS}")
         if self.image_embedding not in ("pooled", "anchor"):
             raise ConfigError(f"image_embedding={self.image_embedding!r}; use 'pooled' or 'anchor'")
         if self.temperature <= 0:
@@ -224,9 +235,8 @@ def compute_loss(
     parts: dict[str, torch.Tensor] = {"bce": weighted_bce(output.logits, labels, cfg.pos_weight)}
     total = parts["bce"]
     if cfg.repulsive_weight > 0:
-        parts["repulsive"] = repulsive_loss(
-            output.roi_embeddings, output.roi_mask, include_anchor=cfg.repulsive_include_anchor
-        )
+        where = output.tokens if cfg.repulsive_on == "tokens" else output.roi_embeddings  # (B, K, D)
+        parts["repulsive"] = repulsive_loss(where, output.roi_mask, include_anchor=cfg.repulsive_include_anchor)
         total = total + cfg.repulsive_weight * parts["repulsive"]
     if cfg.supcon_weight > 0:
         emb = output.pooled if cfg.image_embedding == "pooled" else output.roi_embeddings[:, 0]

@@ -81,8 +81,9 @@ def test_presets_are_valid_and_round_trip(name):
 
 def test_presets_match_their_descriptions():
     smoke, default, paper = make_config("smoke"), make_config("default"), make_config("paper")
-    # the paper: ViT-B/14, 448-px crops, top-5 + anchor; default: ViT-S/14, 224 px
-    assert paper.model.crop_size == 448 and paper.model.topk == 5 and "base" in paper.model.backbone.name_or_path
+    # the paper: ViT-B/14, 448-px crops, k = 5 counting the anchor (tests/test_paper_recipe.py: every point);
+    # default: ViT-S/14, 224 px, top-5 + anchor
+    assert paper.model.crop_size == 448 and paper.model.topk + 1 == 5 and "base" in paper.model.backbone.name_or_path
     assert default.model.crop_size == 224 and default.model.topk == 5 and "small" in default.model.backbone.name_or_path
     # smoke: a tiny random backbone on small images
     assert smoke.model.backbone.name_or_path is None and smoke.model.backbone.random_arch == "micro"

@@ -120,7 +120,8 @@ def test_compute_loss_combines_the_parts():
     emb = torch.tensor([[unit(0), unit(60)], [unit(0), unit(90)], [unit(30), unit(120)]])
     out = _output(torch.tensor([0.0, 2.0, -1.0]), emb)
     batch = {"labels": torch.tensor([1, 0, 1]), "roi_labels": torch.tensor([[-1, 1], [-1, 0], [-1, 1]])}
-    cfg = LossConfig(pos_weight=3.0, repulsive_weight=0.3, supcon_weight=0.5, roi_supcon_weight=0.2)
+    cfg = LossConfig(pos_weight=3.0, repulsive_weight=0.3, supcon_weight=0.5, roi_supcon_weight=0.2,
+                     repulsive_include_anchor=True)
     total, parts = compute_loss(out, batch, cfg)
     assert parts["repulsive"].item() == pytest.approx((0.25 + 0 + 0) / 3, rel=1e-5)
     want = parts["bce"] + 0.3 * parts["repulsive"] + 0.5 * parts["supcon"] + 0.2 * parts["roi_supcon"]
@@ -139,3 +140,22 @@ def test_compute_loss_errors():
         compute_loss(out, {"labels": torch.tensor([0, 1])}, LossConfig(roi_supcon_weight=1.0))
     with pytest.raises(ConfigError, match="temperature"):
         compute_loss(out, {"labels": torch.tensor([0, 1])}, LossConfig(temperature=0.0))
+
+
+def test_repulsive_defaults_are_the_reference_s_and_where_it_acts_is_an_option():
+    """The reference: on the last block's outputs (tokens), anchor excluded; ours: on the embeddings."""
+    cfg = LossConfig()
+    assert (cfg.repulsive_on, cfg.repulsive_include_anchor, cfg.repulsive_weight, cfg.pos_weight) == ("tokens", False, 0.3, 10.0)
+    # embeddings: 3 RoIs at 0, 0 and 90 degrees; tokens: three orthogonal directions
+    emb = torch.stack([torch.tensor([unit(0), unit(0), unit(90)])])  # (1, 3, 2)
+    tok = torch.eye(3)[None]  # (1, 3, 3)
+    out = RoIOutput(logits=torch.zeros(1), roi_embeddings=emb, tokens=tok, pooled=tok[:, 0])
+    batch = {"labels": torch.tensor([0])}
+    _, on_tokens = compute_loss(out, batch, LossConfig())
+    assert on_tokens["repulsive"].item() == pytest.approx(0.0, abs=1e-7)  # tokens are orthogonal
+    _, on_emb = compute_loss(out, batch, LossConfig(repulsive_on="embeddings"))
+    assert on_emb["repulsive"].item() == pytest.approx(0.0, abs=1e-7)  # anchor (index 0) left out: 0 vs 90 degrees
+    _, with_anchor = compute_loss(out, batch, LossConfig(repulsive_on="embeddings", repulsive_include_anchor=True))
+    assert with_anchor["repulsive"].item() == pytest.approx(2 / 6, rel=1e-6)  # the pair (0, 1) is identical, both orders
+    with pytest.raises(ConfigError, match="repulsive_on"):
+        LossConfig(repulsive_on="pooled").validate()

@@ -17,19 +17,32 @@ HELP = "train the RoI classifier (then evaluate it on the test split)"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--dataset", required=True, choices=("synthetic", "mias", "vindr"), help="which data set")
+    p.add_argument("--dataset", default=None, choices=("synthetic", "mias", "vindr"), help="which data set (required, except with --print-config)")
     p.add_argument("--root", default=None, metavar="DIR", help="data folder (mias: default ../shared/data/mini-mias; synthetic: generated into the cache when omitted)")
     p.add_argument("--preset", default="default", choices=("smoke", "default", "paper"), help="smoke (minutes on a CPU), default (ViT-S/14, 224 px), paper (ViT-B/14, 448 px)")
-    p.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints, metrics.jsonl, results.json)")
+    p.add_argument("--out", default=None, metavar="DIR", help="run folder (checkpoints, metrics.jsonl, results.json; required, except with --print-config)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. optim.lr_head=3e-4 or data.fold=2 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print results.json instead of a summary")
+    p.add_argument("--print-config", action="store_true", help="print the resolved configuration (preset + --set) and exit; builds and loads nothing")
 
 
 def run(args) -> int:
     import json
 
+    from awm_lib.errors import ConfigError
+
+    if args.print_config:  # nothing heavy: no torch model, no data, no run folder
+        from awm_lib.train.config import describe_config, make_config, to_dict
+
+        data = {k: v for k, v in (("dataset", args.dataset), ("root", args.root)) if v is not None}
+        cfg = make_config(args.preset, args.overrides, **data)
+        print(json.dumps(to_dict(cfg), indent=2) if args.json else describe_config(cfg))
+        return 0
+    missing = [flag for flag, value in (("--dataset", args.dataset), ("--out", args.out)) if value is None]
+    if missing:
+        raise ConfigError(f"train needs {' and '.join(missing)} (only --print-config runs without them)")
     from awm_lib.train.config import make_config
     from awm_lib.train.distributed import cleanup, init_from_env
     from awm_lib.train.evaluate import format_results

@@ -66,8 +66,18 @@ class BackboneConfig:
     allow_random_fallback: if loading fails, use random weights (with a loud
         warning) instead of raising :class:`~awm_lib.errors.CheckpointError`.
     freeze_patch_embed: freeze the patch-embedding convolution.
-    freeze_blocks: freeze the first N transformer blocks; when N > 0 everything
-        below them (CLS token, position embeddings, patch embedding) is frozen too.
+    freeze_blocks: freeze the first N transformer blocks.
+    freeze_tokens: with ``freeze_blocks > 0``, also freeze the CLS token, the
+        registers and the position embeddings, so nothing below a frozen block
+        moves (the project's choice). The reference implementation freezes only
+        the patch embedding and blocks 0-2 and trains these tokens
+        (``freeze_tokens=False`` in the ``paper`` preset).
+
+    Parameters the forward pass never uses are always frozen: HF's
+    ``embeddings.mask_token`` only enters with ``bool_masked_pos`` (masked-image
+    pretraining), which the RoI encoder never passes. A trainable parameter
+    without a gradient makes DistributedDataParallel fail ("Expected to have
+    finished reduction in the prior iteration").
     embedding: ``"cls"`` or ``"cls+mean"`` (CLS concatenated with the mean patch token).
     attn_implementation: ``"sdpa"`` (fast) or ``"eager"``.
     pixel_mean / pixel_std: per-channel normalisation the weights expect (ImageNet).
@@ -79,6 +89,7 @@ class BackboneConfig:
     allow_random_fallback: bool = True
     freeze_patch_embed: bool = False
     freeze_blocks: int = 0
+    freeze_tokens: bool = True
     embedding: str = "cls"
     attn_implementation: str = "sdpa"
     pixel_mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -117,6 +128,9 @@ class BackboneTokens:
 class Backbone(nn.Module):
     """A DINOv2 ``transformers`` model plus the facts the rest of the library needs."""
 
+    #: ``model.embeddings`` parameters the forward pass never touches (always frozen).
+    UNUSED_PARAMETERS = ("mask_token",)
+
     def __init__(self, model: nn.Module, cfg: BackboneConfig, is_pretrained: bool, source: str):
         super().__init__()
         self.model = model
@@ -141,11 +155,18 @@ class Backbone(nn.Module):
             )
         emb = self.model.embeddings
         if cfg.freeze_blocks > 0:
-            emb.requires_grad_(False)  # everything below a frozen block is frozen
+            if cfg.freeze_tokens:
+                emb.requires_grad_(False)  # everything below a frozen block is frozen
             for block in self.model.encoder.layer[: cfg.freeze_blocks]:
                 block.requires_grad_(False)
         if cfg.freeze_patch_embed:
             emb.patch_embeddings.requires_grad_(False)
+        # Never used here (only with bool_masked_pos): a trainable parameter without a
+        # gradient breaks DDP's reduction, so it is frozen whatever the config says.
+        for name in self.UNUSED_PARAMETERS:
+            param = getattr(emb, name, None)
+            if isinstance(param, nn.Parameter):
+                param.requires_grad_(False)
 
     # -- forward ---------------------------------------------------------------
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -1,25 +1,37 @@
-"""Where is each RoI? Three ways to tell the RoI transformer.
+"""Where is each RoI? The codes that tell the RoI transformer.
 
-A set of RoI tokens carries no order or place by itself. Three codes:
+A set of RoI tokens carries no order or place by itself. The codes, and whose
+choice each one is:
 
-``"sine"`` (the reference implementation)
+``"sinecat+rope1d"`` (the reference implementation's, and the ``paper`` preset's)
+    Two codes at once. (1) Each box's ``(cx/W, cy/H, s/W, s/H)``, with
+    ``s = max(w, h)`` the side of its square, goes through the DAB-DETR sine
+    code (64 features per coordinate, 256 in all, see
+    :func:`reference_box_code`), then a LEARNED ``Linear(256, 256)``, and the
+    result is CONCATENATED to the backbone's CLS embedding (768 + 256 = 1024
+    for ViT-B, no input projection). (2) Inside every attention block, a 1-D
+    RoPE over the sequence index (the detector's rank) rotates queries and keys.
+    ``"sinecat"`` is part (1) alone.
+
+``"sine"`` (the project's variant)
     A fixed DETR-style sine/cosine embedding of the normalised box
-    ``(cx, cy, w, h)`` ADDED to each token. Attention then sees absolute
-    positions mixed into the content; relative geometry must be learned.
+    ``(cx, cy, w, h)`` ADDED to each (projected) token, with no learned
+    projection. Attention then sees absolute positions mixed into the content.
 
-``"rope2d"`` (ours)
+``"rope2d"`` (the project's variant)
     A 2-D rotary embedding of the box CENTRES applied to queries and keys
     inside attention. Half of each head's (rotation) pairs turn with ``cx``,
     half with ``cy``. Because rotations compose, ``rot(a)q . rot(b)k =
     q . rot(b - a)k``: the attention logit depends only on WHERE the two RoIs
-    are relative to each other (shift all boxes and nothing changes).
+    are relative to each other (shift all boxes and nothing changes). It
+    encodes centres only and DROPS BOX SIZE; ``"sine+rope2d"`` adds the size
+    back through the sine code.
 
-``"rope1d_index"`` (what the reference implementation does)
-    1-D RoPE over the sequence index, i.e. the detector's rank: token 3 is
-    "one step after" token 2 however far apart the boxes are. Included so the
-    book can show the difference.
+``"rope1d_index"``
+    1-D RoPE over the sequence index alone (part (2) of the reference's code):
+    token 3 is "one step after" token 2 however far apart the boxes are.
 
-``"sine+rope2d"`` uses both; ``"none"`` neither.
+``"none"`` uses no position code.
 """
 
 from __future__ import annotations
@@ -30,7 +42,19 @@ import torch
 
 from awm_lib.errors import ConfigError
 
-POSITION_MODES = ("none", "sine", "rope2d", "rope1d_index", "sine+rope2d")
+POSITION_MODES = ("none", "sine", "rope2d", "rope1d_index", "sine+rope2d", "sinecat", "sinecat+rope1d")
+
+#: Whose choice each mode is (the book and ``--print-config`` say it beside the mode).
+POSITION_ORIGIN = {
+    "none": "no position code",
+    "sine": "the project's variant: fixed sine code of (cx, cy, w, h) added to the token",
+    "rope2d": "the project's variant: 2-D RoPE of the box centres (drops box size)",
+    "rope1d_index": "1-D RoPE over the sequence index (half of the reference's code)",
+    "sine+rope2d": "the project's variant: added sine code + 2-D RoPE of the centres",
+    "sinecat": "sine code -> Linear(256, 256), concatenated (half of the reference's code)",
+    "sinecat+rope1d": "the reference implementation's: sine code -> Linear(256, 256), concatenated, "
+                      "+ 1-D RoPE over the sequence index",
+}
 
 
 def check_mode(mode: str) -> None:
@@ -39,11 +63,21 @@ def check_mode(mode: str) -> None:
 
 
 def uses_sine(mode: str) -> bool:
+    """The fixed sine code ADDED to the token (the project's ``sine`` modes)."""
     return mode in ("sine", "sine+rope2d")
 
 
+def uses_sine_concat(mode: str) -> bool:
+    """The reference's sine code -> learned Linear, CONCATENATED to the token."""
+    return mode in ("sinecat", "sinecat+rope1d")
+
+
 def uses_rope(mode: str) -> bool:
-    return mode in ("rope2d", "rope1d_index", "sine+rope2d")
+    return mode in ("rope2d", "rope1d_index", "sine+rope2d", "sinecat+rope1d")
+
+
+def uses_rope2d(mode: str) -> bool:
+    return mode in ("rope2d", "sine+rope2d")
 
 
 def boxes_to_cxcywh_norm(boxes: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
@@ -70,6 +104,24 @@ def sine_box_embedding(boxes_norm: torch.Tensor, dim: int, temperature: float = 
     pos = boxes_norm.float()[..., None] * (2 * math.pi) / dim_t  # (B, K, 4, n)
     code = torch.stack([pos[..., 0::2].sin(), pos[..., 1::2].cos()], dim=-1).flatten(-2)  # (B, K, 4, n)
     return code.flatten(-2)  # (B, K, dim): [cx features | cy | w | h]
+
+
+def reference_box_code(boxes_norm: torch.Tensor, dim: int = 256, temperature: float = 10000.0) -> torch.Tensor:
+    """(B, K, 4) normalised cxcywh -> (B, K, dim): the reference implementation's box code.
+
+    What the reference's ``data.py`` computes (DAB-DETR's ``gen_sineembed_for_position``
+    with ``d_model=128``): the box becomes ``(cx/W, cy/H, s/W, s/H)`` with ``s = max(w, h)``
+    (in pixels), each coordinate gets ``dim / 4`` sine/cosine features (64 of them for
+    ``dim = 256``, frequencies ``temperature ** (2 floor(i/2) / 64)``), in the order
+    ``[cy | cx | s/W | s/H]`` (DAB-DETR puts y first). A learned ``Linear(dim, dim)``
+    follows in the model.
+
+    Every RoI here is square in pixels (side ``s``), so its normalised ``(w, h)``
+    already IS ``(s/W, s/H)``; our ``s`` includes the margin (the reference
+    normalises the detector box's side, before the margin is added).
+    """
+    cx, cy, w, h = boxes_norm.float().unbind(-1)
+    return sine_box_embedding(torch.stack([cy, cx, w, h], dim=-1), dim, temperature)
 
 
 # -- rotary embeddings ---------------------------------------------------------------
@@ -126,9 +178,9 @@ def rope_angles(
 ) -> torch.Tensor | None:
     """Angles for ``mode`` given (B, K, 4) normalised cxcywh boxes -> (B, K, head_dim/2) or None."""
     check_mode(mode)
-    if mode in ("rope2d", "sine+rope2d"):
+    if uses_rope2d(mode):
         return rope2d_angles(boxes_norm[..., :2], head_dim, min_wavelength, max_wavelength)
-    if mode == "rope1d_index":
+    if mode in ("rope1d_index", "sinecat+rope1d"):
         b, k = boxes_norm.shape[:2]
         return rope1d_angles(k, head_dim, device=boxes_norm.device).expand(b, k, head_dim // 2)
     return None

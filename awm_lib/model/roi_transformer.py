@@ -6,11 +6,20 @@ the detector's top-k boxes) instead of ~50,000 patch tokens::
     images (B,1,H,W), rois (B,K,4)
       -> extract_rois          crops (B,K,3,S,S)       one batched grid_sample
       -> backbone              (B*K, Db)               ONE ViT call for all crops
-      -> proj                  roi_embeddings (B,K,D)  (the contrastive losses use these)
+      -> [concat box code]     (B,K,Db+P)              the reference's sine code -> Linear (``sinecat`` modes)
+      -> proj                  roi_embeddings (B,K,D)  Linear to d_model (``input_proj``; the reference has none)
       -> + sine code / RoPE    position of each box
-      -> depth x RoIBlock      tokens (B,K,D)          pre-norm attention + MLP
+      -> depth x RoIBlock      tokens (B,K,D)          attention + MLP (pre-norm: ours; post-norm: the reference's)
       -> pool                  (B,D)                   anchor | attention | mean | cls
-      -> head                  logits (B,)
+      -> head                  logits (B,)             LN -> Linear (ours) | BN -> Linear -> ReLU -> Linear (reference)
+
+Two recipes share this code. The reference implementation's (the ``paper``
+preset): ``position="sinecat+rope1d"``, no input projection (768 + 256 = 1024
+wide), 3 single-head POST-norm blocks whose MLP is one ``Linear + ReLU``,
+dropout 0.25 on the attention weights and in the head, ``head="mlp"``,
+PyTorch's default initialisation. The project's (``default``, ``smoke``):
+multi-head PRE-norm blocks with a GELU MLP, an input projection to a narrow
+``d_model``, 2-D RoPE of the box centres, a LayerNorm + Linear head.
 
 Attention uses ``F.scaled_dot_product_attention`` (fused kernels); asking for
 ``return_attention=True`` switches to an explicit softmax that returns the
@@ -32,12 +41,17 @@ from awm_lib.model.position import (
     apply_rope,
     boxes_to_cxcywh_norm,
     check_mode,
+    reference_box_code,
     rope_angles,
     sine_box_embedding,
+    uses_rope2d,
     uses_sine,
+    uses_sine_concat,
 )
 
 POOLINGS = ("anchor", "attention", "mean", "cls")
+MLPS = ("gelu", "relu")  # gelu: Linear -> GELU -> Linear (ours); relu: one Linear + ReLU (the reference's)
+HEADS = ("linear", "mlp")  # linear: LN -> dropout -> Linear (ours); mlp: BN -> dropout -> Linear -> ReLU -> Linear (reference)
 
 
 @dataclass
@@ -45,8 +59,19 @@ class RoIClassifierConfig:
     """Everything that shapes the RoI classifier (the backbone has its own config).
 
     d_model is the width of the RoI transformer: backbone embeddings (``embed_dim``
-    of the backbone) are projected to it. ``topk`` proposals plus the anchor make
-    ``K = topk + 1`` RoIs per image.
+    of the backbone, plus ``pos_dim`` with a concatenated ``sinecat`` code) are
+    projected to it (``input_proj``). Without the projection (the reference's
+    recipe) ``d_model`` must equal that width, e.g. 768 + 256 = 1024.
+
+    ``topk`` counts PROPOSALS: ``topk`` proposals plus the anchor make
+    ``K = topk + 1`` tokens per image. The reference's ``k`` counts the anchor:
+    its k = 5 is ``topk = 4`` here.
+
+    ``dropout`` acts on the residual branches (attention output, MLP);
+    ``attn_dropout`` on the attention weights (where the reference's 0.25 acts);
+    ``head_dropout`` before the head's first Linear. ``init_std``: truncated
+    normal std of every new Linear (ours, 0.02), or ``None`` for PyTorch's default
+    initialisation (the reference's).
     """
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -59,9 +84,15 @@ class RoIClassifierConfig:
     dropout: float = 0.1
     attn_dropout: float = 0.0
     pre_norm: bool = True
-    position: str = "rope2d"  # none | sine | rope2d | rope1d_index | sine+rope2d
+    position: str = "rope2d"  # see awm_lib.model.position.POSITION_MODES (rope2d: the project's; sinecat+rope1d: the reference's)
     pooling: str = "anchor"  # anchor | attention | mean | cls
     head_dropout: float = 0.1
+    mlp: str = "gelu"  # gelu: Linear(d, r*d) -> GELU -> Linear (ours) | relu: ReLU(Linear(d, d)) (the reference's)
+    head: str = "linear"  # linear: LN -> dropout -> Linear(d, 1) (ours) | mlp: BN -> dropout -> Linear(d, head_hidden) -> ReLU -> Linear(head_hidden, 1)
+    head_hidden: int = 256
+    input_proj: bool = True  # Linear from the backbone (+ concatenated code) width to d_model; the reference has none
+    pos_dim: int = 256  # width of the concatenated sinecat code (the reference's 256)
+    init_std: float | None = 0.02  # None: PyTorch's default init of new layers (the reference's)
     rope_min_wavelength: float = 0.02
     rope_max_wavelength: float = 4.0
     max_value: float = 1.0  # divide image values by this before normalising (65535 for raw 16-bit)
@@ -73,10 +104,20 @@ class RoIClassifierConfig:
         if self.d_model % self.heads:
             raise ConfigError(f"d_model={self.d_model} is not divisible by heads={self.heads}")
         head_dim = self.d_model // self.heads
-        if "rope2d" in self.position and head_dim % 4:
+        if uses_rope2d(self.position) and head_dim % 4:
             raise ConfigError(f"rope2d needs d_model/heads divisible by 4, got {head_dim}")
+        if self.position in ("rope1d_index", "sinecat+rope1d") and head_dim % 2:
+            raise ConfigError(f"1-D RoPE needs an even d_model/heads, got {head_dim}")
         if uses_sine(self.position) and self.d_model % 8:
             raise ConfigError(f"the sine position code needs d_model divisible by 8, got {self.d_model}")
+        if uses_sine_concat(self.position) and (self.pos_dim <= 0 or self.pos_dim % 8):
+            raise ConfigError(f"model.pos_dim={self.pos_dim} must be a positive multiple of 8 (the reference: 256)")
+        if self.mlp not in MLPS:
+            raise ConfigError(f"model.mlp={self.mlp!r}; choose one of {MLPS}")
+        if self.head not in HEADS:
+            raise ConfigError(f"model.head={self.head!r}; choose one of {HEADS}")
+        if self.head_hidden <= 0:
+            raise ConfigError(f"model.head_hidden={self.head_hidden} must be positive")
         if self.depth < 0 or self.topk < 0 or self.crop_size <= 0:
             raise ConfigError("depth, topk must be >= 0 and crop_size > 0")
 
@@ -86,10 +127,14 @@ class RoIOutput:
     """What :class:`RoIClassifier` returns.
 
     logits (B,): one malignancy logit per image.
-    roi_embeddings (B, K, D): backbone embeddings after the projection to
-        d_model, BEFORE position codes and the transformer; the repulsive and
-        contrastive losses act on these (they shape what the ViT sees per crop).
-    tokens (B, K, D): RoI tokens after the transformer (and final norm).
+    roi_embeddings (B, K, D): backbone embeddings after the input projection to
+        d_model (with a ``sinecat`` code: the projected concatenation), BEFORE
+        added position codes and the transformer. The project's presets put the
+        repulsive loss here (``loss.repulsive_on="embeddings"``); the supervised
+        contrastive losses always act here.
+    tokens (B, K, D): RoI tokens after the transformer (and final norm): the
+        outputs of the last block, where the reference puts the repulsive loss
+        (``loss.repulsive_on="tokens"``).
     pooled (B, D): the image embedding the head classifies.
     roi_mask (B, K) bool: True for real RoIs, False for padding.
     attention: per block (B, heads, K', K') weights, K' = K (+1 with CLS pooling),
@@ -147,7 +192,11 @@ class RoIAttention(nn.Module):
 
 
 class RoIBlock(nn.Module):
-    """Transformer block: attention + MLP, each with a residual (pre-norm by default)."""
+    """Transformer block: attention + MLP, each with a residual.
+
+    Pre-norm (ours): ``x + attn(LN(x))``, then ``x + mlp(LN(x))``. Post-norm (the
+    reference's): ``LN(x + attn(x))``, then ``LN(x + mlp(x))``.
+    """
 
     def __init__(self, cfg: RoIClassifierConfig):
         super().__init__()
@@ -156,10 +205,13 @@ class RoIBlock(nn.Module):
         self.norm1 = nn.LayerNorm(d)
         self.attn = RoIAttention(d, cfg.heads, cfg.attn_dropout, cfg.dropout)
         self.norm2 = nn.LayerNorm(d)
-        hidden = int(cfg.mlp_ratio * d)
-        self.mlp = nn.Sequential(
-            nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d), nn.Dropout(cfg.dropout)
-        )
+        if cfg.mlp == "relu":  # the reference: one Linear + ReLU, width d
+            self.mlp = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Dropout(cfg.dropout))
+        else:
+            hidden = int(cfg.mlp_ratio * d)
+            self.mlp = nn.Sequential(
+                nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d), nn.Dropout(cfg.dropout)
+            )
 
     def forward(self, x, key_mask=None, angles=None, need_weights=False):
         if self.pre_norm:
@@ -200,23 +252,46 @@ class RoIClassifier(nn.Module):
                 f"{self.backbone.patch_size}; use e.g. 224 or 448"
             )
         d = cfg.d_model
-        self.proj = nn.Linear(self.backbone.embed_dim, d)
+        # the reference's box code: sine -> Linear(P, P), concatenated to the CLS embedding
+        self.pos_proj = nn.Linear(cfg.pos_dim, cfg.pos_dim) if uses_sine_concat(cfg.position) else None
+        width = self.backbone.embed_dim + (cfg.pos_dim if self.pos_proj is not None else 0)
+        if cfg.input_proj:
+            self.proj = nn.Linear(width, d)
+        elif width != d:
+            code = f" + model.pos_dim {cfg.pos_dim}" if self.pos_proj is not None else ""
+            raise ConfigError(
+                f"model.input_proj=false needs model.d_model = the backbone's embed_dim "
+                f"{self.backbone.embed_dim}{code} = {width}, got {d}; set model.d_model={width} "
+                "or model.input_proj=true"
+            )
+        else:
+            self.proj = nn.Identity()
         self.blocks = nn.ModuleList([RoIBlock(cfg) for _ in range(cfg.depth)])
         self.norm = nn.LayerNorm(d) if cfg.pre_norm else nn.Identity()
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d)) if cfg.pooling == "cls" else None
         self.attn_pool = AttentionPool(d) if cfg.pooling == "attention" else None
-        self.head = nn.Sequential(nn.LayerNorm(d), nn.Dropout(cfg.head_dropout), nn.Linear(d, 1))
+        if cfg.head == "mlp":  # the reference: BN -> dropout -> Linear(d, 256) -> ReLU -> Linear(256, 1)
+            h = cfg.head_hidden
+            self.head = nn.Sequential(
+                nn.BatchNorm1d(d), nn.Dropout(cfg.head_dropout), nn.Linear(d, h), nn.ReLU(), nn.Linear(h, 1)
+            )
+        else:
+            self.head = nn.Sequential(nn.LayerNorm(d), nn.Dropout(cfg.head_dropout), nn.Linear(d, 1))
         self._init_new_weights()
 
     def _init_new_weights(self) -> None:
+        if self.cfg.init_std is None:  # PyTorch's default initialisation (the reference's)
+            if self.cls_token is not None:
+                nn.init.normal_(self.cls_token, std=0.02)
+            return
         for name, mod in self.named_modules():
             if name.startswith("backbone"):
                 continue
             if isinstance(mod, nn.Linear):
-                nn.init.trunc_normal_(mod.weight, std=0.02)
+                nn.init.trunc_normal_(mod.weight, std=self.cfg.init_std)
                 nn.init.zeros_(mod.bias)
         if self.cls_token is not None:
-            nn.init.trunc_normal_(self.cls_token, std=0.02)
+            nn.init.trunc_normal_(self.cls_token, std=self.cfg.init_std)
 
     # -- parameter groups (separate learning rates for backbone and head) --------------
     def backbone_parameters(self) -> list[nn.Parameter]:
@@ -277,6 +352,9 @@ class RoIClassifier(nn.Module):
         """
         cfg = self.cfg
         b, k = feats.shape[:2]
+        if self.pos_proj is not None:  # the reference: [CLS embedding | Linear(sine code)]
+            code = self.pos_proj(reference_box_code(boxes_norm, cfg.pos_dim).to(feats.dtype))  # (B, K, P)
+            feats = torch.cat([feats, code], dim=-1)  # (B, K, Db + P)
         emb = self.proj(feats)  # (B, K, D)
         x = emb
         if uses_sine(cfg.position):

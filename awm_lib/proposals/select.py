@@ -5,22 +5,35 @@ The recipe, in order (the reference implementation's, made explicit):
 1. **Clean up.** Boxes are clipped to the image; a box that ends up smaller than
    ``min_size`` pixels on a side (e.g. it lay wholly outside the image) is
    dropped and counted in ``n_dropped``.
-2. **Anchor + NMS.** The full-breast *anchor* box enters greedy NMS first with
-   an infinite score, so it always survives and removes proposals that merely
-   repeat it (IoU > ``iou_threshold``); other duplicates are removed the same way.
+2. **Anchor + NMS.** With ``anchor_in_nms`` (ours, the default) the
+   full-breast *anchor* box enters greedy NMS first with an infinite score, so
+   it always survives and removes proposals that merely repeat it (IoU >
+   ``iou_threshold``); other duplicates are removed the same way. The reference
+   runs NMS among the detector's boxes only (``anchor_in_nms=False``), so a
+   detector box around the whole breast stays beside the anchor.
 3. **Top-k.** The ``topk`` highest-scoring survivors are kept.
 4. **Square with a margin.** Each kept box becomes a square of side
-   ``max(w, h) + margin`` around its centre (reference: margin = 40 px), and
-   the border is handled by ``border`` (``"shift"`` inside, ``"clip"``, or
-   ``"pad"`` = leave it and let the cropper pad with black).
+   ``max(w, h) + margin`` around its centre (reference: margin = 40 px, 20 on
+   each side), and the border is handled by ``border`` (``"shift"`` inside,
+   ``"clip"``, or ``"pad"`` = leave it and let the cropper pad with black, as
+   the reference's crop does). ``square_anchor`` squares the anchor the same
+   way (the reference squares every box, anchor included); the squared anchor
+   is never moved or clipped, the cropper pads it.
 5. **Pad.** If fewer than ``topk`` survive (a clean breast, an empty proposals
    file, ``topk`` larger than the number of proposals), the rest are filled
    deterministically: ``pad="random"`` draws squares inside the anchor with a
-   ``torch.Generator`` seeded by ``seed`` (never an unseeded random choice),
+   ``torch.Generator`` seeded by ``seed`` (never an unseeded random choice);
+   their side is drawn independently of the kept boxes (log-uniform, 5-40% of
+   the anchor's shorter side, plus the margin), so a filler's size says
+   nothing about what was kept (with the oracle: whether a lesion exists).
+   ``pad="repeat"`` repeats kept proposals chosen with the same generator (the
+   reference's ``random.choices``; the anchor if none was kept);
    ``pad="anchor"`` repeats the anchor. Padded rows have score 0 and
    ``valid == False`` so the model can mask them out; ``n_padded`` counts them.
 
-The result always has exactly ``topk + 1`` rows, anchor first.
+The result always has exactly ``topk + 1`` rows, anchor first. Note ``topk``
+counts proposals; the reference's ``k`` counts the anchor too (its k = 5 is
+``topk = 4`` here).
 
 **The margin is physical.** The reference's 40 px were pixels of VinDr-Mammo
 images (about 0.085 mm per pixel), i.e. about 3.4 mm of context. On mini-MIAS
@@ -34,6 +47,7 @@ as before.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -53,6 +67,7 @@ from awm_lib.proposals.boxes import (
 ANCHOR_SCORE = 1.0  # the anchor is not a detection; it gets a fixed score
 REFERENCE_MARGIN_MM = 3.4  # the reference's 40 px at VinDr-Mammo's ~0.085 mm per pixel
 PIXEL_MM = {"mias": 0.2, "vindr": 0.085}  # typical pixel sizes (mm) of the datasets' images
+PAD_MODES = ("random", "repeat", "anchor")
 
 
 @dataclass
@@ -67,6 +82,9 @@ class SelectConfig:
     min_size: float = 1.0  # boxes thinner than this (after clipping) are dropped
     margin_mm: float | None = None  # if set: margin in millimetres (needs pixel_mm), overrides margin
     pixel_mm: float | None = None  # the image's pixel size in millimetres
+    square_anchor: bool = False  # square the anchor too, side max(w, h) + margin (the reference's rule)
+    anchor_in_nms: bool = True  # the anchor suppresses proposals that repeat it (ours); False: the reference
+    filler_frac: tuple[float, float] = (0.05, 0.4)  # pad="random": side range, fraction of the anchor's shorter side
 
     def __post_init__(self):
         if self.topk < 0:
@@ -82,8 +100,11 @@ class SelectConfig:
                 raise ConfigError(f"margin_mm needs a positive pixel_mm (mm per pixel), got {self.pixel_mm}")
         if self.border not in BORDER_MODES:
             raise ConfigError(f"border must be one of {BORDER_MODES}, got {self.border!r}")
-        if self.pad not in ("random", "anchor"):
-            raise ConfigError(f"pad must be 'random' or 'anchor', got {self.pad!r}")
+        if self.pad not in PAD_MODES:
+            raise ConfigError(f"pad must be one of {PAD_MODES}, got {self.pad!r}")
+        lo, hi = self.filler_frac
+        if not 0 < lo <= hi <= 1:
+            raise ConfigError(f"filler_frac must satisfy 0 < lo <= hi <= 1, got {self.filler_frac}")
 
     @property
     def margin_px(self) -> float:
@@ -142,11 +163,15 @@ def select_rois(
     n_dropped = int((~wide).sum())
     boxes, scores = boxes[wide], scores[wide]
 
-    # 2. the anchor joins NMS with an infinite score, so it is kept first
-    all_boxes = torch.cat([anchor_box, boxes])
-    all_scores = torch.cat([torch.tensor([float("inf")]), scores])
-    keep = nms(all_boxes, all_scores, cfg.iou_threshold)
-    keep = keep[keep != 0] - 1  # drop the anchor itself, back to indices into `boxes`
+    # 2. the anchor joins NMS with an infinite score, so it is kept first (ours),
+    #    or NMS runs among the proposals alone (the reference)
+    if cfg.anchor_in_nms:
+        all_boxes = torch.cat([anchor_box, boxes])
+        all_scores = torch.cat([torch.tensor([float("inf")]), scores])
+        keep = nms(all_boxes, all_scores, cfg.iou_threshold)
+        keep = keep[keep != 0] - 1  # drop the anchor itself, back to indices into `boxes`
+    else:
+        keep = nms(boxes, scores, cfg.iou_threshold) if len(boxes) else torch.zeros(0, dtype=torch.long)
 
     # 3. top-k
     keep = keep[: cfg.topk]
@@ -159,7 +184,8 @@ def select_rois(
     # 5. pad deterministically
     n_pad = cfg.topk - rois.shape[0]
     pad_boxes = _padding(n_pad, anchor_box[0], rois, cfg, W, H)
-    rois = torch.cat([anchor_box, rois, pad_boxes])  # (K+1, 4)
+    anchor_roi = square_with_margin(anchor_box, cfg.margin_px) if cfg.square_anchor else anchor_box
+    rois = torch.cat([anchor_roi, rois, pad_boxes])  # (K+1, 4)
     out_scores = torch.cat([torch.tensor([ANCHOR_SCORE]), kept_scores, torch.zeros(n_pad)])
     valid = torch.ones(cfg.topk + 1, dtype=torch.bool)
     valid[1 + raw.shape[0] :] = False
@@ -167,21 +193,26 @@ def select_rois(
 
 
 def _padding(n: int, anchor: torch.Tensor, kept: torch.Tensor, cfg: SelectConfig, W: int, H: int) -> torch.Tensor:
-    """``n`` filler boxes: seeded random squares inside the anchor, or anchor copies."""
+    """``n`` filler boxes: seeded random squares inside the anchor, repeated kept boxes, or anchor copies.
+
+    Random fillers never look at ``kept``: their sides are drawn log-uniformly
+    from ``cfg.filler_frac`` of the anchor's shorter side (plus the margin), so
+    with the oracle proposer a filler's size cannot reveal the lesions' sizes.
+    """
     if n <= 0:
         return torch.zeros(0, 4)
-    if cfg.pad == "anchor":
-        return anchor.reshape(1, 4).repeat(n, 1)
-    aw, ah = float(anchor[2] - anchor[0]), float(anchor[3] - anchor[1])
-    if kept.shape[0] > 0:
-        side = float((kept[:, 2] - kept[:, 0]).median())
-    else:
-        side = 0.25 * min(aw, ah) + (cfg.margin_px if cfg.square else 0.0)
-    side = min(side, aw, ah)
     g = torch.Generator().manual_seed(cfg.seed)
+    if cfg.pad == "anchor" or (cfg.pad == "repeat" and kept.shape[0] == 0):
+        return anchor.reshape(1, 4).repeat(n, 1)
+    if cfg.pad == "repeat":  # the reference: random.choices among the kept proposals (seeded here)
+        return kept[torch.randint(kept.shape[0], (n,), generator=g)].clone()
+    aw, ah = float(anchor[2] - anchor[0]), float(anchor[3] - anchor[1])
+    lo, hi = (math.log(f * min(aw, ah)) for f in cfg.filler_frac)
+    side = torch.exp(lo + (hi - lo) * torch.rand(n, generator=g))  # (n,) independent of `kept`
+    side = (side + (cfg.margin_px if cfg.square else 0.0)).clamp(max=min(aw, ah))
     u = torch.rand(n, 2, generator=g)  # (n, 2) centres as fractions of the anchor
-    cx = anchor[0] + side / 2 + u[:, 0] * max(aw - side, 0.0)
-    cy = anchor[1] + side / 2 + u[:, 1] * max(ah - side, 0.0)
+    cx = anchor[0] + side / 2 + u[:, 0] * (aw - side).clamp(min=0.0)
+    cy = anchor[1] + side / 2 + u[:, 1] * (ah - side).clamp(min=0.0)
     boxes = torch.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], dim=-1)
     return fit_to_image(boxes, W, H, "shift")
 

@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import warnings
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -141,7 +142,22 @@ class RoISettings:
     margin: float = 40.0  # pixels of the ORIGINAL image
     min_overlap: float = 0.5  # roi_labels
     seed: int = 0
-    pad: str = "mask"  # fewer than topk proposals: "mask" = pad and mask out, "random" = seeded random boxes used as RoIs
+    pad: str = "mask"  # fewer than topk proposals: "mask" = pad and mask out, "random" = seeded random boxes used as RoIs,
+    #                    "repeat" = repeated kept proposals used as RoIs (the reference)
+    square_anchor: bool = False  # the reference squares the anchor too (side max(w, h) + margin)
+    anchor_in_nms: bool = True  # False: NMS among the proposals only (the reference)
+    border: str = "shift"  # boxes crossing the border: "shift" inside (ours) | "pad" with black (the reference) | "clip"
+
+    def key(self) -> dict:
+        """The settings as they enter the cache key. Settings added later enter only when
+        they differ from their defaults, so RoIs cached before they existed stay valid."""
+        d = dict(self.__dict__)
+        for name, default in (("square_anchor", False), ("anchor_in_nms", True), ("border", "shift")):
+            if d[name] == default:
+                del d[name]
+        if self.pad == "random":
+            d["filler"] = 2  # v2: filler sizes independent of the kept boxes, one seed per image
+        return d
 
 
 def lesion_boxes_in(prep: Preprocessed, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
@@ -168,11 +184,14 @@ def rois_for_image(prep: Preprocessed, sample: Sample, proposer, s: RoISettings)
     if not isinstance(props, Proposals):  # pragma: no cover - a proposer breaking its contract
         raise ConfigError(f"proposer {s.proposer!r} returned {type(props).__name__}, not Proposals")
     scale = 0.5 * (prep.scale[0] + prep.scale[1])  # cache pixels per original pixel
-    pad = {"mask": "anchor", "random": "random"}[s.pad]
-    sel = select_rois(props, (h, w), None, SelectConfig(topk=s.topk, iou_threshold=s.nms_iou, margin=s.margin * scale, pad=pad, seed=s.seed))
+    pad = {"mask": "anchor", "random": "random", "repeat": "repeat"}[s.pad]
+    seed = (s.seed * 1_000_003 + zlib.crc32(sample.image_id.encode())) % (2**63)  # fillers differ between images
+    sel = select_rois(props, (h, w), None, SelectConfig(
+        topk=s.topk, iou_threshold=s.nms_iou, margin=s.margin * scale, pad=pad, seed=seed, border=s.border,
+        square_anchor=s.square_anchor, anchor_in_nms=s.anchor_in_nms))
     rois = sel.rois  # (K+1, 4)
-    # "random" padding: the filler boxes are ordinary RoIs, so the number of real proposals
-    # cannot leak into the model (it would with the oracle: lesion <=> proposals)
+    # "random" / "repeat" padding: the filler boxes are ordinary RoIs, so the number of real
+    # proposals cannot leak into the model (it would with the oracle: lesion <=> proposals)
     valid = sel.valid if s.pad == "mask" else torch.ones_like(sel.valid)
     labels = label_rois(rois, torch.from_numpy(les_boxes), torch.from_numpy(les_malignant), s.min_overlap)
     if sample.label == 1 and not les_malignant.any():
@@ -204,7 +223,7 @@ class RoICache:
         # the proposer's own settings (which carry its version) are part of the key, so a
         # changed proposer never reuses boxes computed by an older one
         self.proposer = make_proposer(settings.proposer, **(proposer_kwargs or {}))
-        ident = json.dumps({"v": ROIS_VERSION, "rois": settings.__dict__, "cache": cache.settings(),
+        ident = json.dumps({"v": ROIS_VERSION, "rois": settings.key(), "cache": cache.settings(),
                             "proposer": self.proposer.settings()}, sort_keys=True, default=str)
         self.path = self.root / f"rois-{settings.proposer}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}.json"
 
@@ -306,8 +325,37 @@ def collate(items: list[dict]) -> dict:
 def roi_settings(cfg) -> RoISettings:
     """The :class:`RoISettings` of a :class:`~awm_lib.train.config.TrainConfig`."""
     d = cfg.data
-    return RoISettings(proposer=d.proposer, topk=cfg.model.topk, nms_iou=d.nms_iou, margin=d.roi_margin,
-                       min_overlap=d.roi_min_overlap, seed=0, pad=d.pad_rois)
+    return RoISettings(proposer=d.proposer, topk=cfg.model.topk, nms_iou=d.nms_iou, margin=roi_margin_px(d),
+                       min_overlap=d.roi_min_overlap, seed=0, pad=d.pad_rois, square_anchor=d.square_anchor,
+                       anchor_in_nms=d.anchor_in_nms, border=d.roi_border)
+
+
+def roi_margin_px(d) -> float:
+    """The crop margin in pixels of the ORIGINAL image, from a ``DataConfig``.
+
+    ``roi_margin_mm`` (if set) wins and is converted with the dataset's pixel size
+    (:func:`dataset_pixel_mm`); else ``roi_margin`` pixels; else the dataset's default
+    (``awm_lib.train.config.DEFAULT_MARGIN``: pixels on VinDr-shaped data, millimetres on mini-MIAS).
+    """
+    from awm_lib.train.config import DEFAULT_MARGIN
+
+    if d.roi_margin_mm is not None:
+        return d.roi_margin_mm / dataset_pixel_mm(d)
+    if d.roi_margin is not None:
+        return d.roi_margin
+    unit, value = DEFAULT_MARGIN[d.dataset]
+    return value / dataset_pixel_mm(d) if unit == "mm" else value
+
+
+def dataset_pixel_mm(d) -> float:
+    """Millimetres per ORIGINAL pixel of a ``DataConfig``'s dataset (typical values)."""
+    from awm_lib.proposals.select import PIXEL_MM
+
+    if d.dataset == "synthetic":
+        from awm_lib.data.synthetic import FIELD_MM
+
+        return FIELD_MM / d.synthetic_size
+    return PIXEL_MM[d.dataset]
 
 
 def build_datasets(cfg, *, progress: bool = True, splits: tuple[str, ...] = ("train", "val", "test"), workers: int | None = None) -> dict[str, MammoRoIDataset]:
