@@ -61,6 +61,10 @@ class UnsupportedCompressionError(DicomError):
     """The DICOM's transfer syntax is not supported at all."""
 
 
+class ImageTooSmallError(DataError):
+    """The image is too small to be a mammogram (e.g. a thumbnail or an icon)."""
+
+
 class EmptyImageError(DataError):
     """The image has no breast tissue (e.g. all black / constant)."""
 

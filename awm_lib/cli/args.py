@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
+from pathlib import Path
 
 
 def _range_text(lo, hi, lo_open: bool = False, hi_open: bool = False) -> str:
@@ -67,3 +69,28 @@ def int_list(text: str) -> list[int]:
     if not vals or min(vals) < 0:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0, e.g. 0,1,2, got {text!r}")
     return vals
+
+
+def check_png_out(text: str, flag: str = "--save-png") -> Path:
+    """Check an output PNG path before any work: not a folder, named ``*.png``, its parent not a file."""
+    from awm_lib.errors import ConfigError
+
+    p = Path(text)
+    if p.is_dir():
+        raise ConfigError(f"{flag} {text}: is a directory; give a file name, e.g. {p / 'overlay.png'}")
+    if p.suffix.lower() != ".png":
+        raise ConfigError(f"{flag} {text}: the file written is a PNG; give a name ending in .png")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{flag} {text}: {parent} is a file, not a folder")
+            break
+    return p
+
+
+def make_parent(p: Path, prog: str, flag: str = "--save-png") -> Path:
+    """Create ``p``'s folder if it is missing, and say so on stderr (stdout may be JSON)."""
+    if not p.parent.exists():
+        p.parent.mkdir(parents=True, exist_ok=True)
+        print(f"{prog}: created the folder {p.parent} for {flag}", file=sys.stderr)
+    return p

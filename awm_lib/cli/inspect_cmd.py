@@ -19,7 +19,8 @@ HELP = "show a DICOM / PNG / PGM mammogram's size, tags and breast box"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", metavar="PATH", help="a DICOM, PNG or PGM file")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    p.add_argument("--save-png", metavar="OUT.png", default=None, help="write the normalised 8-bit image here")
+    p.add_argument("--save-png", metavar="OUT.png", default=None,
+                   help="write the normalised 8-bit image here (a missing folder is created, and said so)")
 
 
 def inspect_file(path: str) -> tuple[dict, object]:
@@ -28,11 +29,13 @@ def inspect_file(path: str) -> tuple[dict, object]:
 
     from awm_lib.data.breast import segment_breast
     from awm_lib.data.image import load_image
+    from awm_lib.errors import about_file
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         image = load_image(path)
-    crop = segment_breast(image.pixels)
+    with about_file(path):  # "no breast found" names the file
+        crop = segment_breast(image.pixels)
     info = {
         "path": str(path),
         "shape": list(image.shape),
@@ -49,16 +52,19 @@ def inspect_file(path: str) -> tuple[dict, object]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from awm_lib.cli import PROG
+    from awm_lib.cli.args import check_png_out, make_parent
     from awm_lib.errors import AWMError
 
+    png = check_png_out(args.save_png) if args.save_png else None  # before reading the image
     info, image = inspect_file(args.path)
-    if args.save_png:
+    if png is not None:
         from PIL import Image
 
         from awm_lib.io_utils import atomic_path
 
         try:
-            with atomic_path(args.save_png) as tmp:
+            with atomic_path(make_parent(png, f"{PROG} inspect")) as tmp:
                 Image.fromarray(image.to_uint8()).save(tmp, format="PNG")
         except OSError as e:
             raise AWMError(f"cannot write the PNG ({e.strerror or e})", args.save_png) from e

@@ -66,29 +66,36 @@ def _select_cfg(args, topk=None):
 
 
 def _run_image(args) -> int:
+    from awm_lib.cli import PROG
+    from awm_lib.cli.args import check_png_out, make_parent
     from awm_lib.data.breast import segment_breast
     from awm_lib.data.image import load_image
-    from awm_lib.errors import ConfigError
+    from awm_lib.errors import ConfigError, about_file
     from awm_lib.proposals.select import select_rois
 
     if args.proposer == "oracle":
         raise ConfigError("the oracle needs ground truth: use it with --dataset ... --eval")
+    png = check_png_out(args.save_png) if args.save_png else None  # before any work
     pixels = load_image(args.image).pixels
-    crop = segment_breast(pixels)
+    with about_file(args.image):  # "no breast found" names the file
+        crop = segment_breast(pixels)
     props = _proposer(args).propose(pixels, crop.full_mask())
     sel = select_rois(props, pixels.shape, crop.box, _select_cfg(args))
     rows = [
         {"rank": i, "box": [round(v, 1) for v in b], "score": round(float(s), 4), "kind": "anchor" if i == 0 else ("pad" if not ok else "roi")}
         for i, (b, s, ok) in enumerate(zip(sel.rois.tolist(), sel.scores.tolist(), sel.valid.tolist()))
     ]
-    if args.save_png:
-        save_overlay(pixels, sel.rois, sel.valid, args.save_png)
+    if png is not None:
+        save_overlay(pixels, sel.rois, sel.valid, make_parent(png, f"{PROG} propose"))
     if args.json:
-        print(json.dumps({"image": args.image, "proposer": args.proposer, "n_proposals": len(props), "n_padded": sel.n_padded, "rois": rows}))
+        print(json.dumps({"image": args.image, "proposer": args.proposer, "n_proposals": len(props), "n_padded": sel.n_padded, "rois": rows,
+                          **({"overlay": str(png)} if png is not None else {})}))
     else:
         print(f"{args.image}: {len(props)} proposals, {sel.n_kept} kept, {sel.n_padded} padded (box xyxy px)")
         for r in rows:
             print(f"  {r['rank']:2d} {r['kind']:6s} {r['box']} score={r['score']}")
+        if png is not None:
+            print(f"overlay: {png}")
     return 0
 
 

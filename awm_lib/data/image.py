@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from awm_lib.errors import EmptyFileError, EmptyImageError, ImageReadError
+from awm_lib.errors import EmptyFileError, EmptyImageError, ImageReadError, ImageTooSmallError
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 
@@ -64,6 +64,21 @@ class MammoImage:
     def to_uint8(self) -> np.ndarray:
         """(H, W) uint8, 0 = black background, 255 = brightest tissue."""
         return np.round(np.clip(self.pixels, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+# A full-field mammogram is thousands of pixels a side (mini-MIAS: 1024; VinDr: ~3500 x 2800);
+# under this on the short side a file is a thumbnail or an icon, not something to diagnose.
+MIN_MAMMOGRAM_SIDE = 256
+
+
+def check_mammogram_size(image: MammoImage, path: str | Path | None = None, min_side: int = MIN_MAMMOGRAM_SIDE) -> MammoImage:
+    """Refuse an image too small to be a mammogram (short side under ``min_side`` pixels)."""
+    h, w = image.shape
+    if min(h, w) < min_side:
+        raise ImageTooSmallError(
+            f"{w}x{h} pixels is too small to be a mammogram (the short side must be at least {min_side} px; "
+            "a full-field mammogram is thousands of pixels a side)", path if path is not None else image.path)
+    return image
 
 
 def sniff_format(path: str | Path) -> str | None:

@@ -27,11 +27,13 @@ import numpy as np
 import torch
 
 from awm_lib.data.cache import preprocess
+from awm_lib.data.image import check_mammogram_size, load_image
 from awm_lib.data.types import Sample
 from awm_lib.errors import ConfigError
 from awm_lib.proposals.base import make_proposer
 from awm_lib.train.dataset import NoProposalsWarning, roi_settings, rois_for_image, single_thread
 from awm_lib.train.experiment import forward_batch, load_model, read_results
+from awm_lib.train.provenance import describe_model
 
 
 @dataclass
@@ -47,6 +49,12 @@ class ImagePrediction:
     checkpoint: str
     proposer: str
     messages: list[str] = field(default_factory=list)
+    # what the model is (awm_lib.train.provenance): "random init" / "the project's SSL checkpoint" / "hub weights" / ...
+    backbone_source: str = "not recorded"
+    backbone_weights: str = ""
+    training_data: str = ""
+    toy: bool = False
+    caution: str | None = None  # one line when the backbone or the training data is a toy
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,7 +77,11 @@ def _roi_weights(out, pooling: str) -> tuple[torch.Tensor, str]:
 @torch.no_grad()
 def predict_image(image_path: str | os.PathLike, checkpoint: str | os.PathLike, *, proposer: str | None = None,
                   device: str | torch.device = "cpu") -> ImagePrediction:
-    """Classify one mammogram with a trained run (see the module docstring)."""
+    """Classify one mammogram with a trained run (see the module docstring).
+
+    An image too small to be a mammogram is refused (:class:`~awm_lib.errors.ImageTooSmallError`).
+    """
+    check_mammogram_size(load_image(image_path), image_path)
     model, cfg, step_dir = load_model(checkpoint, device=device)
     if proposer is not None:
         cfg = replace(cfg, data=replace(cfg.data, proposer=proposer))
@@ -125,7 +137,7 @@ def predict_image(image_path: str | os.PathLike, checkpoint: str | os.PathLike, 
     return ImagePrediction(
         image=str(image_path), probability=prob, label=label, threshold=threshold, rois=roi_list, weight_kind=kind,
         n_proposals=rec["n_proposals"], fallback_to_anchor=fallback, checkpoint=str(step_dir),
-        proposer=cfg.data.proposer, messages=messages,
+        proposer=cfg.data.proposer, messages=messages, **describe_model(cfg, results),
     )
 
 
@@ -133,7 +145,6 @@ def save_overlay(pred: ImagePrediction, out_png: str | os.PathLike) -> Path:
     """The original image with each RoI drawn; brighter red = larger weight; the anchor in blue."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from awm_lib.data.image import load_image
     from awm_lib.io_utils import atomic_path
 
     img = Image.fromarray(load_image(pred.image).to_uint8()).convert("RGB")
