@@ -182,4 +182,4 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     assert main(["pretrain", "--out", str(tmp_path / "x"), "--init-from", str(tmp_path / "missing"), "--no-progress"]) == 2
     assert main(["pretrain", "--probe"]) == 2  # no --checkpoint
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and all(line.startswith("awm: error:") for line in err)
+    assert len(err) == 4 and all(line.startswith("python -m awm_lib pretrain: error:") for line in err)

@@ -118,8 +118,9 @@ class RoIClassifierConfig:
             raise ConfigError(f"model.head={self.head!r}; choose one of {HEADS}")
         if self.head_hidden <= 0:
             raise ConfigError(f"model.head_hidden={self.head_hidden} must be positive")
-        if self.depth < 0 or self.topk < 0 or self.crop_size <= 0:
-            raise ConfigError("depth, topk must be >= 0 and crop_size > 0")
+        for name, lo in (("depth", 0), ("topk", 0), ("crop_size", 1)):
+            if getattr(self, name) < lo:
+                raise ConfigError(f"{name}={getattr(self, name)} is out of range: it must be an integer >= {lo}")
 
 
 @dataclass

@@ -341,9 +341,15 @@ def make_config(preset: str = "default", overrides: list[str] | None = None, **d
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check every value's type (a round trip through :func:`from_dict`) and each section's rules."""
     from_dict(TrainConfig, to_dict(cfg))
-    cfg.model.validate()
-    cfg.model.backbone.validate()
-    cfg.loss.validate()
+    for prefix, check in (("model.", cfg.model.validate), ("model.backbone.", cfg.model.backbone.validate), ("loss.", cfg.loss.validate)):
+        try:
+            check()
+        except ConfigError as e:  # name the full key, e.g. "model.topk=-3 ..." rather than "topk=-3 ..."
+            msg = str(e)
+            short = prefix.split(".")[-2] + "."
+            if msg.startswith(short) and prefix != short:
+                msg = msg[len(short):]
+            raise ConfigError(msg if msg.startswith(prefix) else prefix + msg, e.path) from None
     if cfg.model.crop_size % 14:
         raise ConfigError(f"model.crop_size={cfg.model.crop_size} must be a multiple of the ViT patch size 14 (e.g. 56, 224, 448)")
     return cfg
