@@ -73,6 +73,7 @@ class PretrainConfig:
     stop_after_minutes: float | None = None  # leave THIS invocation after M minutes, resumable
     bf16: bool = True  # autocast on CUDA only
     device: str = "auto"
+    threads: int | None = None  # CPU threads for torch (None = torch's default)
     seed: int = 0
     # --- bookkeeping ---
     log_every: int = 10
@@ -117,6 +118,18 @@ _PRESET_SETTINGS: dict[str, dict[str, Any]] = {
         n_local=4, out_dim=1024, ibot_out_dim=1024, head_hidden=512, head_bottleneck=128,
         batch_size=16, lr=5e-4, max_steps=100_000, time_limit_minutes=5.0, bf16=False,
         log_every=5, checkpoint_every_minutes=2.0,
+    ),
+    # the committed CPU run (checkpoints/awm-dino-cpu): 90 minutes on a shared 2-core CPU. A narrow ViT
+    # (width 192, 6 blocks, 3 heads, 2.7M parameters, 5 MB in float16) at small crops, chosen by
+    # measurement among short candidate runs (results/pretrain_candidates.json, scripts/pretrain_candidates.py).
+    # Point bank_path at a bank of synthetic images + the "pretrain" half of the mini-MIAS women.
+    "cpu-90min": dict(
+        hidden_size=192, depth=6, heads=3, patch_size=14, image_size=112, long_side=512, global_size=112, local_size=56,
+        n_local=6, out_dim=2048, ibot_out_dim=2048, head_hidden=1024, head_bottleneck=256, batch_size=32, lr=5e-4,
+        min_lr=1e-5, ema_momentum=(0.99, 1.0), drop_path_rate=0.05, max_steps=1_000_000, time_limit_minutes=90.0,
+        bf16=False, log_every=10, checkpoint_every_minutes=4.0, mias_half="pretrain",
+        threads=1,  # measured: on a 2-core machine shared with other jobs, 2 threads made 8 steps in 8.6 min
+        # (each thread waits for the other at every barrier), 1 thread about 10 steps a minute
     ),
     # one H100, 16 training minutes (~20 with start-up and saving): ViT-S/14 width, 6 blocks,
     # 11.0M parameters (22 MB in float16). Point bank_path at a tissue bank built beforehand.
