@@ -325,3 +325,17 @@ def test_lesion_sizes_of_real_mias_cancers_are_in_millimetres(mias_root):
     known = [v for v in sizes if v is not None]
     assert len(known) >= 0.7 * len(sizes) and 2 < np.median(known) < 60  # MIAS radii of a few mm to a few cm
     assert all(lesion_size_mm(s, "mias") is None for s in samples if s.label == 0 and not s.lesions)
+
+
+# --- time limit ------------------------------------------------------------------------------
+def test_time_limit_stops_starting_runs_and_a_rerun_goes_on(tmp_path, monkeypatch):
+    calls = fake_train_counter(monkeypatch)
+    monkeypatch.setattr(ablation, "ensure_recall", lambda spec: None)
+    monkeypatch.setattr(ablation, "_run_predictions", lambda spec, patient_of: RunPredictions(
+        y=np.array([0, 1]), p=np.array([0.2, 0.8]), threshold=0.5, groups=np.array(["a", "b"]), fold=spec.fold, seed=spec.seed))
+    kw = dict(seeds=[0], folds=[0, 1], runs_dir=tmp_path / "runs", out=tmp_path / "a.json", overlays_dir=None, progress=False,
+              n_boot=10, log=lambda m: None)
+    data = ablation.run_study("mias", ["roi-nopos"], "cpu-smoke", time_limit_s=0.0, **kw)
+    assert len(calls) == 0 and data["records"] == []  # the limit was reached before the first run
+    ablation.run_study("mias", ["roi-nopos"], "cpu-smoke", **kw)
+    assert len(calls) == 2

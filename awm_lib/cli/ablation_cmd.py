@@ -5,6 +5,7 @@ Examples::
     python -m awm_lib ablation --list
     python -m awm_lib ablation --dataset mias --scale cpu-smoke --configs roi-nopos,roi-rope2d --folds 0,1,2
     python -m awm_lib ablation --dataset synthetic --scale gpu --seeds 0,1,2
+    python -m awm_lib ablation --dataset mias --scale cpu-frozen --time-limit 60   # 5 folds x 5 seeds, resumable
     python -m awm_lib ablation --dataset vindr --root /data/vindr-mammo --scale gpu
 
 Every run lands in ``<runs-dir>/<dataset>/<configuration>/<fold|seed>/``; finished
@@ -33,8 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--dataset", choices=("mias", "synthetic", "vindr"), default="mias", help="which data set to run the study on")
     p.add_argument("--root", default=None, help="dataset folder (required for vindr; default location otherwise)")
-    p.add_argument("--scale", choices=("cpu-smoke", "gpu"), default="cpu-smoke",
-                   help="cpu-smoke: random micro ViT, minutes per run; gpu: ViT-S/14, 224-px crops (default: cpu-smoke)")
+    p.add_argument("--scale", choices=("cpu-smoke", "cpu-frozen", "gpu"), default="cpu-smoke",
+                   help="cpu-smoke: random micro ViT, minutes per run; cpu-frozen: crops embedded once by a frozen "
+                        "ViT-S/14 and cached, seconds per run; gpu: ViT-S/14 fine-tuned, 224-px crops (default: cpu-smoke)")
     p.add_argument("--configs", default=None, help="comma-separated configuration names (default: the standard ladder; see --list)")
     p.add_argument("--seeds", type=_ints, default=None, help="e.g. 0,1,2 (default: the scale's seeds)")
     p.add_argument("--folds", type=_ints, default=[0, 1, 2, 3, 4], help="mini-MIAS test folds (default 0,1,2,3,4)")
@@ -49,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aggregate-only", action="store_true",
                    help="train nothing: aggregate the runs already finished (e.g. after a time limit)")
     p.add_argument("--n-boot", type=int_in(0), default=None, help="bootstrap resamples of the pooled CIs (default: the scale's)")
+    p.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                   help="start no new run after this many minutes, then aggregate what is finished; "
+                        "rerun the same command to go on (default: no limit)")
     p.add_argument("--list", action="store_true", help="print the configurations and scales, then exit")
 
 
@@ -70,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         args.dataset, [c.strip() for c in configs if c.strip()], args.scale, seeds=args.seeds, folds=args.folds,
         root=args.root, runs_dir=args.runs_dir, out=args.out, overlays_dir=args.overlays_dir or None,
         progress=not args.no_progress, extra=args.set, n_boot=args.n_boot, train_missing=not args.aggregate_only,
+        time_limit_s=None if args.time_limit is None else 60 * args.time_limit,
         log=lambda m: print(m, file=sys.stderr),
     )
     mine = [r for r in out["records"] if r["dataset"] == args.dataset and r["scale"] == args.scale]

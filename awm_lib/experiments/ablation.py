@@ -161,13 +161,18 @@ def run_study(dataset: str, configurations: Sequence[str], scale: str = "cpu-smo
               folds: Sequence[int] | None = (0, 1, 2, 3, 4), root: str | None = None, runs_dir: str | Path = "runs/ablation",
               out: str | Path = "results/ablation.json", overlays_dir: str | Path | None = "results/ablation_overlays",
               progress: bool = True, extra: Sequence[str] = (), n_boot: int | None = None, train_missing: bool = True,
-              log: Callable[[str], None] = print) -> dict:
+              log: Callable[[str], None] = print, time_limit_s: float | None = None) -> dict:
     """Run (or resume) every run of the grid, then aggregate into ``out``. Returns the written file's contents.
 
     ``extra`` overrides go to every run; ``n_boot`` (default: the scale's) sets the pooled bootstrap.
     ``train_missing=False`` trains nothing and aggregates the runs already finished (e.g. after a
     time limit cut the grid short); each record's ``seeds``/``folds`` list what was really aggregated.
+    ``time_limit_s``: start no new run after this many seconds (the one running finishes), then
+    aggregate; rerunning the same call goes on where it stopped.
     """
+    import time
+
+    t0 = time.monotonic()
     from tqdm.auto import tqdm
 
     from awm_lib.train.dataset import load_samples
@@ -184,6 +189,9 @@ def run_study(dataset: str, configurations: Sequence[str], scale: str = "cpu-smo
     firsts = {s.configuration: s for s in reversed(specs)}  # the run whose model draws the overlay
     bar = tqdm(todo, desc=f"ablation {dataset} ({scale})", disable=not progress, unit="run")
     for spec in bar:
+        if time_limit_s is not None and time.monotonic() - t0 > time_limit_s and read_results(spec.run_dir) is None:
+            log(f"ablation: time limit ({time_limit_s / 60:.0f} min) reached; rerun the same command to go on")
+            break
         bar.set_postfix_str(f"{spec.configuration}/{spec.label}")
         cmd = study_command(dataset, spec.configuration, scale, [spec.seed], None if spec.fold is None else [spec.fold], root, extra)
         with warnings.catch_warnings():
@@ -226,7 +234,7 @@ def run_study(dataset: str, configurations: Sequence[str], scale: str = "cpu-smo
     by_size = []
     if d0 is not None and any(v is not None for v in sizes.values()):
         for name, runs in arms.items():
-            if name in {s.configuration for s in specs}:
+            if name in {s.configuration for s in specs} and all(r.ids is not None for r in runs):
                 by_size.append({"dataset": dataset, "scale": scale, "configuration": name,
                                 **auc_by_size(runs, sizes, n_boot=n_boot or SCALES[scale].n_boot)})
     return write_results(out, records, skipped, dataset, contrasts=pairs, extra={"by_lesion_size": by_size})

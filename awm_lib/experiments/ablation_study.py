@@ -6,7 +6,11 @@ Vocabulary
   (:data:`CONFIGURATIONS`), e.g. ``roi-sine`` = ``model.position=sine``;
 * a **scale** is the preset plus overrides for the hardware: ``cpu-smoke`` (a
   random micro ViT on 256-px images: minutes on a laptop, numbers that only show
-  the pipeline works) and ``gpu`` (ViT-S/14, 224-px crops, 1024-px images);
+  the pipeline works), ``cpu-frozen`` (the ``frozen`` preset: crops embedded once
+  by a frozen ViT-S/14 and cached, the RoI head trained on the tokens: 5 folds x 5
+  seeds on a CPU) and ``gpu`` (ViT-S/14 fine-tuned, 224-px crops, 1024-px images);
+  a scale may redefine a configuration (``Scale.replace``: the frozen scale's
+  full-image baseline is the whole breast at 224 px through the same frozen ViT);
 * a **run** is one (dataset, configuration, fold or seed) trained by
   :func:`awm_lib.train.experiment.train` into
   ``runs/ablation/<dataset>/<configuration>/<fold0|seed0>/``.
@@ -47,7 +51,12 @@ class Configuration:
 _ROI = ("arch=roi",)
 _NO_CONTRAST = ("loss.repulsive_weight=0", "loss.supcon_weight=0", "loss.roi_supcon_weight=0")
 _REPULSIVE = ("loss.repulsive_weight=0.3", "loss.supcon_weight=0", "loss.roi_supcon_weight=0")
-_FULL = (*_ROI, "model.position=rope2d", *_REPULSIVE)  # the paper's method with the blob proposer
+# the reference implementation's position code (DAB-DETR sine code of the box -> Linear, concatenated, + 1-D RoPE
+# over the index) and its repulsive term (on the RoI transformer's outputs, anchor excluded)
+_PAPER_POS = ("model.position=sinecat+rope1d",)
+_PAPER_REPULSIVE = (*_REPULSIVE, "loss.repulsive_on=tokens")
+_FULL = (*_ROI, *_PAPER_POS, *_PAPER_REPULSIVE)  # the paper's method (as the reference codes it) with the blob proposer
+PAPER_METHOD = "roi-paper"  # the configuration that is "the paper's method"
 
 CONFIGURATIONS: dict[str, Configuration] = {c.name: c for c in [
     Configuration("baseline-full-image", ("arch=full_image", *_NO_CONTRAST),
@@ -58,13 +67,20 @@ CONFIGURATIONS: dict[str, Configuration] = {c.name: c for c in [
                   "+ sine code of the box coordinates added to each token"),
     Configuration("roi-rope2d", (*_ROI, "model.position=rope2d", *_NO_CONTRAST),
                   "+ 2-D RoPE of the box centres instead of the sine code"),
-    Configuration("roi-rope2d-repulsive", _FULL,
-                  "+ repulsive loss between an image's RoI embeddings (the paper's method; blob proposer)"),
+    Configuration("roi-sinecat-rope1d", (*_ROI, *_PAPER_POS, *_NO_CONTRAST),
+                  "the reference's position code: sine code of the box -> Linear, concatenated to each token, "
+                  "+ 1-D RoPE over the detector rank"),
+    Configuration(PAPER_METHOD, _FULL,
+                  "the paper's method as the reference codes it: its position code + the repulsive loss on the "
+                  "RoI transformer's outputs (blob proposer)"),
+    Configuration("roi-rope2d-repulsive", (*_ROI, "model.position=rope2d", *_REPULSIVE),
+                  "the project's variant: 2-D RoPE + the repulsive loss on the RoI embeddings before the transformer"),
     Configuration("roi-rope2d-supcon", (*_ROI, "model.position=rope2d", "loss.repulsive_weight=0", "loss.supcon_weight=0",
                                         "loss.roi_supcon_weight=0.3", "loss.hard_negative_beta=1.0"),
                   "2-D RoPE + hard-negative supervised contrastive loss over RoIs (instead of the repulsive loss)"),
-    Configuration("roi-rope2d-repulsive-supcon", (*_FULL, "loss.roi_supcon_weight=0.3", "loss.hard_negative_beta=1.0"),
-                  "the paper's method + the hard-negative supervised contrastive loss over RoIs"),
+    Configuration("roi-rope2d-repulsive-supcon", (*_ROI, "model.position=rope2d", *_REPULSIVE, "loss.roi_supcon_weight=0.3",
+                                                  "loss.hard_negative_beta=1.0"),
+                  "the project's variant + the hard-negative supervised contrastive loss over RoIs"),
     Configuration("proposer-oracle", (*_FULL, "data.proposer=oracle", "data.pad_rois=random"),
                   "the paper's method with the lesion boxes as proposals (random padding so the count leaks nothing)"),
     Configuration("proposer-random", (*_FULL, "data.proposer=random", "data.pad_rois=random"),
@@ -73,7 +89,7 @@ CONFIGURATIONS: dict[str, Configuration] = {c.name: c for c in [
                   "the paper's method with no proposals: the anchor (whole breast crop) alone"),
     Configuration("backbone-ssl", (*_FULL, f"model.backbone.name_or_path={SSL_CHECKPOINT}",
                                    "model.backbone.allow_random_fallback=false"),
-                  "the paper's method, backbone initialised from the project's self-supervised checkpoint",
+                  "the paper's method, backbone = the project's self-supervised checkpoint",
                   backbone=SSL_CHECKPOINT),
     Configuration("backbone-dinov2-small", (*_FULL, "model.backbone.name_or_path=facebook/dinov2-small",
                                             "model.backbone.allow_random_fallback=false"),
@@ -103,28 +119,35 @@ class Contrast:
 
 #: Every paired contrast of the study; one is computed when both of its configurations were run.
 CONTRASTS: tuple[Contrast, ...] = (
-    Contrast("method", "method", "baseline-full-image", "roi-rope2d-repulsive", "method",
+    Contrast("method", "method", "baseline-full-image", PAPER_METHOD, "method",
              "RoI tokens (the paper's method) vs one ViT over the whole low-resolution breast"),
-    Contrast("position: sine", "position", "roi-nopos", "roi-sine", None, "a sine code of the boxes vs none"),
-    Contrast("position: rope2d", "position", "roi-nopos", "roi-rope2d", "position", "2-D RoPE of the box centres vs none"),
-    Contrast("loss: repulsive", "loss", "roi-rope2d", "roi-rope2d-repulsive", "loss", "BCE + repulsive vs BCE"),
+    Contrast("position: reference code", "position", "roi-nopos", "roi-sinecat-rope1d", "position",
+             "the reference's position code (sine -> Linear, concatenated, + 1-D RoPE) vs none"),
+    Contrast("position: sine", "position", "roi-nopos", "roi-sine", None, "a sine code of the boxes added to each token vs none"),
+    Contrast("position: rope2d", "position", "roi-nopos", "roi-rope2d", None,
+             "the project's 2-D RoPE of the box centres vs none"),
+    Contrast("loss: repulsive (reference)", "loss", "roi-sinecat-rope1d", PAPER_METHOD, "loss",
+             "BCE + the reference's repulsive term (on the transformer's outputs) vs BCE"),
+    Contrast("loss: repulsive (ours)", "loss", "roi-rope2d", "roi-rope2d-repulsive", None,
+             "BCE + the repulsive term on the RoI embeddings vs BCE, with 2-D RoPE"),
     Contrast("loss: supcon", "loss", "roi-rope2d", "roi-rope2d-supcon", None,
              "BCE + hard-negative supervised contrastive (ours) vs BCE"),
     Contrast("loss: repulsive + supcon", "loss", "roi-rope2d-repulsive", "roi-rope2d-repulsive-supcon", None,
-             "adding the supervised contrastive term to the paper's loss"),
-    Contrast("proposer: none -> blob", "proposer", "proposer-none", "roi-rope2d-repulsive", None,
+             "adding the supervised contrastive term to the repulsive loss"),
+    Contrast("proposer: none -> blob", "proposer", "proposer-none", PAPER_METHOD, None,
              "blob proposals vs the anchor alone"),
-    Contrast("proposer: random -> blob", "proposer", "proposer-random", "roi-rope2d-repulsive", None,
+    Contrast("proposer: random -> blob", "proposer", "proposer-random", PAPER_METHOD, None,
              "blob proposals vs random boxes in the breast"),
-    Contrast("proposer: blob -> oracle", "proposer", "roi-rope2d-repulsive", "proposer-oracle", None,
+    Contrast("proposer: blob -> oracle", "proposer", PAPER_METHOD, "proposer-oracle", None,
              "the lesion boxes themselves vs blob proposals"),
-    Contrast("backbone: ssl", "backbone_init", "roi-rope2d-repulsive", "backbone-ssl", None,
+    Contrast("backbone: ssl", "backbone_init", PAPER_METHOD, "backbone-ssl", None,
              "the project's self-supervised backbone vs the random one"),
 )
 
 # What `--configs` defaults to: the ablation ladder, the proposer swap and the SSL init.
-DEFAULT_CONFIGS = ("baseline-full-image", "roi-nopos", "roi-sine", "roi-rope2d", "roi-rope2d-repulsive",
-                   "roi-rope2d-supcon", "proposer-oracle", "proposer-random", "proposer-none", "backbone-ssl")
+DEFAULT_CONFIGS = ("baseline-full-image", "roi-nopos", "roi-sine", "roi-rope2d", "roi-sinecat-rope1d", PAPER_METHOD,
+                   "roi-rope2d-repulsive", "roi-rope2d-supcon", "proposer-oracle", "proposer-random", "proposer-none",
+                   "backbone-ssl")
 
 
 @dataclass(frozen=True)
@@ -137,7 +160,26 @@ class Scale:
     seeds: tuple[int, ...]
     n_boot: int = 1000
     per_dataset: dict = field(default_factory=dict)  # dataset -> extra overrides
+    # configuration -> Configuration that replaces the study's definition at this scale
+    # (e.g. the full-image baseline of a frozen-feature scale, or another SSL checkpoint)
+    replace: dict = field(default_factory=dict)
+    description: str = ""
 
+    def configuration(self, name: str) -> Configuration:
+        if name not in CONFIGURATIONS:
+            raise ConfigError(f"unknown ablation configuration {name!r}; choose from {', '.join(CONFIGURATIONS)}")
+        return self.replace.get(name, CONFIGURATIONS[name])
+
+
+SSL_CPU_CHECKPOINT = "checkpoints/awm-dino-cpu"  # the project's CPU-pretrained checkpoint (the pretraining issue)
+_FROZEN_BASELINE = Configuration(
+    "baseline-full-image", ("arch=roi", "data.proposer=none", "model.topk=0", "model.crop_size=224", "model.position=none",
+                            *_NO_CONTRAST),
+    "the whole breast resized to 224 px (256 patch tokens) through the same frozen ViT, its embedding classified by "
+    "the same head: a full-image, low-resolution model, BCE only")
+_FROZEN_SSL = Configuration(
+    "backbone-ssl", (*_FULL, f"model.backbone.name_or_path={SSL_CPU_CHECKPOINT}", "model.backbone.allow_random_fallback=false"),
+    "the paper's method, crops embedded by the project's CPU self-supervised checkpoint", backbone=SSL_CPU_CHECKPOINT)
 
 SCALES: dict[str, Scale] = {
     # random micro ViT, 256-px breast crops, 56-px RoI crops, 2 epochs: minutes per run on a CPU
@@ -151,6 +193,14 @@ SCALES: dict[str, Scale] = {
                                     "data.num_workers=8"), seeds=(0, 1, 2),
                  per_dataset={"synthetic": ("data.synthetic_n=6400", "data.synthetic_size=1024"),
                               "mias": ("data.augment=true",)}),
+    # the `frozen` preset: every RoI crop embedded once by a frozen, randomly initialised ViT-S/14 (pinned here, so
+    # that a checkpoint appearing later never changes a finished run) and cached; the RoI head trains on the
+    # tokens in seconds, so 5 folds x 5 seeds fit on a CPU. Settings are the preset's, chosen before any test fold.
+    "cpu-frozen": Scale("cpu-frozen", "frozen", ("model.backbone.name_or_path=none", "optim.device=cpu", "eval.n_boot=100",
+                                                 "features.threads=1"),
+                        seeds=(0, 1, 2, 3, 4), n_boot=2000,
+                        per_dataset={"synthetic": ("data.synthetic_n=1000", "data.synthetic_size=1024")},
+                        replace={"baseline-full-image": _FROZEN_BASELINE, "backbone-ssl": _FROZEN_SSL}),
 }
 
 
@@ -160,9 +210,9 @@ def config_for(configuration: str, dataset: str, scale: str, *, seed: int = 0, f
     if configuration not in CONFIGURATIONS:
         raise ConfigError(f"unknown ablation configuration {configuration!r}; choose from {', '.join(CONFIGURATIONS)}")
     if scale not in SCALES:
-        raise ConfigError(f"unknown scale {scale!r}; choose {' or '.join(SCALES)}")
+        raise ConfigError(f"unknown scale {scale!r}; choose {', '.join(SCALES)}")
     sc = SCALES[scale]
-    over = [*sc.overrides, *sc.per_dataset.get(dataset, ()), *CONFIGURATIONS[configuration].overrides,
+    over = [*sc.overrides, *sc.per_dataset.get(dataset, ()), *sc.configuration(configuration).overrides,
             f"seed={seed}", *(() if fold is None else (f"data.fold={fold}",)), *extra]
     data_fields = {"dataset": dataset} if root is None else {"dataset": dataset, "root": str(root)}
     return make_config(sc.preset, over, **data_fields)
@@ -179,7 +229,7 @@ def backbone_available(name_or_path: str | None) -> tuple[bool, str]:
         return True, ""
     if name_or_path.startswith(("checkpoints/", "/", ".")):
         return False, (f"the project's self-supervised checkpoint {name_or_path} does not exist; "
-                       "make it with `python -m awm_lib pretrain --out checkpoints/awm-dino-s14` (GPU)")
+                       f"make it with `python -m awm_lib pretrain --out {name_or_path}`, then rerun the same command")
     try:
         from huggingface_hub import try_to_load_from_cache
 
@@ -224,10 +274,10 @@ def plan_runs(dataset: str, configurations: Sequence[str], scale: str, *, seeds:
     fold_list: list[int | None] = list(folds) if dataset == "mias" else [None]
     if dataset == "mias" and not fold_list:
         raise ConfigError("mini-MIAS needs at least one fold (--folds 0,1,2,3,4)")
+    if scale not in SCALES:
+        raise ConfigError(f"unknown scale {scale!r}; choose {', '.join(SCALES)}")
     for name in configurations:
-        if name not in CONFIGURATIONS:
-            raise ConfigError(f"unknown ablation configuration {name!r}; choose from {', '.join(CONFIGURATIONS)}")
-        ok, why = backbone_available(CONFIGURATIONS[name].backbone)
+        ok, why = backbone_available(SCALES[scale].configuration(name).backbone)
         if not ok:
             skipped[name] = why
             continue

@@ -28,6 +28,7 @@ from awm_lib.book.results.file import (
     same_settings,
 )
 from awm_lib.experiments.ablation_contrasts import resolved
+from awm_lib.experiments.ablation_study import PAPER_METHOD
 
 
 # =====================================================================================
@@ -92,13 +93,15 @@ def _contrast_row(ds: str, k: str, lo: dict, hi: dict) -> dict:
 
 
 def _full_method(results, dataset: str) -> dict | None:
-    """Our "full method", chosen by its settings, never by its score: the paper's recipe
-    (a real proposer, 2-D RoPE, BCE + repulsive loss) with the baseline's backbone init;
-    ``roi-rope2d-repulsive`` when the file has it."""
+    """Our "full method", chosen by its settings, never by its score: ``roi-paper`` (the
+    reference's position code and repulsive loss, blob proposer) when the file has it, else
+    ``roi-rope2d-repulsive``, else the recipe (a real proposer, 2-D RoPE, BCE + repulsive
+    loss) with the baseline's backbone init."""
     recs = [r for r in _records(results, dataset) if r["configuration"] != BASELINE]
-    named = [r for r in recs if r["configuration"] == "roi-rope2d-repulsive"]
-    if named:
-        return named[0]
+    for name in (PAPER_METHOD, "roi-rope2d-repulsive"):  # the reference's recipe; older files: the project's variant
+        named = [r for r in recs if r["configuration"] == name]
+        if named:
+            return named[0]
     base = [r for r in _records(results, dataset) if r["configuration"] == BASELINE]
     init = base[0]["settings"]["backbone_init"] if base else "random"
     recipe = [r for r in recs if r["settings"]["proposer"] in ("blob", "gdino") and r["settings"]["position"] == "rope2d"

@@ -17,6 +17,7 @@ import numpy as np
 from awm_lib.book.results.claims import proposer_swap
 from awm_lib.book.results.file import BASELINE, PAPER_TABLE, AblationResults, _get, _records
 from awm_lib.book.viz import PALETTE, _ax, subplots
+from awm_lib.experiments.ablation_study import PAPER_METHOD
 
 
 def plot_forest(results: AblationResults | Iterable[dict], metrics: Sequence[str] = ("auc", "f1"),
@@ -139,7 +140,8 @@ def plot_auc_by_lesion_size(results: AblationResults | None, dataset: str = "syn
     """AUC of each size bin's cancers against all normals, per configuration, with 95% intervals.
 
     Reads the results file's ``by_lesion_size`` (:mod:`awm_lib.experiments.lesion_size`).
-    By default: the full-image baseline and the paper's method, the two the premise is about.
+    By default: the full-image baseline and the paper's method, the two the premise is about
+    (and the oracle proposer, where the file has it: the RoI model with every lesion boxed).
     """
     ax = _ax(ax, width=6.4, height=3.8)
     entries = [] if results is None else [e for e in results.meta.get("by_lesion_size") or []
@@ -147,7 +149,8 @@ def plot_auc_by_lesion_size(results: AblationResults | None, dataset: str = "syn
     scale = scale or (results.main_scale(dataset) if results is not None else None)
     entries = [e for e in entries if e.get("scale") == scale]
     if configurations is None:
-        configurations = [BASELINE, "roi-rope2d-repulsive"]
+        configurations = [BASELINE] + [e["configuration"] for e in entries if e["configuration"] == PAPER_METHOD] + \
+            [e["configuration"] for e in entries if e["configuration"] == "proposer-oracle"]
     entries = sorted((e for e in entries if e["configuration"] in configurations),
                      key=lambda e: list(configurations).index(e["configuration"]))
     if not entries:
