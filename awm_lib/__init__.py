@@ -13,8 +13,9 @@ share a layer do not import each other):
 
 ==========================  ================================================================
 foundation                  ``errors``, ``paths``, ``io_utils``, ``config`` (typed
-                            ``--set`` overrides), ``runtime`` (device, optimiser groups,
-                            learning-rate schedule): used by every layer, import no layer
+                            ``--set`` overrides), ``device`` (the device choice), ``optim``
+                            (AdamW groups, the learning-rate schedule): used by every
+                            layer, import no layer
 ``data``                    images, datasets, synthetic mammograms
 ``proposals``               RoI proposers, boxes, recall
 ``model``                   backbone, RoI transformer, ``model.cost`` (token / FLOP accounting)

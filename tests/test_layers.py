@@ -5,7 +5,7 @@ inside functions. The layers, lowest first (a module may import its own layer's
 package and any lower layer, never a higher one; packages that share a layer do
 not import each other)::
 
-    foundation   awm_lib (the version), errors, paths, io_utils, config, runtime
+    foundation   awm_lib (the version), errors, paths, io_utils, config, device, optim
     data
     proposals
     model        (model.cost: the analytic token / FLOP accounting bench and the book use)
@@ -32,7 +32,7 @@ ROOT = Path(awm_lib.__file__).parent
 
 # The layer of each top-level part of the library (a module ``awm_lib.X`` or a package ``awm_lib.X.*``).
 LAYERS: dict[str, int] = {
-    "": 0, "errors": 0, "paths": 0, "io_utils": 0, "config": 0, "runtime": 0,
+    "": 0, "errors": 0, "paths": 0, "io_utils": 0, "config": 0, "device": 0, "optim": 0,
     "data": 1,
     "proposals": 2,
     "model": 3,

@@ -5,6 +5,7 @@ import math
 import torch
 import torch.nn as nn
 
+from awm_lib.optim import warmup_cosine
 from awm_lib.pretrain.dino import (
     DINOHead,
     cosine_schedule,
@@ -16,7 +17,6 @@ from awm_lib.pretrain.dino import (
     teacher_probs,
     teacher_temperature,
     update_center,
-    warmup_cosine,
 )
 
 
@@ -102,9 +102,9 @@ def test_schedules():
     assert cosine_schedule(0.0, 0.996, 1.0) == 0.996
     assert math.isclose(cosine_schedule(1.0, 0.996, 1.0), 1.0)
     assert math.isclose(cosine_schedule(0.5, 0.0, 1.0), 0.5)
-    assert math.isclose(warmup_cosine(0.05, 1.0, 0.0, 0.1), 0.5)  # half-way through warm-up
-    assert math.isclose(warmup_cosine(0.1, 1.0, 0.0, 0.1), 1.0)  # peak
-    assert math.isclose(warmup_cosine(1.0, 1.0, 0.0, 0.1), 0.0)
+    assert math.isclose(warmup_cosine(0.05, total=1.0, warmup=0.1, peak=1.0, end=0.0), 0.5)  # half-way through warm-up
+    assert math.isclose(warmup_cosine(0.1, total=1.0, warmup=0.1, peak=1.0, end=0.0), 1.0)  # peak
+    assert math.isclose(warmup_cosine(1.0, total=1.0, warmup=0.1, peak=1.0, end=0.0), 0.0)
     assert math.isclose(teacher_temperature(0.15, 0.04, 0.07, 0.3), 0.055)
     assert teacher_temperature(0.9, 0.04, 0.07, 0.3) == 0.07
 

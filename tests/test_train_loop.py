@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from train_helpers import ToyDataset, ToyModel, bce_loss, make_optim, state_dict_equal, toy_collate
 
 from awm_lib.errors import ConfigError, NonFiniteLossError
+from awm_lib.optim import param_groups
 from awm_lib.train.checkpoint import load_checkpoint, resolve_checkpoint
-from awm_lib.train.loop import epoch_batches, fit, lr_factor, param_groups, read_log
+from awm_lib.train.loop import epoch_batches, fit, lr_factor, read_log
 
 
 def _fit(tmp_path, model=None, train=None, val=None, **optim):
@@ -33,7 +34,7 @@ def test_lr_factor_warmup_then_cosine_by_hand():
 def test_param_groups_split_backbone_head_and_decay():
     m = ToyModel()
     m.backbone[0].bias.requires_grad_(False)  # frozen: left out
-    groups = {g["name"]: g for g in param_groups(m, 1e-5, 1e-3, 0.05)}
+    groups = {g["name"]: g for g in param_groups(m, 0.05, 1e-3, backbone_lr=1e-5)}
     assert set(groups) == {"backbone", "head", "head_no_decay"}
     assert groups["backbone"]["lr"] == 1e-5 and groups["head"]["lr"] == 1e-3
     assert groups["backbone"]["params"] == [m.backbone[0].weight]
@@ -43,7 +44,7 @@ def test_param_groups_split_backbone_head_and_decay():
     for p in m.parameters():
         p.requires_grad_(False)
     with pytest.raises(ConfigError, match="no trainable parameters"):
-        param_groups(m, 1e-5, 1e-3, 0.05)
+        param_groups(m, 0.05, 1e-3, backbone_lr=1e-5)
 
 
 def test_epoch_batches_are_seeded_disjoint_and_shard_like_one_big_batch():

@@ -94,6 +94,7 @@ def run(args) -> int:
     from awm_lib.bench.pipeline import rescale_mfu, run_config
     from awm_lib.bench.results import write_results
     from awm_lib.bench.timing import matmul_peak
+    from awm_lib.device import choose_device
     from awm_lib.io_utils import run_record
 
     if args.list:
@@ -102,7 +103,7 @@ def run(args) -> int:
     configs = _configs(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
+    device = choose_device(args.device)
     command = _command(args)
     peak = matmul_peak(device)
     print(f"device {device}: measured matmul peak {peak.tflops:.2f} TFLOP/s ({peak.dtype}, n={peak.n})")

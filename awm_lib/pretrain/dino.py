@@ -28,11 +28,11 @@ Shapes: ``(V, B, K)`` = views x images x prototypes.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from awm_lib.optim import warmup_cosine
 
 
 class DINOHead(nn.Module):
@@ -139,16 +139,12 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
 
 
 def cosine_schedule(progress: float, start: float, end: float) -> float:
-    """Cosine from ``start`` (progress 0) to ``end`` (progress 1); progress is clipped to ``[0, 1]``."""
-    p = min(max(progress, 0.0), 1.0)
-    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * p))
+    """Cosine from ``start`` (progress 0) to ``end`` (progress 1); progress is clipped to ``[0, 1]``.
 
-
-def warmup_cosine(progress: float, peak: float, end: float, warmup: float) -> float:
-    """Linear warm-up to ``peak`` over the first ``warmup`` fraction, then cosine down to ``end``."""
-    if warmup > 0 and progress < warmup:
-        return peak * progress / warmup
-    return cosine_schedule((progress - warmup) / max(1e-8, 1 - warmup), peak, end)
+    The library's one schedule (:func:`awm_lib.optim.warmup_cosine`) without a warm-up: DINO
+    anneals the weight decay and the teacher's EMA momentum this way (the learning rate warms up).
+    """
+    return warmup_cosine(progress, total=1.0, warmup=0.0, peak=start, end=end)
 
 
 def teacher_temperature(progress: float, start: float, end: float, warmup: float) -> float:

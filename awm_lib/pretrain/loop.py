@@ -39,8 +39,10 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from awm_lib.device import choose_device
 from awm_lib.errors import CheckpointError, ConfigError, NonFiniteLossError
 from awm_lib.io_utils import atomic_path, run_record
+from awm_lib.optim import param_groups, warmup_cosine
 from awm_lib.pretrain.augment import multi_crop
 from awm_lib.pretrain.config import PRESETS, PretrainConfig, preset_config  # noqa: F401
 from awm_lib.pretrain.dino import (
@@ -54,7 +56,6 @@ from awm_lib.pretrain.dino import (
     teacher_probs,
     teacher_temperature,
     update_center,
-    warmup_cosine,
 )
 from awm_lib.pretrain.tissue import TissueBank, concat_banks, files_bank, mias_bank, synthetic_bank
 
@@ -115,22 +116,6 @@ def build_backbone(cfg: PretrainConfig) -> nn.Module:
         use_mask_token=True,
     )
     return Dinov2Model(config)
-
-
-def _param_groups(model: nn.Module) -> list[dict]:
-    """Weight decay on matrices only; biases, norms, tokens and position embeddings are not decayed."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or "token" in name or "position_embeddings" in name else decay).append(p)
-    return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False}]
-
-
-def _device(cfg: PretrainConfig) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
 
 
 # --- data ------------------------------------------------------------------------------
@@ -292,7 +277,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, bank: TissueBank | None =
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     torch.manual_seed(cfg.seed)
-    dev = _device(cfg)
+    dev = choose_device(cfg.device)
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # float32 heads on tensor cores
@@ -303,7 +288,9 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, bank: TissueBank | None =
     bank_pixels, bank_masks = bank.to_tensors(dev)  # whole bank on the device
     student = DINOStudent(backbone, cfg).to(dev)
     teacher = copy.deepcopy(student).eval().requires_grad_(False)  # drop-path off
-    opt = torch.optim.AdamW(_param_groups(student), lr=cfg.lr, betas=(0.9, 0.999))
+    # weight decay on matrices only; biases, norms, tokens and position embeddings are not decayed
+    groups = param_groups(student, cfg.weight_decay[0], cfg.lr, no_decay_names=("token", "position_embeddings"), decay_first=True)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
     state = _load_state(out_dir, student, teacher, opt, cfg, gen) or StepState(
         torch.zeros(cfg.out_dim, device=dev), torch.zeros(cfg.ibot_out_dim, device=dev)
     )
@@ -330,7 +317,7 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, bank: TissueBank | None =
             return False
         t0 = time.time()
         p = progress()
-        lr = warmup_cosine(p, cfg.lr, cfg.min_lr, cfg.warmup)
+        lr = warmup_cosine(p, total=1.0, warmup=cfg.warmup, peak=cfg.lr, end=cfg.min_lr)
         wd = cosine_schedule(p, *cfg.weight_decay)
         for g in opt.param_groups:
             g["lr"], g["weight_decay"] = lr, (wd if g["apply_wd"] else 0.0)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from awm_lib.device import choose_device
 from awm_lib.errors import ProposalError
 from awm_lib.proposals.base import BaseProposer, Proposals, check_image
 from awm_lib.proposals.boxes import clip_boxes
@@ -65,7 +66,7 @@ class GroundingDinoProposer(BaseProposer):
                 "give a local folder made with save_pretrained (on the command line: --model DIR); with network "
                 f"access, download it once (huggingface-cli download {self.model} --local-dir DIR) and give that folder"
             ) from None
-        dev = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dev = choose_device(self.device)
         self._model = model.to(dev).eval()
 
     @property

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from awm_lib.device import choose_device
 from awm_lib.io_utils import run_record, write_json_atomic
 from awm_lib.losses import compute_loss, weighted_bce
 from awm_lib.model.backbone import RandomBackboneWarning
@@ -45,7 +46,7 @@ from awm_lib.train.config import RESUME_IGNORE, TrainConfig, config_from_dict, t
 from awm_lib.train.dataset import MammoRoIDataset, build_datasets, collate
 from awm_lib.train.distributed import DistInfo, single_process
 from awm_lib.train.evaluate import metrics_from_predictions, predict_probabilities, save_predictions
-from awm_lib.train.loop import FitResult, fit, resolve_device, seed_everything
+from awm_lib.train.loop import FitResult, fit, seed_everything
 from awm_lib.train.run_folder import check_run_folder, cleanup_on_failure, remove_run_files
 
 RESULTS = "results.json"
@@ -148,7 +149,7 @@ def train(
 def _train(cfg: TrainConfig, out_dir: Path, *, resume: bool, progress: bool, dist: DistInfo,
            command: str | list[str] | None) -> TrainResult:
     seed_everything(cfg.seed, cfg.optim.deterministic)
-    device = resolve_device(cfg.optim.device) if dist.world_size == 1 else dist.device
+    device = choose_device(cfg.optim.device) if dist.world_size == 1 else dist.device
     record = run_record(command, seed=cfg.seed, device=device)
     config_dict = to_dict(cfg)
     if resume and ckpt.has_checkpoint(out_dir):  # refuse a mismatched resume before touching anything
@@ -215,7 +216,7 @@ def evaluate_checkpoint(
     now = to_dict(cfg)
     ckpt.check_config_compatible({k: ck.config.get(k) for k in ("arch", "model", "baseline")},
                                  {k: now[k] for k in ("arch", "model", "baseline")}, what="model configuration")
-    device = resolve_device(cfg.optim.device) if dist.world_size == 1 else dist.device
+    device = choose_device(cfg.optim.device) if dist.world_size == 1 else dist.device
     if model is None:
         model = build_model(cfg, quiet_random=True)
     ckpt.load_weights(model, ck.path)

@@ -44,8 +44,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from awm_lib.device import choose_device
 from awm_lib.errors import ConfigError, NonFiniteLossError
 from awm_lib.io_utils import write_text_atomic
+from awm_lib.optim import param_groups, warmup_cosine
 from awm_lib.train import checkpoint as ckpt
 from awm_lib.train.batch import default_forward, to_device
 from awm_lib.train.distributed import DistInfo, single_process, wrap_model
@@ -56,12 +58,6 @@ LOG_FILE = "metrics.jsonl"
 
 
 # --- small pure helpers -----------------------------------------------------------------
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seed Python, NumPy and torch; ask torch for deterministic kernels."""
     random.seed(seed)
@@ -76,38 +72,13 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
     """Multiplier of the base learning rate for optimizer step ``step`` (0-based).
 
-    Linear warm-up from ``1/warmup`` to 1 over ``warmup_steps``, then a cosine from 1
-    down to ``min_ratio`` at ``total_steps``.
+    The library's one schedule (:func:`awm_lib.optim.warmup_cosine`) counted in
+    optimizer steps: linear warm-up from ``1/warmup`` to 1 over ``warmup_steps``
+    (a warm-up step takes the value at its end, so the first step does not learn
+    at 0), then a cosine from 1 down to ``min_ratio`` at ``total_steps``.
     """
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    span = max(total_steps - warmup_steps, 1)
-    progress = min(max(step - warmup_steps, 0) / span, 1.0)
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def param_groups(model: torch.nn.Module, lr_backbone: float, lr_head: float, weight_decay: float) -> list[dict]:
-    """AdamW groups: backbone vs the rest ("head"), each with and without weight decay.
-
-    The backbone is ``model.backbone`` if the model has one. Biases, norms and other
-    1-D parameters get no weight decay (the nanoGPT rule). Frozen parameters are left out.
-    """
-    model = ckpt.unwrap(model)
-    backbone = getattr(model, "backbone", None)
-    backbone_ids = {id(p) for p in backbone.parameters()} if isinstance(backbone, torch.nn.Module) else set()
-    buckets: dict[tuple[str, bool], list] = {}
-    for _, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        part = "backbone" if id(p) in backbone_ids else "head"
-        buckets.setdefault((part, p.ndim >= 2), []).append(p)
-    groups = []
-    for (part, decay), params in sorted(buckets.items()):
-        lr = lr_backbone if part == "backbone" else lr_head
-        groups.append({"params": params, "lr": lr, "base_lr": lr, "weight_decay": weight_decay if decay else 0.0, "name": f"{part}{'' if decay else '_no_decay'}"})
-    if not groups:
-        raise ConfigError("the model has no trainable parameters")
-    return groups
+    t = step + 1 if step < warmup_steps else step
+    return warmup_cosine(t, total=total_steps, warmup=warmup_steps, end=min_ratio)
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, *, rank: int = 0, world: int = 1, accum_steps: int = 1) -> list[list[int]]:
@@ -251,7 +222,7 @@ def fit(
     dist = dist or single_process()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(o.device) if dist.world_size == 1 or o.device != "auto" else dist.device
+    device = choose_device(o.device) if dist.world_size == 1 or o.device != "auto" else dist.device
     seed_everything(seed, o.deterministic)
     run_config = run_config or {}
     amp = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if (o.amp and device.type == "cuda") else nullcontext()
@@ -267,7 +238,7 @@ def fit(
     total_steps = o.epochs * steps_per_epoch if o.max_steps is None else min(o.max_steps, o.epochs * steps_per_epoch)
 
     model.to(device)
-    optimizer = torch.optim.AdamW(param_groups(model, o.lr_backbone, o.lr_head, o.weight_decay), betas=(0.9, 0.999))
+    optimizer = torch.optim.AdamW(param_groups(ckpt.unwrap(model), o.weight_decay, o.lr_head, backbone_lr=o.lr_backbone), betas=(0.9, 0.999))
     state = TrainState(total_steps=total_steps)
     log = MetricsLog(out_dir / LOG_FILE, enabled=dist.is_main)
 
@@ -416,4 +387,4 @@ def _clip_and_check(model: torch.nn.Module, grad_clip: float | None, state: Trai
     return float(norm)
 
 
-__all__ = ["fit", "FitResult", "TrainState", "lr_factor", "param_groups", "epoch_batches", "read_log", "seed_everything", "resolve_device"]
+__all__ = ["fit", "FitResult", "TrainState", "lr_factor", "epoch_batches", "read_log", "seed_everything"]
