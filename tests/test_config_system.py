@@ -78,3 +78,16 @@ def test_the_pretrain_command_refuses_a_misspelt_boolean(capsys):
 def test_the_pretrain_command_refuses_it_from_the_shell_too():
     out = subprocess.run([sys.executable, "-m", "awm_lib", "pretrain", "--set", "bf16=ture"], capture_output=True, text=True)
     assert out.returncode == 2 and "did you mean true?" in out.stderr and "bf16='ture'" in out.stderr
+
+
+def test_the_benchmark_takes_the_same_typed_overrides():
+    from awm_lib.cli import build_parser
+    from awm_lib.cli.bench_cmd import _configs
+
+    args = build_parser().parse_args(["bench", "--config", "default", "--tiny", "--set", "crop_size=112", "--set", "topk=3"])
+    (cfg,) = _configs(args)
+    assert (cfg.crop_size, cfg.topk, cfg.name) == (112, 3, "default@tiny@crop_size=112,topk=3")
+    with pytest.raises(ConfigError, match="did you mean crop_size"):
+        _configs(build_parser().parse_args(["bench", "--config", "default", "--set", "crop_sise=112"]))
+    with pytest.raises(ConfigError, match="did you mean default"):
+        _configs(build_parser().parse_args(["bench", "--config", "defualt"]))

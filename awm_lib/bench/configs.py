@@ -21,8 +21,9 @@ import dataclasses
 import warnings
 from dataclasses import dataclass
 
-from awm_lib.model import cost
+from awm_lib.config import did_you_mean
 from awm_lib.errors import ConfigError
+from awm_lib.model import cost
 from awm_lib.model.backbone import (
     ARCHITECTURES,
     BackboneConfig,
@@ -126,7 +127,7 @@ CONFIGS: dict[str, BenchConfig] = {c.name: c for c in [
 
 def get_config(name: str) -> BenchConfig:
     if name not in CONFIGS:
-        raise ConfigError(f"unknown bench config {name!r}; choose from {', '.join(CONFIGS)}")
+        raise ConfigError(f"unknown bench config {name!r}; choose from {', '.join(CONFIGS)}{did_you_mean(name, CONFIGS)}")
     return CONFIGS[name]
 
 

@@ -19,6 +19,8 @@ def add_arguments(p) -> None:
     p.add_argument("--warmup", type=int, default=3, help="discarded warm-up steps (default 3)")
     p.add_argument("--batch-size", type=int, default=None, help="override every configuration's batch size")
     p.add_argument("--workers", type=int, default=None, help="override the loader workers of data-backed configs")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of every configuration, type-checked (e.g. crop_size=112; repeatable)")
     p.add_argument("--device", default="auto", help="cuda, cuda:N or cpu (default: cuda if available)")
     p.add_argument("--compile", nargs="?", const="default", default=None,
                    choices=("default", "max-autotune", "reduce-overhead"),
@@ -60,6 +62,7 @@ def _configs(args):
     import dataclasses
 
     from awm_lib.bench.configs import CONFIGS, get_config, tiny
+    from awm_lib.config import apply_overrides
     from awm_lib.errors import ConfigError
 
     if args.all:
@@ -80,6 +83,10 @@ def _configs(args):
             cfg = dataclasses.replace(cfg, workers=args.workers)
         if args.compile and cfg.path == "fast":
             cfg = dataclasses.replace(cfg, compile=args.compile)
+        sets = getattr(args, "set", None) or []
+        if sets:  # the same typed --set parser as train and pretrain; the results key names the change
+            cfg, suffix = apply_overrides(cfg, sets), suffix + "@" + ",".join(sets)
+            cfg.validate()
         out.append(dataclasses.replace(cfg, name=cfg.name + suffix))
     return out
 
