@@ -52,3 +52,29 @@ def test_forward_and_gradient(tiny_dir):
     assert logits.shape == (2,)
     logits.sum().backward()
     assert model.backbone.model.embeddings.patch_embeddings.projection.weight.grad is not None
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_a_prediction_does_not_depend_on_the_rest_of_its_batch(tiny_dir, pooling):
+    """Issue 14: padding tokens are masked and each image keeps its own position grid."""
+    model = make(tiny_dir, long_side=56, pooling=pooling).eval()
+    g = torch.Generator().manual_seed(0)
+    tall, wide = torch.rand(1, 1, 100, 40, generator=g), torch.rand(1, 1, 100, 40, generator=g)
+    boxes = torch.tensor([[0.0, 0.0, 40.0, 100.0], [0.0, 0.0, 40.0, 30.0]])  # 56 x 22.4 px and 42 x 56 px: canvas 56 x 56
+    with torch.no_grad():
+        alone = torch.cat([model(tall, boxes[:1]), model(wide, boxes[1:])])
+        together = model(torch.cat([tall, wide]), boxes)
+        pixels, grids = model.prepare(torch.cat([tall, wide]), boxes, return_grids=True)
+    assert tuple(pixels.shape[-2:]) == (56, 56) and grids.tolist() == [[4, 2], [3, 4]]  # patches (rows, cols)
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
+
+
+def test_encode_without_padding_is_the_plain_dinov2_forward(tiny_dir):
+    model = make(tiny_dir, long_side=42).eval()
+    pixels, grids = model.prepare(torch.rand(2, 1, 60, 50), return_grids=True)
+    with torch.no_grad():
+        cls, patches, valid = model.encode(pixels, grids)
+        ref = model.backbone.forward_tokens(pixels)
+    assert bool(valid.all())
+    torch.testing.assert_close(cls, ref.cls, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(patches, ref.patches, atol=1e-5, rtol=1e-4)

@@ -6,6 +6,13 @@ patch size; DINOv2 interpolates its position embeddings to that grid. A
 3514 x 2800 mammogram at full resolution is 50,201 tokens, and attention cost
 grows with the square of that: this model is what the RoI classifier's cost and
 accuracy are compared with.
+
+A batch shares one canvas, as large as its largest breast. So that a
+prediction never depends on the other images of its batch, each image gets
+exactly what it would get alone (:meth:`FullImageClassifier.encode`): the
+position embeddings interpolated to ITS OWN patch grid (placed top-left), and
+the canvas's padding tokens masked out of attention (as keys) and of mean
+pooling. Alone, an image's canvas is its own grid and nothing is masked.
 """
 
 from __future__ import annotations
@@ -69,8 +76,12 @@ class FullImageClassifier(nn.Module):
         nn.init.trunc_normal_(self.head[-1].weight, std=0.02)
         nn.init.zeros_(self.head[-1].bias)
 
-    def prepare(self, images: torch.Tensor, breast_boxes: torch.Tensor | None = None) -> torch.Tensor:
-        """images (B, 1, H, W) in [0, 1] -> (B, 3, h, w) normalised ViT input, h, w multiples of 14."""
+    def prepare(self, images: torch.Tensor, breast_boxes: torch.Tensor | None = None, return_grids: bool = False):
+        """images (B, 1, H, W) in [0, 1] -> (B, 3, h, w) normalised ViT input, h, w multiples of 14.
+
+        ``return_grids=True`` also returns each image's own patch grid (B, 2) as
+        (rows, cols): the part of the shared canvas that is its breast.
+        """
         b, _, h, w = images.shape
         if breast_boxes is None:
             breast_boxes = images.new_tensor([[0.0, 0.0, w, h]]).float().expand(b, 4)
@@ -87,13 +98,62 @@ class FullImageClassifier(nn.Module):
         )  # (B, h, w)
         x = x * inside[:, None].to(x.dtype)
         cfg = self.backbone.cfg
-        return normalise(x, cfg.pixel_mean, cfg.pixel_std)
+        pixels = normalise(x, cfg.pixel_mean, cfg.pixel_std)
+        if not return_grids:
+            return pixels
+        p = self.backbone.patch_size
+        rows = torch.ceil(torch.round(bh * scale, decimals=3) / p).clamp(1, size[0] // p)
+        cols = torch.ceil(torch.round(bw * scale, decimals=3) / p).clamp(1, size[1] // p)
+        return pixels, torch.stack([rows, cols], dim=-1).long()  # (B, 2)
+
+    def encode(self, pixels: torch.Tensor, grids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The backbone over a padded batch, each image as if alone.
+
+        pixels (B, 3, h, w) canvas; grids (B, 2) each image's own (rows, cols) of
+        patches, top-left. Returns cls (B, C), patches (B, P, C) on the canvas grid,
+        and valid (B, P) bool (False: padding, masked out of attention).
+        """
+        model = self.backbone.model
+        emb = model.embeddings
+        b = pixels.shape[0]
+        p = self.backbone.patch_size
+        gh, gw = pixels.shape[-2] // p, pixels.shape[-1] // p
+        patches = emb.patch_embeddings(pixels)  # (B, P, C)
+        c = patches.shape[-1]
+        r = torch.arange(gh, device=pixels.device)[:, None]
+        q = torch.arange(gw, device=pixels.device)[None, :]
+        valid = ((r < grids[:, 0, None, None]) & (q < grids[:, 1, None, None])).flatten(1)  # (B, P)
+        pos = patches.new_zeros(b, 1 + gh * gw, c)
+        for rows, cols in {tuple(g) for g in grids.tolist()}:  # one interpolation per distinct grid
+            own = emb.interpolate_pos_encoding(patches.new_empty(1, 1 + rows * cols, c), rows * p, cols * p)
+            on_canvas = patches.new_zeros(1, gh, gw, c)
+            on_canvas[:, :rows, :cols] = own[:, 1:].reshape(1, rows, cols, c)
+            same = (grids[:, 0] == rows) & (grids[:, 1] == cols)
+            pos[same] = torch.cat([own[:, :1], on_canvas.flatten(1, 2)], dim=1).to(pos.dtype)
+        x = torch.cat([emb.cls_token.expand(b, -1, -1).to(patches.dtype), patches], dim=1) + pos  # (B, 1+P, C)
+        keep = torch.cat([valid.new_ones(b, 1), valid], dim=1)
+        registers = getattr(emb, "register_tokens", None)
+        if registers is not None:
+            x = torch.cat([x[:, :1], registers.expand(b, -1, -1).to(x.dtype), x[:, 1:]], dim=1)
+            keep = torch.cat([keep[:, :1], keep.new_ones(b, registers.shape[1]), keep[:, 1:]], dim=1)
+        x = emb.dropout(x)
+        from transformers.masking_utils import create_bidirectional_mask
+
+        mask = None if bool(keep.all()) else create_bidirectional_mask(
+            config=model.config, inputs_embeds=x, attention_mask=keep.long()
+        )
+        hidden = model.layernorm(model.encoder(x, attention_mask=mask).last_hidden_state)  # (B, 1+R+P, C)
+        return hidden[:, 0], hidden[:, 1 + self.backbone.num_registers :], valid
 
     def forward(self, images: torch.Tensor, breast_boxes: torch.Tensor | None = None) -> torch.Tensor:
         """images (B, 1, H, W), breast_boxes (B, 4) xyxy or None (whole image) -> logits (B,)."""
-        pixels = self.prepare(images, breast_boxes)
-        tokens = self.backbone.forward_tokens(pixels)
-        pooled = tokens.cls if self.cfg.pooling == "cls" else tokens.patches.mean(dim=1)
+        pixels, grids = self.prepare(images, breast_boxes, return_grids=True)
+        cls, patches, valid = self.encode(pixels, grids)
+        if self.cfg.pooling == "cls":
+            pooled = cls
+        else:  # the mean of the image's own patches only
+            w = valid.to(patches.dtype)[..., None]  # (B, P, 1)
+            pooled = (patches * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
         return self.head(pooled).squeeze(-1)
 
     def num_tokens(self, height: int, width: int) -> int:
