@@ -1,6 +1,7 @@
 """Execute one notebook with papermill using the parameters of a profile.
 
     python scripts/execute_notebook.py notebooks/02_cost.ipynb build/book-src/notebooks/02_cost.ipynb --profile cpu
+    python scripts/execute_notebook.py IN.ipynb OUT.ipynb --profile gpu --param bench_path=/tmp/bench.json
 
 Parameters come from ``notebooks/profiles.yml``: ``{profile: {notebook_stem: {name: value}}}``.
 The notebook runs with the project root as its working directory. The output is
@@ -38,8 +39,15 @@ def main() -> int:
     ap.add_argument("input", type=Path)
     ap.add_argument("output", type=Path)
     ap.add_argument("--profile", default=os.environ.get("PROFILE", "cpu"))
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="override one parameter after the profile's (VALUE read as YAML); repeatable")
     args = ap.parse_args()
     params = profile_parameters(args.input, args.profile)
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise SystemExit(f"--param expects NAME=VALUE, got {item!r}")
+        params[name.strip()] = yaml.safe_load(value)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.output.with_name("." + args.output.name + ".running.ipynb")
     t0 = time.time()

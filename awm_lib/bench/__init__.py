@@ -9,16 +9,30 @@
 * :mod:`~awm_lib.bench.pipeline` - :func:`run_config`: forward, training step,
   end to end, inference with the proposer, profile.
 * :mod:`~awm_lib.bench.results` - ``results/bench.json``, merged per (device, config).
+* :mod:`~awm_lib.bench.gpu_run` - the one prepared GPU run (``scripts/gpu_run.sh``)
+  and bringing its results home (``python -m awm_lib gpu-import``).
 
 Command line: ``python -m awm_lib bench --config paper --device cuda``.
+
+The names below are imported on first use, so ``import awm_lib.bench.gpu_run``
+(called many times by ``scripts/gpu_run.sh``) does not pay for torch.
 """
 
-from awm_lib.bench.configs import CONFIGS, BenchConfig, get_config, tiny
-from awm_lib.bench.pipeline import run_config
-from awm_lib.bench.results import load_results, merge_runs, write_results
-from awm_lib.bench.timing import MatmulPeak, Timing, matmul_peak, time_steps
+from __future__ import annotations
 
-__all__ = [
-    "CONFIGS", "BenchConfig", "MatmulPeak", "Timing", "get_config", "load_results", "matmul_peak",
-    "merge_runs", "run_config", "tiny", "time_steps", "write_results",
-]
+import importlib
+
+_EXPORTS = {
+    "CONFIGS": "configs", "BenchConfig": "configs", "get_config": "configs", "tiny": "configs",
+    "run_config": "pipeline",
+    "load_results": "results", "merge_runs": "results", "write_results": "results",
+    "MatmulPeak": "timing", "Timing": "timing", "matmul_peak": "timing", "time_steps": "timing",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"awm_lib.bench.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'awm_lib.bench' has no attribute {name!r}")

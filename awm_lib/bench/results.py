@@ -99,3 +99,62 @@ def goals(runs: list[dict]) -> dict:
             "default_train_step_s": {"target": None, "measured": _best(rs, "default", "train", "median_s", better=min)},
         }
     return out
+
+
+# --- what chapter 2 shows: the rows measured on a GPU, never an estimate ---------------------------------
+def is_gpu_device(device) -> bool:
+    """A GPU row: the device name of :func:`awm_lib.io_utils.device_name` for CUDA (CPU rows start "CPU:")."""
+    return bool(device) and not str(device).startswith("CPU")
+
+
+def _gpu_runs(data: dict) -> list[dict]:
+    return [r for r in data.get("runs", []) if is_gpu_device(r.get("device")) and "@tiny" not in str(r.get("config"))]
+
+
+def gpu_table(path: str | Path):
+    """The benchmark rows measured on a GPU, one line per (device, configuration), or None if there are none.
+
+    Train figures are the model-only training step; "end-to-end" is the loader-fed step
+    (data-backed configurations: ``paper-e2e``, ``reference``). Each row keeps its date and command.
+    """
+    import pandas as pd
+
+    runs = _gpu_runs(load_results(path))
+    if not runs:
+        return None
+
+    def get(r, *keys):
+        for k in keys:
+            r = r.get(k) if isinstance(r, dict) else None
+        return r
+
+    rows = []
+    for r in runs:
+        mem = get(r, "train", "peak_memory_bytes")
+        rows.append({
+            "device": r.get("device"), "configuration": r.get("config"), "batch": r.get("batch_size"),
+            "precision": r.get("precision"), "tokens / image": r.get("tokens_per_image"),
+            "train ms / step": None if get(r, "train", "median_s") is None else 1e3 * get(r, "train", "median_s"),
+            "train images/s": get(r, "train", "images_per_s"), "train TFLOP/s": get(r, "train", "tflops"),
+            "train MFU": get(r, "train", "mfu"), "end-to-end images/s": get(r, "train_end_to_end", "images_per_s"),
+            "peak memory GiB": None if mem is None else mem / 2**30, "error": r.get("error"),
+            "date": r.get("date"), "command": r.get("command"),
+        })
+    table = pd.DataFrame(rows)
+    if table["error"].isna().all():
+        table = table.drop(columns="error")
+    return table.set_index(["device", "configuration"])
+
+
+def gpu_goals_table(path: str | Path):
+    """Per GPU device, the performance goals next to what was measured (None where not measured), or None."""
+    import pandas as pd
+
+    runs = _gpu_runs(load_results(path))
+    if not runs:
+        return None
+    rows = []
+    for device, g in goals(runs).items():
+        for name, v in g.items():
+            rows.append({"device": device, "goal": name, "target": v["target"], "measured": v["measured"]})
+    return pd.DataFrame(rows).set_index(["device", "goal"])

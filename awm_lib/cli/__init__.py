@@ -31,6 +31,7 @@ COMMANDS = {
     "predict": "predict_cmd",
     "pretrain": "pretrain_cmd",
     "bench": "bench_cmd",
+    "gpu-import": "gpu_import_cmd",
     "ablation": "ablation_cmd",
 }
 
