@@ -19,7 +19,7 @@ HELP = "train the RoI classifier (then evaluate it on the test split)"
 def add_arguments(p) -> None:
     p.add_argument("--dataset", default=None, choices=("synthetic", "mias", "vindr"), help="which data set (required, except with --print-config)")
     p.add_argument("--root", default=None, metavar="DIR", help="data folder (mias: default ../shared/data/mini-mias; synthetic: generated into the cache when omitted)")
-    p.add_argument("--preset", default="default", choices=("smoke", "default", "paper"), help="smoke (minutes on a CPU), default (ViT-S/14, 224 px), paper (ViT-B/14, 448 px)")
+    p.add_argument("--preset", default="default", choices=("smoke", "default", "paper", "frozen"), help="smoke (minutes on a CPU), default (ViT-S/14, 224 px), paper (ViT-B/14, 448 px), frozen (cached tokens of a frozen backbone: seconds per run once cached)")
     p.add_argument("--out", default=None, metavar="DIR", help="run folder (checkpoints, metrics.jsonl, results.json; required, except with --print-config)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its checkpoints and results are deleted)")

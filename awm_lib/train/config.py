@@ -43,6 +43,9 @@ from typing import Literal
 
 from awm_lib.config import apply_overrides, from_dict, preset_from, to_dict
 from awm_lib.errors import ConfigError
+from awm_lib.features.backbones import default_ssl_checkpoint
+from awm_lib.features.config import RESUME_IGNORE as _FEATURES_RESUME_IGNORE
+from awm_lib.features.config import FeatureConfig
 from awm_lib.losses import LossConfig
 from awm_lib.model.backbone import BackboneConfig
 from awm_lib.model.roi_transformer import RoIClassifierConfig
@@ -150,6 +153,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)  # cached tokens of a frozen backbone (preset frozen)
 
 
 #: The crop margin when neither data.roi_margin nor data.roi_margin_mm is given, per dataset.
@@ -158,7 +162,7 @@ class TrainConfig:
 DEFAULT_MARGIN: dict[str, tuple[str, float]] = {"vindr": ("px", 40.0), "synthetic": ("px", 40.0), "mias": ("mm", 3.4)}
 
 # Keys that may differ between a checkpoint and a resumed run without changing the result.
-RESUME_IGNORE = ("data.root", "data.num_workers", "optim.device", "optim.progress", "optim.log_every")
+RESUME_IGNORE = ("data.root", "data.num_workers", "optim.device", "optim.progress", "optim.log_every", *_FEATURES_RESUME_IGNORE)
 
 
 def _preset_smoke() -> TrainConfig:
@@ -265,7 +269,38 @@ PAPER_PRESET_GAPS: tuple[str, ...] = (
 )
 
 
-PRESETS = {"smoke": _preset_smoke, "default": _preset_default, "paper": _preset_paper}
+def _preset_frozen() -> TrainConfig:
+    """A frozen backbone and cached RoI tokens: the RoI head trains in seconds on a CPU.
+
+    Every RoI crop is embedded ONCE by the frozen backbone (``features.cached``, the shared
+    cache of :mod:`awm_lib.features`); the same RoIClassifier (position codes, transformer,
+    pooling, head) and losses then train on (B, K, D) tokens. Backbone: the project's own
+    self-supervised checkpoint ``checkpoints/awm-dino-cpu`` when it is there, else a random
+    ViT-S/14 (seed ``features.random_seed``), the honest baseline; every result records which.
+
+    Why ViT-S/14 at 112 px (measured on this 2-core CPU, ``benchmarks/bench_features.py``,
+    ``results/bench_features.json``): one 112-px crop is 65 tokens, a 224-px crop 257, so
+    112 px costs 4.3x less (2.8 vs 12.1 GFLOP per crop) and fills the
+    mini-MIAS cache (322 images x 6 RoIs) in minutes instead of a quarter of an hour on a busy
+    CPU; a lesion box on mini-MIAS at ``long_side=1024`` is mostly 40-200 px, so 112 px keeps
+    the lesion near its native resolution, and only the whole-breast anchor is shrunk more.
+    112 is also a multiple of 8 and 14, the patch sizes of the project's CPU checkpoints.
+    ViT-S rather than ViT-B: 4x cheaper, and offline both are random anyway.
+    """
+    return TrainConfig(
+        preset="frozen",
+        model=RoIClassifierConfig(
+            backbone=BackboneConfig(name_or_path=default_ssl_checkpoint(), random_arch="small", embedding="cls"),
+            crop_size=112, topk=5, d_model=128, depth=2, heads=4, dropout=0.1, head_dropout=0.1,
+        ),
+        loss=LossConfig(repulsive_on="embeddings"),
+        data=DataConfig(long_side=1024, augment=False),  # a cached token is fixed: no augmentation
+        optim=OptimConfig(epochs=40, batch_size=16, lr_backbone=0.0, lr_head=3e-4, warmup_steps=10, patience=10),
+        features=FeatureConfig(cached=True),
+    )
+
+
+PRESETS = {"smoke": _preset_smoke, "default": _preset_default, "paper": _preset_paper, "frozen": _preset_frozen}
 
 
 def describe_config(cfg: TrainConfig) -> str:
@@ -350,6 +385,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             if msg.startswith(short) and prefix != short:
                 msg = msg[len(short):]
             raise ConfigError(msg if msg.startswith(prefix) else prefix + msg, e.path) from None
+    cfg.features.validate()
+    if cfg.features.cached and cfg.arch != "roi":
+        raise ConfigError(f"features.cached=true needs arch=roi (the full-image baseline has no RoI tokens), got arch={cfg.arch}")
+    if cfg.features.cached and cfg.data.augment:
+        raise ConfigError("features.cached=true trains on fixed tokens: set data.augment=false (no gamma / box jitter)")
     if cfg.model.crop_size % 14:
         raise ConfigError(f"model.crop_size={cfg.model.crop_size} must be a multiple of the ViT patch size 14 (e.g. 56, 224, 448)")
     return cfg

@@ -36,6 +36,8 @@ import numpy as np
 import torch
 
 from awm_lib.device import choose_device
+from awm_lib.errors import ConfigError
+from awm_lib.features.extract import torch_threads
 from awm_lib.io_utils import run_record, write_json_atomic
 from awm_lib.losses import compute_loss, weighted_bce
 from awm_lib.model.backbone import RandomBackboneWarning
@@ -48,6 +50,12 @@ from awm_lib.train.distributed import DistInfo, single_process
 from awm_lib.train.evaluate import metrics_from_predictions, predict_probabilities, save_predictions
 from awm_lib.train.loop import FitResult, fit, seed_everything
 from awm_lib.train.run_folder import check_run_folder, cleanup_on_failure, remove_run_files
+from awm_lib.train.tokens import (
+    collate_tokens,
+    forward_token_batch,
+    token_classifier,
+    token_datasets,
+)
 
 RESULTS = "results.json"
 CONFIG = "config.json"
@@ -83,6 +91,8 @@ def build_model(cfg: TrainConfig, *, quiet_random: bool = False) -> torch.nn.Mod
                 b = cfg.baseline
                 return FullImageClassifier(FullImageConfig(backbone=cfg.model.backbone, long_side=b.long_side,
                                                            pooling=b.pooling, head_dropout=b.head_dropout))
+            if cfg.features.cached:  # the same classifier, reading cached tokens of the frozen backbone
+                return token_classifier(cfg)
             return RoIClassifier(cfg.model)
         finally:
             log.disabled = disabled
@@ -104,7 +114,10 @@ def loss_fn_for(cfg: TrainConfig):
 
 def forward_batch(model, batch: dict):
     """The model on a collated batch (padding-aware): the RoI classifier, or the
-    full-image baseline on each image's real extent (the anchor box)."""
+    full-image baseline on each image's real extent (the anchor box), or the RoI
+    classifier on cached tokens (``features.cached``)."""
+    if "tokens" in batch:
+        return forward_token_batch(ckpt.unwrap(model), batch)
     if isinstance(ckpt.unwrap(model), FullImageClassifier):
         return model(batch["images"], batch["rois"][:, 0])  # (B,) logits
     return model(batch["images"], batch["rois"], image_sizes=batch.get("image_sizes"), roi_mask=batch.get("roi_mask"))
@@ -115,9 +128,27 @@ def _datasets(cfg: TrainConfig, dist: DistInfo, progress: bool, splits=("train",
     if not dist.is_main:
         dist.barrier()
     ds = build_datasets(cfg, progress=progress and dist.is_main, splits=splits)
+    if cfg.features.cached:  # every RoI crop embedded once by the frozen backbone (shared cache)
+        ds = token_datasets(cfg, ds, progress=progress and dist.is_main)
     if dist.is_main:
         dist.barrier()
     return ds
+
+
+def collate_for(cfg: TrainConfig):
+    """The batch collation of ``cfg``: images, or cached tokens."""
+    return collate_tokens if cfg.features.cached else collate
+
+
+def backbone_record(cfg: TrainConfig, datasets: dict | None = None, model=None) -> dict:
+    """Which backbone produced a result: the feature cache's record (name, weights hash,
+    crop size) for cached tokens, else the model's backbone source."""
+    if datasets is not None and getattr(datasets.get("test"), "backbone", None):
+        return dict(datasets["test"].backbone)
+    bb = getattr(ckpt.unwrap(model), "backbone", None) if model is not None else None
+    return {"name": cfg.model.backbone.name_or_path or f"random-{cfg.model.backbone.random_arch}",
+            "source": getattr(bb, "source", None), "pretrained": bool(getattr(bb, "is_pretrained", False)),
+            "crop_size": cfg.model.crop_size}
 
 
 def train(
@@ -152,6 +183,8 @@ def _train(cfg: TrainConfig, out_dir: Path, *, resume: bool, progress: bool, dis
     device = choose_device(cfg.optim.device) if dist.world_size == 1 else dist.device
     record = run_record(command, seed=cfg.seed, device=device)
     config_dict = to_dict(cfg)
+    if cfg.features.cached and dist.world_size > 1:
+        raise ConfigError("features.cached=true trains in one process (seconds on a CPU); run it without torchrun")
     if resume and ckpt.has_checkpoint(out_dir):  # refuse a mismatched resume before touching anything
         ckpt.load_checkpoint(out_dir, which="last", expected_config=config_dict, ignore=RESUME_IGNORE)
     if dist.is_main:
@@ -160,13 +193,15 @@ def _train(cfg: TrainConfig, out_dir: Path, *, resume: bool, progress: bool, dis
     torch.manual_seed(cfg.seed)  # the model's initial weights depend on the seed only
     model = build_model(cfg)
     o = cfg.optim if progress else _no_progress(cfg.optim)
-    result = fit(
-        model, ds["train"], ds["val"], o, out_dir,
-        loss_fn=loss_fn_for(cfg), forward_fn=forward_batch, collate_fn=collate, seed=cfg.seed,
-        run_config=config_dict, resume=resume, resume_ignore=RESUME_IGNORE,
-        num_workers=cfg.data.num_workers, dist=dist,
-    )
-    results = evaluate_checkpoint(out_dir, cfg, datasets=ds, model=ckpt.unwrap(model), dist=dist, progress=progress, record=record)
+    # on cached tokens every matmul is tiny: one thread is fastest (2-core CPU: ~20x faster than two)
+    with torch_threads(cfg.features.train_threads if cfg.features.cached else None):
+        result = fit(
+            model, ds["train"], ds["val"], o, out_dir,
+            loss_fn=loss_fn_for(cfg), forward_fn=forward_batch, collate_fn=collate_for(cfg), seed=cfg.seed,
+            run_config=config_dict, resume=resume, resume_ignore=RESUME_IGNORE,
+            num_workers=cfg.data.num_workers, dist=dist,
+        )
+        results = evaluate_checkpoint(out_dir, cfg, datasets=ds, model=ckpt.unwrap(model), dist=dist, progress=progress, record=record)
     if dist.is_main:
         results["train"] = {"steps": result.state.step, "best_val_auc": result.state.best_metric,
                             "best_step": result.state.best_step, "stopped_early": result.state.stopped_early}
@@ -179,15 +214,6 @@ def _no_progress(o):
     from dataclasses import replace
 
     return replace(o, progress=False)
-
-
-def load_model(checkpoint: str | os.PathLike, *, which: str = "best", device: str | torch.device = "cpu") -> tuple[torch.nn.Module, TrainConfig, Path]:
-    """The model saved in a checkpoint (a run folder or a step folder), its config, and the step folder."""
-    ck = ckpt.load_checkpoint(checkpoint, which=which)
-    cfg = config_from_dict(ck.config)
-    model = build_model(cfg, quiet_random=True)
-    ckpt.load_weights(model, ck.path)  # a mismatch raises CheckpointError
-    return model.to(device).eval(), cfg, ck.path
 
 
 def evaluate_checkpoint(
@@ -214,8 +240,10 @@ def evaluate_checkpoint(
     saved = config_from_dict(ck.config)
     cfg = cfg or saved
     now = to_dict(cfg)
-    ckpt.check_config_compatible({k: ck.config.get(k) for k in ("arch", "model", "baseline")},
-                                 {k: now[k] for k in ("arch", "model", "baseline")}, what="model configuration")
+    input_of = lambda c: {k: (c.get("features") or {}).get(k) for k in ("cached", "random_seed")}  # noqa: E731
+    ckpt.check_config_compatible({**{k: ck.config.get(k) for k in ("arch", "model", "baseline")}, "features": input_of(ck.config)},
+                                 {**{k: now[k] for k in ("arch", "model", "baseline")}, "features": input_of(now)},
+                                 what="model configuration")
     device = choose_device(cfg.optim.device) if dist.world_size == 1 else dist.device
     if model is None:
         model = build_model(cfg, quiet_random=True)
@@ -227,7 +255,7 @@ def evaluate_checkpoint(
     for split in ("val", "test"):
         ids, labels, probs = predict_probabilities(
             model, datasets[split], batch_size=cfg.eval.batch_size, device=device, forward_fn=forward_batch,
-            collate_fn=collate, amp=cfg.optim.amp, dist=dist, num_workers=cfg.data.num_workers, progress=progress and dist.is_main,
+            collate_fn=collate_for(cfg), amp=cfg.optim.amp, dist=dist, num_workers=cfg.data.num_workers, progress=progress and dist.is_main,
         )
         preds[split] = (ids, labels, probs)
     if save_dir is None and (Path(checkpoint) / ckpt.CKPT_DIR).is_dir():
@@ -249,6 +277,7 @@ def evaluate_checkpoint(
         "fold": cfg.data.fold if cfg.data.dataset == "mias" else None,
         "checkpoint": str(ck.path),
         "checkpoint_step": ck.step,
+        "backbone": backbone_record(cfg, datasets, model),
         "seeds": [cfg.seed],
         **{k: record[k] for k in ("command", "device", "date", "versions")},
     })
