@@ -339,3 +339,48 @@ def test_time_limit_stops_starting_runs_and_a_rerun_goes_on(tmp_path, monkeypatc
     assert len(calls) == 0 and data["records"] == []  # the limit was reached before the first run
     ablation.run_study("mias", ["roi-nopos"], "cpu-smoke", **kw)
     assert len(calls) == 2
+
+
+def test_every_contrast_changes_exactly_its_factor():
+    """Issue 14: pad_rois (and where the repulsive term acts) are held fixed by a one-factor contrast."""
+    from awm_lib.experiments.ablation_records import settings_differences
+    from awm_lib.experiments.ablation_study import CONTRASTS
+
+    for scale in ("cpu-smoke", "gpu"):
+        for c in CONTRASTS:
+            if c.factor == "method":  # the full-image baseline differs in everything
+                continue
+            a, b = (settings_of(config_for(name, "mias", scale)) for name in (c.a, c.b))
+            assert settings_differences(a, b) == [c.factor], (scale, c.name)
+    # the oracle's random padding would be a second factor against a blob row padded with masks
+    masked, oracle = (settings_of(config_for(n, "mias", "cpu-smoke")) for n in ("roi-paper", "proposer-oracle"))
+    assert settings_differences(masked, oracle) == ["proposer", "pad_rois"]
+
+
+def test_gpu_scale_takes_the_first_backbone_available(tmp_path, monkeypatch):
+    """Issue 14: DINOv2 when reachable, else the project's SSL checkpoint, else random init; records say which."""
+    from awm_lib.experiments import ablation_study as study
+    from awm_lib.experiments.ablation_records import backbone_of
+
+    study.resolve_backbone.cache_clear()
+    monkeypatch.setattr(study, "hub_reachable", lambda timeout=5.0: False)
+    ssl = tmp_path / "awm-dino-cpu"
+    assert study.resolve_backbone(("facebook/dinov2-small", str(ssl))) is None  # nothing here: random init
+    ssl.mkdir()
+    (ssl / "config.json").write_text("{}")
+    study.resolve_backbone.cache_clear()
+    assert study.resolve_backbone(("facebook/dinov2-small", str(ssl))) == str(ssl)
+    monkeypatch.setattr(study, "hub_reachable", lambda timeout=5.0: True)
+    study.resolve_backbone.cache_clear()
+    assert study.resolve_backbone(("facebook/dinov2-small", str(ssl))) == "facebook/dinov2-small"
+    study.resolve_backbone.cache_clear()
+
+    monkeypatch.setattr(study, "resolve_backbone", lambda names: str(ssl))
+    for name in ("roi-paper", "baseline-full-image"):
+        cfg = config_for(name, "mias", "gpu")
+        assert cfg.model.backbone.name_or_path == str(ssl) and not cfg.model.backbone.allow_random_fallback
+        assert backbone_of(cfg) == str(ssl)
+    monkeypatch.setattr(study, "resolve_backbone", lambda names: None)
+    cfg = config_for("roi-paper", "mias", "gpu")
+    assert cfg.model.backbone.name_or_path is None and backbone_of(cfg) == "random:small"
+    assert config_for("roi-paper", "mias", "cpu-smoke").model.backbone.random_arch == "micro"  # CPU scales untouched

@@ -40,17 +40,38 @@ def backbone_of(cfg: TrainConfig) -> str:
 
 
 def settings_of(cfg: TrainConfig) -> dict:
-    """The plain-value settings the widget's dropdowns filter on."""
+    """The plain-value settings the widget's dropdowns filter on, and the ones a one-factor contrast holds fixed.
+
+    Besides the widget's keys: ``pad_rois`` (how images with fewer than k proposals are
+    filled: it decides what an oracle or random proposer can leak) and ``repulsive_on``
+    (where the repulsive term acts; "none" without one).
+    """
     init = cfg.model.backbone.name_or_path
     init = "random" if init is None else ("ssl" if "awm-dino" in init else init)
     if cfg.arch == "full_image":
         return {"arch": "full_image", "proposer": "none", "topk": 0, "crop_size": cfg.baseline.long_side, "position": "none",
-                "pooling": cfg.baseline.pooling, "loss": "bce", "contrastive_weight": 0.0, "backbone_init": init}
+                "pooling": cfg.baseline.pooling, "loss": "bce", "contrastive_weight": 0.0, "backbone_init": init,
+                "pad_rois": "none", "repulsive_on": "none"}
     lc = cfg.loss
     terms = ["bce"] + (["repulsive"] if lc.repulsive_weight > 0 else []) + (["supcon"] if lc.supcon_weight > 0 or lc.roi_supcon_weight > 0 else [])
     return {"arch": "roi", "proposer": cfg.data.proposer, "topk": cfg.model.topk, "crop_size": cfg.model.crop_size,
             "position": cfg.model.position, "pooling": cfg.model.pooling, "loss": "+".join(terms),
-            "contrastive_weight": float(lc.repulsive_weight + lc.supcon_weight + lc.roi_supcon_weight), "backbone_init": init}
+            "contrastive_weight": float(lc.repulsive_weight + lc.supcon_weight + lc.roi_supcon_weight), "backbone_init": init,
+            "pad_rois": cfg.data.pad_rois, "repulsive_on": lc.repulsive_on if lc.repulsive_weight > 0 else "none"}
+
+
+#: The settings a one-factor contrast must hold fixed (the record's ``settings``, arch aside).
+CONTRAST_KEYS = ("proposer", "topk", "crop_size", "position", "pooling", "loss", "contrastive_weight", "backbone_init",
+                 "pad_rois", "repulsive_on")
+
+
+def settings_differences(a: dict, b: dict) -> list[str]:
+    """The :data:`CONTRAST_KEYS` on which two records' settings differ; a loss's weight and where its
+    repulsive term acts count as part of ``loss`` when the loss terms differ."""
+    diff = [k for k in CONTRAST_KEYS if a.get(k) != b.get(k)]
+    if "loss" in diff:
+        diff = [k for k in diff if k not in ("contrastive_weight", "repulsive_on")]
+    return diff
 
 
 def study_command(dataset: str, configuration: str, scale: str, seeds: Sequence[int], folds: Sequence[int] | None,

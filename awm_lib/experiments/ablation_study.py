@@ -23,6 +23,7 @@ them is :mod:`awm_lib.experiments.ablation`.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,8 @@ _REPULSIVE = ("loss.repulsive_weight=0.3", "loss.supcon_weight=0", "loss.roi_sup
 _PAPER_POS = ("model.position=sinecat+rope1d",)
 _PAPER_REPULSIVE = (*_REPULSIVE, "loss.repulsive_on=tokens")
 _FULL = (*_ROI, *_PAPER_POS, *_PAPER_REPULSIVE)  # the paper's method (as the reference codes it) with the blob proposer
+# the project's variant of the repulsive term: on the projected RoI embeddings, before the transformer
+_OUR_REPULSIVE = (*_REPULSIVE, "loss.repulsive_on=embeddings")
 PAPER_METHOD = "roi-paper"  # the configuration that is "the paper's method"
 
 CONFIGURATIONS: dict[str, Configuration] = {c.name: c for c in [
@@ -73,14 +76,17 @@ CONFIGURATIONS: dict[str, Configuration] = {c.name: c for c in [
     Configuration(PAPER_METHOD, _FULL,
                   "the paper's method as the reference codes it: its position code + the repulsive loss on the "
                   "RoI transformer's outputs (blob proposer)"),
-    Configuration("roi-rope2d-repulsive", (*_ROI, "model.position=rope2d", *_REPULSIVE),
+    Configuration("roi-rope2d-repulsive", (*_ROI, "model.position=rope2d", *_OUR_REPULSIVE),
                   "the project's variant: 2-D RoPE + the repulsive loss on the RoI embeddings before the transformer"),
     Configuration("roi-rope2d-supcon", (*_ROI, "model.position=rope2d", "loss.repulsive_weight=0", "loss.supcon_weight=0",
                                         "loss.roi_supcon_weight=0.3", "loss.hard_negative_beta=1.0"),
                   "2-D RoPE + hard-negative supervised contrastive loss over RoIs (instead of the repulsive loss)"),
-    Configuration("roi-rope2d-repulsive-supcon", (*_ROI, "model.position=rope2d", *_REPULSIVE, "loss.roi_supcon_weight=0.3",
+    Configuration("roi-rope2d-repulsive-supcon", (*_ROI, "model.position=rope2d", *_OUR_REPULSIVE, "loss.roi_supcon_weight=0.3",
                                                   "loss.hard_negative_beta=1.0"),
                   "the project's variant + the hard-negative supervised contrastive loss over RoIs"),
+    Configuration("proposer-blob", (*_FULL, "data.pad_rois=random"),
+                  "the paper's method with random padding: the blob arm of the random / oracle contrasts, padded "
+                  "like them (data.pad_rois is part of what a one-factor contrast holds fixed)"),
     Configuration("proposer-oracle", (*_FULL, "data.proposer=oracle", "data.pad_rois=random"),
                   "the paper's method with the lesion boxes as proposals (random padding so the count leaks nothing)"),
     Configuration("proposer-random", (*_FULL, "data.proposer=random", "data.pad_rois=random"),
@@ -136,17 +142,18 @@ CONTRASTS: tuple[Contrast, ...] = (
              "adding the supervised contrastive term to the repulsive loss"),
     Contrast("proposer: none -> blob", "proposer", "proposer-none", PAPER_METHOD, None,
              "blob proposals vs the anchor alone"),
-    Contrast("proposer: random -> blob", "proposer", "proposer-random", PAPER_METHOD, None,
-             "blob proposals vs random boxes in the breast"),
-    Contrast("proposer: blob -> oracle", "proposer", PAPER_METHOD, "proposer-oracle", None,
-             "the lesion boxes themselves vs blob proposals"),
+    Contrast("proposer: random -> blob", "proposer", "proposer-random", "proposer-blob", None,
+             "blob proposals vs random boxes in the breast (both padded with random boxes)"),
+    Contrast("proposer: blob -> oracle", "proposer", "proposer-blob", "proposer-oracle", None,
+             "the lesion boxes themselves vs blob proposals (both padded with random boxes)"),
     Contrast("backbone: ssl", "backbone_init", PAPER_METHOD, "backbone-ssl", None,
              "the project's self-supervised backbone vs the random one"),
 )
 
 # What `--configs` defaults to: the ablation ladder, the proposer swap and the SSL init.
 DEFAULT_CONFIGS = ("baseline-full-image", "roi-nopos", "roi-sine", "roi-rope2d", "roi-sinecat-rope1d", PAPER_METHOD,
-                   "roi-rope2d-repulsive", "roi-rope2d-supcon", "proposer-oracle", "proposer-random", "proposer-none",
+                   "roi-rope2d-repulsive", "roi-rope2d-supcon", "proposer-blob", "proposer-oracle", "proposer-random",
+                   "proposer-none",
                    "backbone-ssl")
 
 
@@ -164,6 +171,9 @@ class Scale:
     # (e.g. the full-image baseline of a frozen-feature scale, or another SSL checkpoint)
     replace: dict = field(default_factory=dict)
     description: str = ""
+    # backbone weights, first available wins (resolve_backbone); () = the preset's / the overrides' backbone.
+    # Used by configurations that do not name their own backbone; every record states which one it used.
+    backbones: tuple[str, ...] = ()
 
     def configuration(self, name: str) -> Configuration:
         if name not in CONFIGURATIONS:
@@ -181,18 +191,64 @@ _FROZEN_SSL = Configuration(
     "backbone-ssl", (*_FULL, f"model.backbone.name_or_path={SSL_CPU_CHECKPOINT}", "model.backbone.allow_random_fallback=false"),
     "the paper's method, crops embedded by the project's CPU self-supervised checkpoint", backbone=SSL_CPU_CHECKPOINT)
 
+#: The GPU scale's backbone, first available wins: DINOv2 ViT-S/14 from the hub (cached, or the hub
+#: reachable), else the project's self-supervised checkpoint, else (nothing found) a random ViT-S/14.
+GPU_BACKBONES = ("facebook/dinov2-small", SSL_CPU_CHECKPOINT)
+
+
+def hub_reachable(timeout: float = 5.0) -> bool:
+    """Whether the Hugging Face hub answers (never when HF_HUB_OFFLINE is set)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false"):
+        return False
+    try:
+        import urllib.request
+
+        urllib.request.urlopen("https://huggingface.co/api/models/facebook/dinov2-small", timeout=timeout).close()
+    except Exception:  # noqa: BLE001 - no network, no DNS, a proxy refusing: not reachable
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=None)
+def resolve_backbone(candidates: tuple[str, ...]) -> str | None:
+    """The first of ``candidates`` whose weights can be loaded here, or None (random init).
+
+    A local folder counts when it exists (relative paths: from the project root); a hub
+    id when it is in the local Hugging Face cache or the hub is reachable. The answer
+    is cached for the process, so every run of one grid uses the same backbone.
+    """
+    for name in candidates:
+        local = Path(name) if Path(name).is_absolute() else paths.PROJECT_ROOT / name
+        if name.startswith(("checkpoints/", "/", ".")):
+            if (local / "config.json").is_file():
+                return name
+            continue
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            if isinstance(try_to_load_from_cache(name, "config.json"), str):
+                return name
+        except Exception:  # noqa: BLE001 - any hub trouble means "not in the cache"
+            pass
+        if hub_reachable():
+            return name
+    return None
+
+
 SCALES: dict[str, Scale] = {
     # random micro ViT, 256-px breast crops, 56-px RoI crops, 2 epochs: minutes per run on a CPU
     "cpu-smoke": Scale("cpu-smoke", "smoke", ("baseline.long_side=252", "optim.device=cpu"), seeds=(0,),
                        per_dataset={"synthetic": ("data.synthetic_n=160", "data.synthetic_size=512")}),
-    # ViT-S/14 (random init unless the configuration loads weights), 224-px crops of 1024-px images
-    # (the default preset freezes 6 blocks of a pretrained ViT; a random one must train all of them)
+    # ViT-S/14, 224-px crops of 1024-px images; weights: GPU_BACKBONES (DINOv2 from the hub, else the
+    # project's SSL checkpoint, else random init); every backbone is fine-tuned whole, so that backbone
+    # contrasts change the weights only
     "gpu": Scale("gpu", "default", ("model.backbone.name_or_path=none", "model.backbone.freeze_blocks=0",
                                     "model.backbone.freeze_patch_embed=false", "optim.epochs=15", "optim.patience=5",
                                     "optim.batch_size=32", "optim.warmup_steps=20", "eval.batch_size=64",
                                     "data.num_workers=8"), seeds=(0, 1, 2),
                  per_dataset={"synthetic": ("data.synthetic_n=6400", "data.synthetic_size=1024"),
-                              "mias": ("data.augment=true",)}),
+                              "mias": ("data.augment=true",)},
+                 backbones=GPU_BACKBONES),
     # the `frozen` preset: every RoI crop embedded once by a frozen, randomly initialised ViT-S/14 (pinned here, so
     # that a checkpoint appearing later never changes a finished run) and cached; the RoI head trains on the
     # tokens in seconds, so 5 folds x 5 seeds fit on a CPU. Settings are the preset's, chosen before any test fold.
@@ -212,7 +268,13 @@ def config_for(configuration: str, dataset: str, scale: str, *, seed: int = 0, f
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}; choose {', '.join(SCALES)}")
     sc = SCALES[scale]
-    over = [*sc.overrides, *sc.per_dataset.get(dataset, ()), *sc.configuration(configuration).overrides,
+    conf = sc.configuration(configuration)
+    weights: list[str] = []
+    if sc.backbones and conf.backbone is None:
+        name = resolve_backbone(sc.backbones)
+        if name is not None:  # loaded or nothing: a failed load must not fall back to random weights silently
+            weights = [f"model.backbone.name_or_path={name}", "model.backbone.allow_random_fallback=false"]
+    over = [*sc.overrides, *sc.per_dataset.get(dataset, ()), *weights, *conf.overrides,
             f"seed={seed}", *(() if fold is None else (f"data.fold={fold}",)), *extra]
     data_fields = {"dataset": dataset} if root is None else {"dataset": dataset, "root": str(root)}
     return make_config(sc.preset, over, **data_fields)
@@ -294,5 +356,6 @@ def describe() -> str:
     lines += [f"  {c.name:<28} {c.description}" for c in CONFIGURATIONS.values()]
     lines += ["scales:"]
     for s in SCALES.values():
-        lines.append(f"  {s.name:<10} preset={s.preset} seeds={list(s.seeds)} overrides={' '.join(s.overrides)}")
+        weights = f" backbone=first of {list(s.backbones)}, else random" if s.backbones else ""
+        lines.append(f"  {s.name:<10} preset={s.preset} seeds={list(s.seeds)} overrides={' '.join(s.overrides)}{weights}")
     return "\n".join(lines)

@@ -47,9 +47,11 @@ def contrasts(results: AblationResults | Iterable[dict], dataset: str | None = N
         for b in recs[i + 1:]:
             if a["dataset"] != b["dataset"]:
                 continue
-            diff = [k for k in SETTING_KEYS if not same_settings(a["settings"], b["settings"], (k,))]
-            if "loss" in diff and "contrastive_weight" in diff:  # the weight belongs to the loss terms
-                diff.remove("contrastive_weight")
+            # pad_rois and repulsive_on are held fixed too (records written before they existed: the old defaults)
+            diff = [k for k in (*SETTING_KEYS, "pad_rois", "repulsive_on")
+                    if not same_settings(_with_defaults(a["settings"]), _with_defaults(b["settings"]), (k,))]
+            if "loss" in diff:  # the weight, and where the repulsive term acts, belong to the loss terms
+                diff = [k for k in diff if k not in ("contrastive_weight", "repulsive_on")]
             if len(diff) != 1:
                 continue
             k = diff[0]
@@ -62,6 +64,12 @@ def contrasts(results: AblationResults | Iterable[dict], dataset: str | None = N
             rows.append(_contrast_row(ds, "method", b, best))
     cols = ["dataset", "factor", "from", "to", "from_config", "to_config", "d_auc", "d_f1", "overlap_auc", "overlap_f1"]
     return pd.DataFrame(rows, columns=cols)
+
+
+def _with_defaults(settings: dict) -> dict:
+    """Settings of records written before ``pad_rois`` / ``repulsive_on`` were recorded: what they used then."""
+    repulsive = "repulsive" in str(settings.get("loss", ""))
+    return {"pad_rois": "mask", "repulsive_on": "embeddings" if repulsive else "none", **settings}
 
 
 _ORDER = {"position": ["none", "sine", "rope2d"], "loss": ["bce", "bce+repulsive", "bce+supcon", "bce+repulsive+supcon"],
