@@ -192,3 +192,16 @@ def test_full_image_baseline_trains_and_predicts(mias_root, cache_dir, tmp_path,
     assert main(["predict", str(mias_root / "mdb028.png"), "--checkpoint", str(out), "--json"]) == 0
     pred = _json_out(capsys)
     assert [r["kind"] for r in pred["rois"]] == ["anchor"] and pred["fallback_to_anchor"] is False
+
+
+def test_the_run_folder_loads_itself_as_a_roi_classifier(run_dir):
+    import torch
+
+    from awm_lib.model.roi_transformer import RoIClassifier
+    from awm_lib.train.inference import load_run
+
+    model = RoIClassifier.from_pretrained(run_dir)  # the run's best checkpoint, no training code needed
+    ref, cfg, step_dir = load_run(run_dir)
+    assert (step_dir / "config.json").is_file() and model.cfg == cfg.model and not model.training
+    sd, ref_sd = model.state_dict(), ref.state_dict()
+    assert sd.keys() == ref_sd.keys() and all(torch.equal(sd[k], ref_sd[k]) for k in sd)

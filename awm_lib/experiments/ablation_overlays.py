@@ -42,10 +42,10 @@ def overlay_prediction(spec: RunSpec, sample):
     import torch
 
     from awm_lib.train.dataset import build_datasets, collate
-    from awm_lib.train.experiment import forward_batch, load_model
-    from awm_lib.train.inference import ImagePrediction, _roi_weights
+    from awm_lib.train.experiment import forward_batch
+    from awm_lib.train.inference import ImagePrediction, _roi_weights, load_run
 
-    model, cfg, step_dir = load_model(spec.run_dir)
+    model, cfg, step_dir = load_run(spec.run_dir)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         test = build_datasets(cfg, progress=False, splits=("test",))["test"]

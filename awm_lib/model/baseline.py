@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from awm_lib.errors import ConfigError
+from awm_lib.errors import CheckpointError, ConfigError
 from awm_lib.model.backbone import Backbone, BackboneConfig, build_backbone
 from awm_lib.model.crops import normalise, sample_boxes
+from awm_lib.model.pretrained import PretrainedModel
 
 
 @dataclass
@@ -63,8 +64,22 @@ def canvas_boxes(
     return sample, (ch, cw)
 
 
-class FullImageClassifier(nn.Module):
-    """Backbone over the whole (resized) breast -> CLS or mean token -> logit."""
+class FullImageClassifier(PretrainedModel, nn.Module):
+    """Backbone over the whole (resized) breast -> CLS or mean token -> logit.
+
+    ``save_pretrained`` / ``from_pretrained`` as :class:`awm_lib.model.roi_transformer.RoIClassifier`.
+    """
+
+    MODEL_TYPE = "awm-full-image-classifier"
+    CONFIG_CLASS = FullImageConfig
+
+    @classmethod
+    def config_from_training_run(cls, run_config: dict) -> dict:
+        if run_config.get("arch") != "full_image":
+            raise CheckpointError(f"this run trained the {run_config.get('arch', 'roi')!r} model, not the full-image baseline")
+        b = run_config["baseline"]  # how awm_lib.train.experiment.build_model makes the baseline's config
+        return {"backbone": run_config["model"]["backbone"], "long_side": b["long_side"], "pooling": b["pooling"],
+                "head_dropout": b["head_dropout"]}
 
     def __init__(self, cfg: FullImageConfig, backbone: Backbone | None = None):
         super().__init__()

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from awm_lib.errors import ConfigError
+from awm_lib.errors import CheckpointError, ConfigError
 from awm_lib.model.backbone import Backbone, BackboneConfig, build_backbone
 from awm_lib.model.crops import extract_rois
 from awm_lib.model.position import (
@@ -48,6 +48,7 @@ from awm_lib.model.position import (
     uses_sine,
     uses_sine_concat,
 )
+from awm_lib.model.pretrained import PretrainedModel
 
 POOLINGS = ("anchor", "attention", "mean", "cls")
 MLPS = ("gelu", "relu")  # gelu: Linear -> GELU -> Linear (ours); relu: one Linear + ReLU (the reference's)
@@ -239,8 +240,22 @@ class AttentionPool(nn.Module):
         return (w.to(x.dtype)[..., None] * x).sum(dim=1), w
 
 
-class RoIClassifier(nn.Module):
-    """Backbone + crops + position codes + RoI transformer + pooling + binary head."""
+class RoIClassifier(PretrainedModel, nn.Module):
+    """Backbone + crops + position codes + RoI transformer + pooling + binary head.
+
+    Saves and loads itself like a transformers model: :meth:`save_pretrained`
+    (``config.json`` + ``model.safetensors``) and :meth:`from_pretrained`, which
+    also takes a training run folder (its best checkpoint) (:mod:`awm_lib.model.pretrained`).
+    """
+
+    MODEL_TYPE = "awm-roi-classifier"
+    CONFIG_CLASS = RoIClassifierConfig
+
+    @classmethod
+    def config_from_training_run(cls, run_config: dict) -> dict:
+        if run_config.get("arch", "roi") != "roi":
+            raise CheckpointError(f"this run trained the {run_config.get('arch')!r} model, not a RoI classifier")
+        return run_config["model"]
 
     def __init__(self, cfg: RoIClassifierConfig, backbone: Backbone | None = None):
         super().__init__()

@@ -6,6 +6,7 @@ A run folder looks like this::
       checkpoints/
         step-00000120/          one checkpoint (a folder, written whole or not at all)
           model.safetensors     the weights (safetensors: no pickle, loads anywhere)
+          config.json           the model's configuration: the folder loads with RoIClassifier.from_pretrained
           state.json            config, step, epoch, best metric, ... (human-readable)
           trainer.pt            optimizer, scheduler and RNG states (only needed to resume)
           COMPLETE              marker written last: a folder without it is ignored
@@ -41,6 +42,7 @@ from awm_lib.io_utils import write_json_atomic
 
 WEIGHTS = "model.safetensors"
 STATE = "state.json"
+CONFIG = "config.json"  # the model's own configuration (awm_lib.model.pretrained): from_pretrained reads it
 TRAINER = "trainer.pt"
 COMPLETE = "COMPLETE"
 POINTER = "latest.json"
@@ -103,6 +105,9 @@ def save_checkpoint(
     try:
         save_model(unwrap(model), str(tmp / WEIGHTS), metadata={"format": "pt"})
         (tmp / STATE).write_text(json.dumps({**state, "step": step}, indent=2, default=_json_default) + "\n")
+        pretrained_config = getattr(unwrap(model), "pretrained_config", None)
+        if pretrained_config is not None:  # the step folder is also a save_pretrained folder (from_pretrained loads it)
+            (tmp / CONFIG).write_text(json.dumps(pretrained_config(), indent=2) + "\n")
         if trainer_state is not None:
             torch.save(trainer_state, tmp / TRAINER)
         (tmp / COMPLETE).write_text("ok\n")

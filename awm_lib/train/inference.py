@@ -26,13 +26,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from awm_lib.config import from_dict, to_dict
 from awm_lib.data.cache import preprocess
 from awm_lib.data.image import check_mammogram_size, load_image
 from awm_lib.data.types import Sample
 from awm_lib.errors import ConfigError
+from awm_lib.features import token_input
+from awm_lib.model.baseline import FullImageClassifier
+from awm_lib.model.pretrained import locate
+from awm_lib.model.roi_transformer import RoIClassifier
 from awm_lib.proposals.base import make_proposer
+from awm_lib.train.checkpoint import load_checkpoint
+from awm_lib.train.config import TrainConfig, config_from_dict
 from awm_lib.train.dataset import NoProposalsWarning, roi_settings, rois_for_image, single_thread
-from awm_lib.train.experiment import forward_batch, load_model, read_results
+from awm_lib.train.experiment import forward_batch, read_results
 from awm_lib.train.provenance import describe_model
 
 
@@ -74,6 +81,25 @@ def _roi_weights(out, pooling: str) -> tuple[torch.Tensor, str]:
     return w, f"{pooling}-pooling weight"
 
 
+def load_run(checkpoint: str | os.PathLike, *, which: str = "best",
+             device: str | torch.device = "cpu") -> tuple[torch.nn.Module, TrainConfig, Path]:
+    """A trained run's model, its configuration and its checkpoint folder.
+
+    The model loads itself (``from_pretrained``) with the configuration the run
+    recorded: a :class:`RoIClassifier`, or the full-image baseline for runs with
+    ``arch="full_image"``. ``checkpoint`` is a run folder (its ``which`` = best /
+    last checkpoint) or one step folder. A head trained on cached tokens
+    (``features.cached``) comes with a token input in place of its ViT: call it
+    with ``forward_tokens``.
+    """
+    step_dir = locate(checkpoint, which)
+    cfg = config_from_dict(load_checkpoint(step_dir).config)
+    model_cls = FullImageClassifier if cfg.arch == "full_image" else RoIClassifier
+    model_cfg = from_dict(model_cls.CONFIG_CLASS, model_cls.config_from_training_run(to_dict(cfg)))
+    backbone = token_input(cfg.model.backbone, cfg.features.random_seed) if cfg.features.cached else None
+    return model_cls.from_pretrained(step_dir, config=model_cfg, backbone=backbone, device=device), cfg, step_dir
+
+
 @torch.no_grad()
 def predict_image(image_path: str | os.PathLike, checkpoint: str | os.PathLike, *, proposer: str | None = None,
                   device: str | torch.device = "cpu") -> ImagePrediction:
@@ -82,7 +108,7 @@ def predict_image(image_path: str | os.PathLike, checkpoint: str | os.PathLike, 
     An image too small to be a mammogram is refused (:class:`~awm_lib.errors.ImageTooSmallError`).
     """
     check_mammogram_size(load_image(image_path), image_path)
-    model, cfg, step_dir = load_model(checkpoint, device=device)
+    model, cfg, step_dir = load_run(checkpoint, device=device)
     if proposer is not None:
         cfg = replace(cfg, data=replace(cfg.data, proposer=proposer))
     if cfg.data.proposer == "oracle":  # it needs lesion annotations, which one image does not have
