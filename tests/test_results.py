@@ -225,8 +225,12 @@ def test_paper_table_is_the_papers_numbers():
     df = R.paper_table().set_index("model")
     assert df.loc["RoI tokens (full method)", "auc"] == 86.6 and df.loc["RoI tokens (full method)", "f1"] == 54.5
     assert df.loc["Mammo-CLIP EfficientNet-B5", "f1"] == 50.8
-    assert set(df["source"]) == {"paper (VinDr-Mammo)"}
-    assert "arXiv 2604.19350" in R.PAPER_CITATION
+    assert set(df["source"]) == {"paper (VinDr-Mammo; F1 threshold chosen on test)"}
+    assert "arXiv 2604.19350" in R.PAPER_CITATION and "Attend what matters: Leveraging vision foundational" in R.PAPER_CITATION
+    # beside the paper's F1: its threshold was picked on the test set; cancer = BI-RADS 4/5; a study is one woman
+    assert df.attrs["note"] == R.PAPER_F1_NOTE
+    for point in ("TEST set", "validation", "BI-RADS 4 or 5", "not biopsy-confirmed", "one woman"):
+        assert point in R.PAPER_F1_NOTE
 
 
 def test_figures_draw_what_the_file_holds(results_file):

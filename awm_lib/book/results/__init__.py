@@ -62,6 +62,7 @@ from awm_lib.book.results.file import (  # noqa: F401 - re-exported (private hel
     METRICS,
     PAPER_ABLATION,
     PAPER_CITATION,
+    PAPER_F1_NOTE,
     PAPER_TABLE,
     SCHEMA,
     SETTING_KEYS,
@@ -92,7 +93,7 @@ from awm_lib.book.results.plots import (  # noqa: F401 - re-exported
 )
 
 __all__ = [
-    "METRICS", "SETTING_KEYS", "BASELINE", "PAPER_CITATION", "PAPER_TABLE", "PAPER_ABLATION",
+    "METRICS", "SETTING_KEYS", "BASELINE", "PAPER_CITATION", "PAPER_F1_NOTE", "PAPER_TABLE", "PAPER_ABLATION",
     "ResultsFileError", "AblationResults", "default_path", "load_ablation", "validate_ablation",
     "format_ci", "ablation_table", "metric_frame", "find_record", "setting_choices", "same_settings",
     "paper_table", "proposer_swap", "headline_configurations", "plot_forest", "plot_roc_curves", "plot_recall_vs_metric", "plot_paper_comparison",

@@ -111,7 +111,9 @@ def plot_paper_comparison(results: AblationResults | Iterable[dict] | None = Non
     """AUC and F1 (percent) of the paper's models beside ours (when given), as grouped bars.
 
     Bars are labelled with their source: the paper's numbers are VinDr-Mammo, ours
-    are whatever dataset and scale the results file holds — not the same test.
+    are whatever dataset and scale the results file holds — not the same test. A
+    note under the axes says what the paper's F1 means (:data:`PAPER_F1_NOTE`: its
+    threshold was chosen on the test set, ours on validation).
     """
     ax = _ax(ax, width=7.5, height=4.0)
     labels = [f"paper: {p['model']}" for p in PAPER_TABLE]
@@ -132,6 +134,10 @@ def plot_paper_comparison(results: AblationResults | Iterable[dict] | None = Non
     ax.set_xlim(0, 105)
     ax.set_xlabel("percent")
     ax.legend(loc="lower right")
+    ax.annotate("Paper's F1: threshold picked on the TEST set by its eval.py; ours: on validation. "
+                "Its 'cancer' = BI-RADS 4/5 (suspicion, not biopsy).",
+                xy=(0, 0), xycoords="axes fraction", xytext=(0, -34), textcoords="offset points",
+                fontsize=7, color="dimgrey", va="top")
     return ax
 
 
