@@ -208,3 +208,24 @@ def test_random_fillers_do_not_depend_on_the_kept_boxes():
     torch.testing.assert_close(small.rois[2:], large.rois[2:])  # same fillers whatever was kept
     sides = small.rois[2:, 2] - small.rois[2:, 0]
     assert bool(((sides >= 0.05 * 300 + 10 - 1e-3) & (sides <= 0.4 * 300 + 10 + 1e-3)).all())
+
+
+def test_crop_margin_in_pixels_or_millimetres_per_dataset():
+    from awm_lib.data.synthetic import FIELD_MM
+    from awm_lib.train.config import DEFAULT_MARGIN
+    from awm_lib.train.dataset import RoISettings, roi_margin_px, roi_settings
+
+    assert DEFAULT_MARGIN == {"vindr": ("px", 40.0), "synthetic": ("px", 40.0), "mias": ("mm", 3.4)}
+    assert roi_margin_px(make_config("default", dataset="vindr").data) == 40.0
+    assert roi_margin_px(make_config("default", dataset="mias").data) == pytest.approx(3.4 / 0.2)  # 17 px at 0.2 mm/px
+    assert roi_margin_px(make_config("default", ["data.roi_margin=25"], dataset="mias").data) == 25.0
+    mm = make_config("default", ["data.roi_margin=25", "data.roi_margin_mm=2"], dataset="synthetic").data
+    assert roi_margin_px(mm) == pytest.approx(2 / (FIELD_MM / mm.synthetic_size))  # millimetres win
+    assert roi_margin_px(make_config("paper", dataset="mias").data) == 40.0  # the paper preset: the reference's 40 px
+    with pytest.raises(Exception, match="roi_margin_mm"):
+        make_config("default", ["data.roi_margin_mm=-1"])
+    # RoIs cached before the reference's options existed keep their key; the options change it
+    s = roi_settings(make_config("default", dataset="vindr"))
+    assert set(s.key()) == {"proposer", "topk", "nms_iou", "margin", "min_overlap", "seed", "pad"}
+    assert s.key() != RoISettings(**{**s.__dict__, "square_anchor": True}).key()
+    assert "filler" in RoISettings(pad="random").key()  # random fillers changed: never reuse the old ones

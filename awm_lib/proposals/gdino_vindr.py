@@ -8,8 +8,12 @@ question is about the boxes themselves:
 - **Sizes.** Box 0 is (nearly always) the whole breast, so sizes are measured
   relative to it: ``sqrt(area / area_0)`` (1 = as large as the breast).
 - **Scores.** How confident is the detector, box 0 versus the rest?
-- **Selection.** What survives the reference recipe: box 0 as the anchor,
-  greedy NMS at IoU 0.5, top 5 (via :func:`awm_lib.proposals.select.select_rois`).
+- **Selection.** What survives a selection in the style of the reference: box 0
+  (the detector's whole-breast box) standing in for the anchor, greedy NMS at IoU
+  0.5, top 5 (via :func:`awm_lib.proposals.select.select_rois`). The reference
+  itself takes the breast's contour box as the anchor (there are no images here),
+  runs NMS among the detector's boxes only and keeps 4 of them (its k = 5 counts
+  the anchor): ``SelectConfig(topk=4, anchor_in_nms=False, square_anchor=True)``.
 - **Coverage and tokens.** How much of the breast do the 5 square RoIs (side
   ``max(w, h) + 40``) cover, and how many ViT/14 tokens do ``1 + 5`` crops of
   448 or 224 px cost compared with the whole breast crop at full resolution?
@@ -83,7 +87,10 @@ def _q(x, qs=(0.05, 0.25, 0.5, 0.75, 0.95)) -> dict:
 
 def analyse(root: str | Path | None = None, topk: int = 5, iou_threshold: float = 0.5, margin: float = 40.0,
             n_boot: int = 1000, seed: int = 0, progress: bool = False) -> dict:
-    """The whole analysis as one JSON-ready dict (see the module docstring)."""
+    """The whole analysis as one JSON-ready dict (see the module docstring).
+
+    Explained in the book: chapter 3, *RoI selection* (``notebooks/03_roi_selection.ipynb``).
+    """
     from tqdm.auto import tqdm
 
     boxes, images = load_gdino_vindr(root)
