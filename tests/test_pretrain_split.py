@@ -91,3 +91,33 @@ def test_heldout_probe_uses_probe_women_and_flags_leaks(samples, tmp_path):
     assert "skipped" not in img, img
     d = img["difference_vs_random_init"]["tiny"]["linear"]["auc"]
     assert np.isfinite(d["value"]) and d["ci95"][0] <= d["ci95"][1]
+
+
+def test_cpu_preset_is_small_and_keeps_the_probe_half_out():
+    from awm_lib.pretrain.config import preset_config
+    from awm_lib.pretrain.loop import build_backbone
+
+    cfg = preset_config("cpu-75min")
+    cfg.validate()
+    assert cfg.mias_half == "pretrain" and cfg.time_limit_minutes == 72 and cfg.threads == 1
+    assert 112 % cfg.patch_size == 0  # the probe's crop size
+    n = sum(p.numel() for p in build_backbone(cfg).parameters())
+    assert n * 2 < 25e6, "float16 weights must stay under 25 MB"
+
+
+def test_model_card_names_the_images_seen_and_the_machine_load(tmp_path):
+    from awm_lib.pretrain.loop import pretrain
+    from test_pretrain_loop import TINY, toy_bank
+
+    bank = toy_bank(n=4)
+    bank.image_ids = ["mdb003", "mdb004", "synthetic-0-00000", "synthetic-0-00001"]
+    bank.sources = ["mias", "mias", "synthetic", "synthetic"]
+    cfg = PretrainConfig(**TINY, max_steps=2, mias_half="pretrain", threads=1)
+    assert pretrain(cfg, tmp_path / "ckpt", bank=bank)
+    card = (tmp_path / "ckpt" / "README.md").read_text()
+    assert "2 mini-MIAS images: mdb003, mdb004" in card and "`pretrain` half" in card and "2 synthetic images" in card
+    assert "load average" in card and "with 1 torch threads" in card and "Not DINOv2" in card
+    meta = json.loads((tmp_path / "ckpt" / "pretrain_config.json").read_text())
+    assert meta["image_ids"] == bank.image_ids
+    log = [json.loads(x) for x in (tmp_path / "ckpt" / "loss_log.jsonl").read_text().splitlines()]
+    assert all(r["threads"] == 1 and r["load1"] >= 0 for r in log)

@@ -147,7 +147,7 @@ python -m awm_lib pretrain --probe --checkpoint checkpoints/awm-dino-s14"""
 # The committed CPU run (checkpoints/awm-dino-cpu): mini-MIAS women of the "pretrain" half plus synthetic images.
 CPU_RUN_COMMANDS = """\
 python -m awm_lib pretrain --build-bank .cache/pretrain/bank512-half-syn240.npz --long-side 512 --n-synthetic 240 --set mias_half=pretrain
-python -m awm_lib pretrain --out checkpoints/awm-dino-cpu --preset cpu-90min --set bank_path=.cache/pretrain/bank512-half-syn240.npz
+python -m awm_lib pretrain --out checkpoints/awm-dino-cpu --preset cpu-75min --set bank_path=.cache/pretrain/bank512-half-syn240.npz
 python -m awm_lib pretrain --probe --checkpoint checkpoints/awm-dino-cpu   # the held-out half of the women only"""
 
 

@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder for the pretrained backbone (save_pretrained + model card); "
                    "an interrupted run there (train_state.pt) continues, a finished one is kept unless --overwrite")
     p.add_argument("--overwrite", action="store_true", help="replace a finished pretraining run already in --out")
-    p.add_argument("--preset", choices=["cpu-smoke", "cpu-90min", "gpu-20min"], default=None, help="a named configuration (default: the dataclass defaults)")
+    p.add_argument("--preset", choices=["cpu-smoke", "cpu-75min", "gpu-20min"], default=None, help="a named configuration (default: the dataclass defaults)")
     p.add_argument("--time-limit-minutes", type=float, default=None, help="whole-run time budget; the schedules anneal within it")
     p.add_argument("--stop-after-minutes", type=float, default=None, help="leave after M minutes with a resumable state (rerun the same command to continue)")
     p.add_argument("--init-from", default=None, help="continue pretraining from a save_pretrained folder or hub id (e.g. facebook/dinov2-small)")

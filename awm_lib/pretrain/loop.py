@@ -31,6 +31,7 @@ import contextlib
 import copy
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -269,6 +270,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, bank: TissueBank | None =
     ``Dinov2Model``), ``README.md`` (model card), ``loss_log.jsonl``,
     ``loss_curve.png``, ``pretrain_config.json``; while running also
     ``train_state.pt`` (resumable; removed at the end unless ``keep_train_state``).
+
+    Explained in the book: chapter 6, *Pretraining our own backbone* (``notebooks/06_self_supervised_pretraining.ipynb``).
     """
     from awm_lib.pretrain.card import write_model_card
 
@@ -276,6 +279,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, bank: TissueBank | None =
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     dev = choose_device(cfg.device)
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
@@ -349,7 +354,8 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, bank: TissueBank | None =
             now = time.time()
             rec = {k: round(float(v.detach()), 5) for k, v in out.items()}
             rec.update(step=state.step, progress=round(progress(), 4), lr=lr, wd=round(wd, 4), momentum=round(momentum, 5), teacher_temp=round(t_temp, 4),
-                       elapsed_s=round(state.elapsed_s, 1), images_per_s=round(window_steps * cfg.batch_size / max(now - window_t, 1e-9), 1))
+                       elapsed_s=round(state.elapsed_s, 1), images_per_s=round(window_steps * cfg.batch_size / max(now - window_t, 1e-9), 1),
+                       load1=_load_average(), threads=torch.get_num_threads())
             window_t, window_steps = now, 0
             with open(log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
@@ -370,6 +376,14 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, bank: TissueBank | None =
     if not cfg.keep_train_state:
         _state_path(out_dir).unlink(missing_ok=True)
     return True
+
+
+def _load_average() -> float | None:
+    """The machine's 1-minute load average (other processes share the CPU: the log says how much)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def _truncate_log(log_path: Path, step: int) -> None:
