@@ -37,7 +37,10 @@ _NEG = -1e9  # a finite "minus infinity": keeps logsumexp and its gradient NaN-f
 
 
 def weighted_bce(logits: torch.Tensor, labels: torch.Tensor, pos_weight: float = 1.0) -> torch.Tensor:
-    """Binary cross-entropy on logits (B,), labels (B,) in {0, 1}; positives count ``pos_weight`` times."""
+    """Binary cross-entropy on logits (B,), labels (B,) in {0, 1}; positives count ``pos_weight`` times.
+
+    Explained in the book: chapter 5, *Contrastive training* (``notebooks/05_contrastive_training.ipynb``).
+    """
     pw = torch.tensor(pos_weight, device=logits.device, dtype=torch.float32)
     return F.binary_cross_entropy_with_logits(logits.float(), labels.float(), pos_weight=pw)
 
@@ -51,6 +54,8 @@ def repulsive_loss(
     of cos(e_i, e_j)^2 over ordered pairs i != j of real RoIs; then the mean over
     images that have at least two real RoIs. ``include_anchor=False`` leaves out
     index 0 (the full-breast anchor contains every other crop).
+
+    Explained in the book: chapter 5, *Contrastive training* (``notebooks/05_contrastive_training.ipynb``).
     """
     b, k, _ = roi_embeddings.shape
     z = F.normalize(roi_embeddings.float(), dim=-1)
@@ -91,6 +96,8 @@ def supcon_loss(
 
     valid (N,) bool: samples that take part at all. anchors (N,) bool: samples
     that act as anchors (default: all valid ones).
+
+    Explained in the book: chapter 5, *Contrastive training* (``notebooks/05_contrastive_training.ipynb``).
     """
     n = embeddings.shape[0]
     z = F.normalize(embeddings.float(), dim=-1)
@@ -132,6 +139,8 @@ def roi_supcon_loss(
     are pulled together and pushed away from the rest. With
     ``malignant_anchors_only`` only malignant RoIs act as anchors, so normal
     tissue is not forced into one cluster of its own.
+
+    Explained in the book: chapter 5, *Contrastive training* (``notebooks/05_contrastive_training.ipynb``).
     """
     z = roi_embeddings.flatten(0, 1)  # (B*K, D)
     lab = roi_labels.flatten()

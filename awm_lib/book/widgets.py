@@ -105,6 +105,8 @@ def train_short_run(settings: Mapping, out_dir: Path, *, steps: int = 20, max_im
     machinery running in a minute or two, not a result to compare with the grid.
     A finished run in ``out_dir`` with the same configuration is loaded, not retrained
     (:func:`awm_lib.train.cached.load_or_train`).
+
+    Explained in the book: chapter 7, *Interactive ablations* (``notebooks/07_interactive_ablations.ipynb``).
     """
     from awm_lib.train.cached import load_or_train
     from awm_lib.train.config import make_config

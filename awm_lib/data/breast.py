@@ -118,6 +118,8 @@ def segment_breast(pixels: np.ndarray, pad: int = PAD, work_side: int = WORK_SID
     """Segment the breast in ``pixels`` (H, W) in [0, 1] (bright tissue); see the module doc.
 
     Raises :class:`EmptyImageError` when nothing breast-like is found.
+
+    Explained in the book: chapter 1, *Mammograms and DICOM* (``notebooks/01_mammograms_and_dicom.ipynb``).
     """
     pixels = np.asarray(pixels)
     if pixels.ndim != 2:

@@ -85,6 +85,8 @@ def read_dicom(path: str | Path) -> DicomPixels:
     :class:`UnsupportedCompressionError` (compressed pixel data we cannot
     decode) and :class:`EmptyImageError` (a constant image). Warns with
     :class:`NonMammographyWarning` when Modality is not MG.
+
+    Explained in the book: chapter 1, *Mammograms and DICOM* (``notebooks/01_mammograms_and_dicom.ipynb``).
     """
     ds = _read_dataset(path)
     modality = _str_tag(ds, "Modality")
@@ -323,6 +325,8 @@ def write_mammo_dicom(
     Endian; ``RLELossless`` and, with pylibjpeg-openjpeg, ``JPEG2000Lossless``
     compress). ``extra`` sets any other tag by keyword (``PatientID="p1"``,
     ``StudyInstanceUID=...``, ...). Returns ``path``.
+
+    Explained in the book: chapter 1, *Mammograms and DICOM* (``notebooks/01_mammograms_and_dicom.ipynb``).
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid

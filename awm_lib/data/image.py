@@ -99,6 +99,8 @@ def load_image(path: str | Path) -> MammoImage:
     Raises :class:`EmptyFileError`, :class:`ImageReadError` (and its
     :class:`DicomError` family) or :class:`EmptyImageError` with a message that
     names the problem.
+
+    Explained in the book: chapter 1, *Mammograms and DICOM* (``notebooks/01_mammograms_and_dicom.ipynb``).
     """
     path = Path(path)
     if path.is_dir():

@@ -109,6 +109,8 @@ def load_mias(root: str | Path | None = None, n_folds: int = 5, seed: int = 0, r
     three-way class. ``fold`` (0..n_folds-1) keeps each woman's two images
     together, is stratified by label and depends only on ``seed``. Images may
     be ``mdbNNN.png`` or ``mdbNNN.pgm``.
+
+    Explained in the book: chapter 1, *Mammograms and DICOM* (``notebooks/01_mammograms_and_dicom.ipynb``).
     """
     root = Path(root) if root is not None else paths.mias_root()
     info = root / "Info.txt"

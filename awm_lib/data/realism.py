@@ -156,7 +156,10 @@ def mias_images(root: str | Path | None = None, n: int = 40) -> list[np.ndarray]
 
 
 def compare_with_mias(*, n_mias: int = 40, n_synth: int = 12, size: int = 1024, seed: int = 0, difficulty: float = 0.3, mias_root=None) -> dict:
-    """Slope mean +- sd and histogram distances: mini-MIAS vs synthetic MLO views."""
+    """Slope mean +- sd and histogram distances: mini-MIAS vs synthetic MLO views.
+
+    Explained in the book: chapter 1, *Mammograms and DICOM* (``notebooks/01_mammograms_and_dicom.ipynb``).
+    """
     from awm_lib.data.synthetic import SynthConfig, generate_mammogram
 
     real = [image_stats(im, MIAS_PIXEL_MM) for im in mias_images(mias_root, n_mias)]

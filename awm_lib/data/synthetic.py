@@ -269,7 +269,10 @@ def render_view(spec: BreastSpec, cfg: SynthConfig) -> SynthMammogram:
 
 
 def generate_mammogram(cfg: SynthConfig | None = None, rng: np.random.Generator | int | None = None, *, seed: int | None = None) -> SynthMammogram:
-    """One synthetic mammogram, deterministic for a seed (``rng`` may be a Generator or an int)."""
+    """One synthetic mammogram, deterministic for a seed (``rng`` may be a Generator or an int).
+
+    Explained in the book: chapter 1, *Mammograms and DICOM* (``notebooks/01_mammograms_and_dicom.ipynb``).
+    """
     cfg = cfg or SynthConfig()
     if rng is None:
         rng = seed if seed is not None else 0

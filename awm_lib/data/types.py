@@ -47,6 +47,8 @@ def is_located(lesion: Lesion, height: int, width: int) -> bool:
     a box that is not the whole image", because the two simpler rules are wrong:
     "has a centre" drops every VinDr finding, and "box under 90% of the image"
     drops a real lesion whose box, clipped to the image, covers most of it.
+
+    Explained in the book: chapter 3, *RoI selection* (``notebooks/03_roi_selection.ipynb``).
     """
     if lesion.center is not None:
         return True

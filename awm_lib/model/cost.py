@@ -29,6 +29,8 @@ Conventions
 * A training step costs about **3x** the forward pass: the backward pass
   computes two matrix products (gradient w.r.t. inputs and w.r.t. weights) for
   each one of the forward pass.
+
+Explained in the book: chapter 2, *What a token costs* (``notebooks/02_tokenization_cost.ipynb``).
 """
 
 from __future__ import annotations

@@ -152,6 +152,8 @@ def extract_rois(
     pixels) or raw counts with ``max_value`` (e.g. 65535 or 4095) to divide by.
     Any box works (square ones are the proposer's job); parts outside the image
     are zeros before normalisation.
+
+    Explained in the book: chapter 4, *Where does the model look?* (``notebooks/04_attention_visualisation.ipynb``).
     """
     crops = sample_boxes(images, boxes, (crop_size, crop_size), antialias=antialias, max_value=max_value)
     return normalise(crops, mean, std)  # (B, K, 3, S, S)

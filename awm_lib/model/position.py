@@ -32,6 +32,8 @@ choice each one is:
     token 3 is "one step after" token 2 however far apart the boxes are.
 
 ``"none"`` uses no position code.
+
+Explained in the book: chapter 4, *Where does the model look?* (``notebooks/04_attention_visualisation.ipynb``).
 """
 
 from __future__ import annotations

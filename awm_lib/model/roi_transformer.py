@@ -246,6 +246,8 @@ class RoIClassifier(PretrainedModel, nn.Module):
     Saves and loads itself like a transformers model: :meth:`save_pretrained`
     (``config.json`` + ``model.safetensors``) and :meth:`from_pretrained`, which
     also takes a training run folder (its best checkpoint) (:mod:`awm_lib.model.pretrained`).
+
+    Explained in the book: chapter 4, *Where does the model look?* (``notebooks/04_attention_visualisation.ipynb``).
     """
 
     MODEL_TYPE = "awm-roi-classifier"

@@ -233,6 +233,8 @@ def multi_crop(images: torch.Tensor, masks: torch.Tensor, cfg: MultiCropConfig, 
     ``images`` ``(B, 1, H, W)`` in ``[0, 1]`` (any float dtype), ``masks``
     ``(B, H, W)`` bool on the same device. ``generator`` (on that device)
     makes the draws reproducible.
+
+    Explained in the book: chapter 6, *Pretraining our own backbone* (``notebooks/06_self_supervised_pretraining.ipynb``).
     """
     cfg.validate()
     if images.ndim != 4 or images.shape[1] != 1 or masks.shape != (images.shape[0], *images.shape[2:]):

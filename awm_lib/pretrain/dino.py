@@ -86,6 +86,8 @@ def dino_loss(student_logits: torch.Tensor, teacher_p: torch.Tensor, student_tem
     ``teacher_p`` ``(Vt, B, K)`` (teacher probabilities on the ``Vt`` global
     views). Pairs where the student and teacher see the same view are skipped:
     predicting yourself teaches nothing.
+
+    Explained in the book: chapter 6, *Pretraining our own backbone* (``notebooks/06_self_supervised_pretraining.ipynb``).
     """
     log_s = F.log_softmax(student_logits / student_temp, dim=-1)  # (Vs, B, K)
     ce = -torch.einsum("tbk,sbk->tsb", teacher_p, log_s)  # (Vt, Vs, B)
@@ -102,6 +104,8 @@ def ibot_loss(student_patch_logits: torch.Tensor, teacher_patch_p: torch.Tensor,
     ``M = masks.sum()`` masked patches in ``masks.nonzero()`` order (row-major),
     so the patch head runs only where it is needed. Views without any masked
     patch do not count; with no masked patch at all the loss is 0.
+
+    Explained in the book: chapter 6, *Pretraining our own backbone* (``notebooks/06_self_supervised_pretraining.ipynb``).
     """
     ce = -(teacher_patch_p * F.log_softmax(student_patch_logits / student_temp, dim=-1)).sum(-1)  # (M,)
     n_masked = masks.sum(dim=1)  # (N,)
@@ -118,6 +122,8 @@ def random_patch_masks(n_views: int, n_patches: int, ratio: tuple[float, float] 
 
     Random patches rather than DINOv2's rectangular blocks: simpler, and
     mammographic structures are not rectangular either.
+
+    Explained in the book: chapter 6, *Pretraining our own backbone* (``notebooks/06_self_supervised_pretraining.ipynb``).
     """
     r = torch.rand(n_views, 1, device=device, generator=generator) * (ratio[1] - ratio[0]) + ratio[0]
     r = torch.where(torch.rand(n_views, 1, device=device, generator=generator) < probability, r, torch.zeros_like(r))

@@ -239,6 +239,8 @@ def run_probe(checkpoints: list[str], cfg: ProbeConfig | None = None, samples=No
     """Probe ``checkpoints`` (save_pretrained folders) and a random init of the first one's architecture.
 
     Writes ``out_path`` (default ``results/pretrain_probe.json``) and returns the same dict.
+
+    Explained in the book: chapter 6, *Pretraining our own backbone* (``notebooks/06_self_supervised_pretraining.ipynb``).
     """
     from transformers import Dinov2Model
 

@@ -145,7 +145,10 @@ def downsample(x: torch.Tensor, factor: int) -> torch.Tensor:
 
 @dataclass
 class BlobProposer(BaseProposer):
-    """Multi-scale DoG masses + speck-density calcification clusters (see module docstring)."""
+    """Multi-scale DoG masses + speck-density calcification clusters (see module docstring).
+
+    Explained in the book: chapter 3, *RoI selection* (``notebooks/03_roi_selection.ipynb``).
+    """
 
     work_size: int = 512  # longer side of the working image for masses (pixels)
     sigmas: tuple = (0.006, 0.009, 0.013, 0.019, 0.027, 0.038, 0.054)  # x longer side

@@ -76,7 +76,10 @@ def first_hit_rank(res: ImageResult, min_iou: float = MIN_IOU) -> torch.Tensor:
 
 
 def recall_at_k(results: Sequence[ImageResult], ks=(1, 5, 10), min_iou: float = MIN_IOU) -> dict:
-    """``{"recall@k": fraction, ..., "n_lesions": M, "found@k": count}`` over all lesions."""
+    """``{"recall@k": fraction, ..., "n_lesions": M, "found@k": count}`` over all lesions.
+
+    Explained in the book: chapter 3, *RoI selection* (``notebooks/03_roi_selection.ipynb``).
+    """
     ranks = _all_ranks(results, min_iou)
     out: dict = {}
     for k in ks:
@@ -121,6 +124,8 @@ def froc(results: Sequence[ImageResult], thresholds=None, min_iou: float = MIN_I
     """FROC points: ``{"threshold": [...], "sensitivity": [...], "fp_per_image": [...]}``.
 
     Default thresholds: every distinct score, highest first (so the curve is exact).
+
+    Explained in the book: chapter 3, *RoI selection* (``notebooks/03_roi_selection.ipynb``).
     """
     n_img = max(1, len(results))
     n_les = sum(len(r.lesions) for r in results)

@@ -147,6 +147,8 @@ def select_rois(
 
     ``image_size`` is ``(H, W)``; ``anchor`` the breast box ``xyxy`` (default: the
     whole image).
+
+    Explained in the book: chapter 3, *RoI selection* (``notebooks/03_roi_selection.ipynb``).
     """
     cfg = cfg or SelectConfig()
     H, W = int(image_size[0]), int(image_size[1])

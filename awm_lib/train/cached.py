@@ -34,7 +34,10 @@ def load_or_train(
     progress: bool = True,
     command: str | None = None,
 ) -> TrainResult:
-    """The :class:`TrainResult` of ``cfg`` in ``out_dir``: loaded if done, else (re)trained."""
+    """The :class:`TrainResult` of ``cfg`` in ``out_dir``: loaded if done, else (re)trained.
+
+    Explained in the book: chapter 4, *Where does the model look?* (``notebooks/04_attention_visualisation.ipynb``).
+    """
     out_dir = Path(out_dir)
     if retrain and out_dir.exists():
         shutil.rmtree(out_dir)

@@ -7,6 +7,8 @@
 true whatever they are. "Our full method" is chosen by its settings, never by
 its score (:func:`headline_configurations`, :func:`proposer_swap`).
 Re-exported by :mod:`awm_lib.book.results`.
+
+Explained in the book: chapter 8, *Results* (``notebooks/08_results.ipynb``).
 """
 
 from __future__ import annotations
