@@ -12,7 +12,7 @@ STAMP := $(VENV)/.awm-installed
 PROFILE ?= cpu
 SRC := build/book-src
 
-.PHONY: setup test test-book book lint clean
+.PHONY: setup test test-book test-lab book lab lint clean
 
 setup: $(STAMP)
 
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	@# torch first, pinned, so pip takes the CPU wheel instead of GBs of CUDA packages
 	$(PY) -m pip install -q torch==2.13.0 2>&1 | { grep -v '^WARNING: Location' || true; }
 	$(PY) -m pip install -q -e ".[book,dev,jpeg]" 2>&1 | { grep -v '^WARNING: Location' || true; }
-	$(PY) -c "import awm_lib, torch, transformers, pydicom, papermill, jupyter_book"
+	$(PY) -c "import awm_lib, torch, transformers, pydicom, papermill, jupyter_book, jupyterlab, selenium"
 	@touch $(STAMP)
 
 test: $(STAMP)
@@ -55,6 +55,18 @@ book: _build/html/index.html
 
 test-book: book
 	$(PY) -m pytest -m book
+
+# --- the live book ------------------------------------------------------------
+# JupyterLab on the chapters, each kernel the project's .venv started in the project root
+# (as when the book is built). LAB_ARGS: e.g. LAB_ARGS="--no-browser --port 8899".
+LAB_ARGS ?=
+lab: $(STAMP)
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (awm .venv)" >/dev/null
+	JUPYTER_PREFER_ENV_PATH=1 $(VENV)/bin/jupyter lab --config=scripts/jupyter_lab_config.py $(LAB_ARGS)
+
+# chapter 7 in a JupyterLab started by the test, driven by headless Chromium (chromium + chromium-driver)
+test-lab: $(STAMP)
+	$(PY) -m pytest -m lab
 
 clean:
 	rm -rf _build build

@@ -63,3 +63,15 @@ def test_makefile_installs_the_extras_the_tests_need():
 
 def test_ci_calls_make_test():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_live_book_is_installable_and_tested():
+    # JupyterLab is in the book extra (environment.yml follows: test above), `make lab` opens the
+    # chapters with the project's kernel, and CI runs the browser test of chapter 7
+    assert _pyproject_reqs(("book",))["jupyterlab"].startswith("==")
+    assert _pyproject_reqs(("dev",))["selenium"].startswith("==")
+    makefile = (ROOT / "Makefile").read_text()
+    assert "\nlab: " in makefile and "--config=scripts/jupyter_lab_config.py" in makefile
+    assert "make lab" in (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test-lab" in ci and "chromium-driver" in ci
