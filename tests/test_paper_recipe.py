@@ -229,3 +229,20 @@ def test_crop_margin_in_pixels_or_millimetres_per_dataset():
     assert set(s.key()) == {"proposer", "topk", "nms_iou", "margin", "min_overlap", "seed", "pad"}
     assert s.key() != RoISettings(**{**s.__dict__, "square_anchor": True}).key()
     assert "filler" in RoISettings(pad="random").key()  # random fillers changed: never reuse the old ones
+
+
+def test_runs_saved_before_the_new_keys_still_match_when_they_did_the_same():
+    from awm_lib.train.checkpoint import ADDED_KEYS, config_differences
+    from awm_lib.train.config import to_dict
+
+    current = to_dict(make_config("smoke"))
+    old = to_dict(make_config("smoke"))
+    for key in ADDED_KEYS:  # what a run saved before issue 14 holds
+        section, *rest = key.split(".")
+        d = old[section]
+        for part in rest[:-1]:
+            d = d[part]
+        d.pop(rest[-1])
+    assert config_differences(old, current) == []
+    now_reference = to_dict(make_config("smoke", ["loss.repulsive_on=tokens"]))
+    assert config_differences(old, now_reference) == ["loss.repulsive_on: '<missing>' (checkpoint) vs 'tokens' (now)"]

@@ -208,13 +208,27 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+#: Configuration keys added after runs were saved, each with the value that reproduces what the
+#: code did before the key existed. A saved configuration WITHOUT such a key matches a current one
+#: holding that value (so finished runs and checkpoints stay usable); any other value is a difference.
+ADDED_KEYS: dict[str, Any] = {
+    # issue 14: the reference implementation's recipe became expressible
+    "model.mlp": "gelu", "model.head": "linear", "model.head_hidden": 256, "model.input_proj": True,
+    "model.pos_dim": 256, "model.init_std": 0.02, "model.backbone.freeze_tokens": True,
+    "loss.repulsive_on": "embeddings", "data.roi_margin_mm": None, "data.square_anchor": False,
+    "data.anchor_in_nms": True, "data.roi_border": "shift",
+}
+
+
 def config_differences(saved: dict, current: dict, ignore: tuple[str, ...] = ()) -> list[str]:
-    """Human-readable list of ``key: saved -> current`` for keys that differ."""
+    """Human-readable list of ``key: saved -> current`` for keys that differ (see :data:`ADDED_KEYS`)."""
     a, b = flatten(saved), flatten(current)
     diffs = []
     for k in sorted(set(a) | set(b)):
         if any(k == i or k.startswith(i + ".") for i in ignore):
             continue
+        if k not in a and k in ADDED_KEYS and b.get(k) == ADDED_KEYS[k]:
+            continue  # a run saved before the key existed did exactly this
         if a.get(k, "<missing>") != b.get(k, "<missing>"):
             diffs.append(f"{k}: {a.get(k, '<missing>')!r} (checkpoint) vs {b.get(k, '<missing>')!r} (now)")
     return diffs
