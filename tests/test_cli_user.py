@@ -75,10 +75,20 @@ def test_train_onto_a_finished_run_refuses_and_leaves_it_byte_identical(finished
     before = {p.name: p.read_bytes() for p in (out / "results.json", out / "metrics.jsonl", out / "config.json")}
     code, _, err = _run(["train", "--dataset", "mias", "--root", str(mias_root), "--preset", "smoke", "--out", str(out), "--no-progress"])
     assert code == 2
-    assert _first(err) == (f"{PROG} train: error: {out}: holds a finished run; "
-                           "use --resume to continue or --overwrite to replace it")
+    assert _first(err) == (f"{PROG} train: error: {out}: holds a run; "
+                           "use --resume to continue or --overwrite to replace it (a finished one: results.json is there)")
     assert len(err.strip().splitlines()) == 1
     assert {p: (out / p).read_bytes() for p in before} == before
+
+
+def test_train_onto_an_interrupted_run_refuses_before_any_work(tmp_path):
+    out = tmp_path / "interrupted"
+    (out / "checkpoints" / "step-00000010").mkdir(parents=True)
+    (out / "checkpoints" / "step-00000010" / "state.json").write_text("{}")
+    code, _, err = _run(["train", "--dataset", "mias", "--preset", "smoke", "--out", str(out)])
+    assert code == 2
+    assert _first(err) == f"{PROG} train: error: {out}: holds a run; use --resume to continue or --overwrite to replace it"
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]
 
 
 def test_resume_and_overwrite_together_is_one_line(finished):

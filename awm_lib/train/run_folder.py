@@ -51,8 +51,8 @@ def check_run_folder(out_dir: str | os.PathLike, *, resume: bool = False, overwr
     if out_dir.exists() and not out_dir.is_dir():
         raise RunExistsError("is a file, not a run folder; give a folder for the run", out_dir)
     if holds_run(out_dir) and not (resume or overwrite):
-        done = "a finished run" if (out_dir / RESULTS).is_file() else "a run"
-        raise RunExistsError(f"holds {done}; use {resume_flag} to continue or {overwrite_flag} to replace it", out_dir)
+        done = f" (a finished one: {RESULTS} is there)" if (out_dir / RESULTS).is_file() else ""
+        raise RunExistsError(f"holds a run; use {resume_flag} to continue or {overwrite_flag} to replace it{done}", out_dir)
 
 
 def remove_run_files(out_dir: str | os.PathLike) -> None:
