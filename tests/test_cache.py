@@ -56,6 +56,14 @@ def test_settings_change_is_a_miss(tmp_path, dicom_file):
     assert other.misses == 1
 
 
+def test_entries_of_other_settings_are_kept(tmp_path, dicom_file):
+    a, b = PreprocessCache(tmp_path / "c", long_side=64), PreprocessCache(tmp_path / "c", long_side=48)
+    a.get(dicom_file)
+    b.get(dicom_file)  # another run's settings: both entries stay (runs share the folder)
+    a.get(dicom_file)
+    assert (a.misses, a.hits) == (1, 1) and len(entries(tmp_path / "c")) == 2
+
+
 def test_boxes_map_both_ways(tmp_path, dicom_file):
     cache = PreprocessCache(tmp_path / "c", long_side=64)
     prep = cache.get(dicom_file)

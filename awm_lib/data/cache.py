@@ -179,13 +179,18 @@ class PreprocessCache:
         return result
 
     def _remove_stale(self, path: str | Path, keep: Path) -> None:
-        """Delete older entries of the same source (other mtime/size or settings)."""
+        """Delete older entries of the same source under the same settings (the file changed).
+
+        Entries of other settings stay: runs with another ``long_side`` (the smoke preset's
+        256 px, the book's 1024 px) share the cache folder, possibly at the same time, and
+        must not delete each other's entries."""
         source = str(Path(path).resolve())
         for old in self.root.glob(f"{Path(path).stem}-*.json"):
             if old == keep:
                 continue
             try:
-                if json.loads(old.read_text()).get("source") != source:
+                meta = json.loads(old.read_text())
+                if meta.get("source") != source or meta.get("settings", self.settings()) != self.settings():
                     continue
             except (OSError, ValueError):
                 continue

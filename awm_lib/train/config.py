@@ -284,8 +284,9 @@ def _preset_frozen() -> TrainConfig:
     mini-MIAS cache (322 images x 6 RoIs) in minutes instead of a quarter of an hour on a busy
     CPU; a lesion box on mini-MIAS at ``long_side=1024`` is mostly 40-200 px, so 112 px keeps
     the lesion near its native resolution, and only the whole-breast anchor is shrunk more.
-    112 is also a multiple of 8 and 14, the patch sizes of the project's CPU checkpoints.
-    ViT-S rather than ViT-B: 4x cheaper, and offline both are random anyway.
+    The project's CPU self-supervised checkpoint (``pretrain --preset cpu-90min``) was trained
+    on 112-px global crops, so 112 px is the resolution it knows. ViT-S rather than ViT-B:
+    4x cheaper, and offline both are random anyway.
     """
     return TrainConfig(
         preset="frozen",

@@ -84,10 +84,14 @@ def feature_cache_for(cfg, preprocess: PreprocessCache | None = None) -> Feature
 
 
 def _image_sizes(cache: PreprocessCache, samples) -> np.ndarray:
-    """(N, 2) (H, W) of each preprocessed image, read from the .npy headers only."""
+    """(N, 2) (H, W) of each preprocessed image, read from the .npy headers only
+    (an entry that is not there is preprocessed again)."""
     out = np.empty((len(samples), 2), dtype=np.int64)
     for i, s in enumerate(samples):
-        out[i] = np.load(cache.entry(s.path)[0], mmap_mode="r").shape[:2]
+        try:
+            out[i] = np.load(cache.entry(s.path)[0], mmap_mode="r").shape[:2]
+        except (FileNotFoundError, ValueError):
+            out[i] = cache.get(s.path).pixels.shape
     return out
 
 
