@@ -149,6 +149,7 @@ def test_input_projection_off_needs_the_concatenated_width():
 
 @pytest.mark.parametrize("preset,extra", [
     ("paper", MICRO), ("paper", [*MICRO, "model.pooling=cls"]), ("paper", [*MICRO, "model.pooling=attention"]),
+    ("paper", [*MICRO, "model.pooling=anchor_attention"]),
     ("smoke", []), ("smoke", ["model.position=sine+rope2d"]),
     ("smoke", ["model.backbone.freeze_blocks=1", "model.backbone.freeze_tokens=false"]),
 ])
@@ -246,3 +247,12 @@ def test_runs_saved_before_the_new_keys_still_match_when_they_did_the_same():
     assert config_differences(old, current) == []
     now_reference = to_dict(make_config("smoke", ["loss.repulsive_on=tokens"]))
     assert config_differences(old, now_reference) == ["loss.repulsive_on: '<missing>' (checkpoint) vs 'tokens' (now)"]
+
+
+def test_anchor_attention_pooling_is_the_reference_attn_pooling():
+    """The reference's pool_mode='attn': weights = block 3's attention row of the anchor, over the block-3 tokens."""
+    model = RoIClassifier(paper_micro(["model.pooling=anchor_attention"]).model).eval()
+    out = model.forward_tokens(torch.randn(2, 5, 64), torch.rand(2, 5, 4), return_attention=True)
+    weights = out.attention[-1][:, 0, 0, :]  # (B, K): single head, the anchor's row
+    torch.testing.assert_close(out.pooled, (weights[..., None] * out.tokens).sum(dim=1))
+    torch.testing.assert_close(out.pool_weights.sum(dim=-1), torch.ones(2))

@@ -50,7 +50,8 @@ from awm_lib.model.position import (
 )
 from awm_lib.model.pretrained import PretrainedModel
 
-POOLINGS = ("anchor", "attention", "mean", "cls")
+POOLINGS = ("anchor", "attention", "mean", "cls", "anchor_attention")
+# anchor_attention: the reference's 'attn' pooling, the last block's attention row of the anchor (mean over heads)
 MLPS = ("gelu", "relu")  # gelu: Linear -> GELU -> Linear (ours); relu: one Linear + ReLU (the reference's)
 HEADS = ("linear", "mlp")  # linear: LN -> dropout -> Linear (ours); mlp: BN -> dropout -> Linear -> ReLU -> Linear (reference)
 
@@ -102,6 +103,8 @@ class RoIClassifierConfig:
         check_mode(self.position)
         if self.pooling not in POOLINGS:
             raise ConfigError(f"pooling={self.pooling!r}; choose one of {POOLINGS}")
+        if self.pooling == "anchor_attention" and self.depth < 1:
+            raise ConfigError("pooling=anchor_attention reads the last block's attention: it needs depth >= 1")
         if self.d_model % self.heads:
             raise ConfigError(f"d_model={self.d_model} is not divisible by heads={self.heads}")
         head_dim = self.d_model // self.heads
@@ -388,12 +391,20 @@ class RoIClassifier(PretrainedModel, nn.Module):
             if mask is not None:
                 mask = torch.cat([mask.new_ones(b, 1), mask], dim=1)
         attention = [] if return_attention else None
-        for block in self.blocks:
-            x, wts = block(x, mask, angles, return_attention)
+        anchor_row = None
+        for i, block in enumerate(self.blocks):
+            last = i == len(self.blocks) - 1
+            need = return_attention or (last and cfg.pooling == "anchor_attention")
+            x, wts = block(x, mask, angles, need)
             if attention is not None:
                 attention.append(wts)
+            if last and cfg.pooling == "anchor_attention":
+                anchor_row = wts[:, :, 0, :].mean(dim=1)  # (B, K): how the anchor attends, mean over heads
         x = self.norm(x)
-        pooled, pool_weights = self._pool(x, roi_mask)
+        if anchor_row is not None:  # the reference's 'attn' pooling: the anchor's attention weights over the tokens
+            pooled, pool_weights = (anchor_row.to(x.dtype)[..., None] * x).sum(dim=1), anchor_row
+        else:
+            pooled, pool_weights = self._pool(x, roi_mask)
         logits = self.head(pooled).squeeze(-1)  # (B,)
         tokens = x[:, 1:] if self.cls_token is not None else x
         return RoIOutput(

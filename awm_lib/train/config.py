@@ -265,7 +265,8 @@ PAPER_PRESET_GAPS: tuple[str, ...] = (
     "boxes are sampled with anti-aliasing, not cut with PIL and resized",
     "early stopping watches the validation ROC-AUC, not the validation loss; "
     "the F1 threshold is chosen on validation, never on test",
-    "pooling='attention' is an attention-MIL pool, not the anchor row of block 3's attention",
+    "the reference's alternative poolings exist as pooling='anchor_attention' (block 3's attention row of the "
+    "anchor), 'mean' and 'cls' (our CLS token sits first, the reference's last)",
 )
 
 
