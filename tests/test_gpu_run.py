@@ -99,6 +99,7 @@ def test_gpu_import_merges_bench_places_the_checkpoint_with_its_card(dry, tmp_pa
     card = (dest / "README.md").read_text()
     assert card.count("## GPU run") == 1 and info["device"] in card and info["date"] in card
     assert "bash scripts/gpu_run.sh" in card and "minutes" in card and info["steps"] == 3
+    assert f'from_pretrained("{dest.as_posix()}")' in card  # the machine's folder no longer appears where to load from
     assert (dest / "loss_log.jsonl").read_text().count("\n") == 3  # the loss log came along
     assert sorted(p.name for p in (results / "gpu_run").iterdir()) == ["ch02-gpu.ipynb", "import.json", "log.txt", "manifest.json"]
     # importing again replaces, never duplicates

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -261,6 +262,11 @@ def place_checkpoint(run_dir: str | Path, manifest: dict, dest: str | Path, impo
     text = readme.read_text() if readme.is_file() else f"# {dest.name}\n"
     if "\n## GPU run\n" in text:
         text = text[: text.index("\n## GPU run\n")]
+    machine_dir = re.search(r"--out\s+(\S+)", str(info["pretrain_command"] or ""))
+    if machine_dir:  # the card was written on the GPU machine: its "how to load / probe" lines point here now
+        for fmt in ('from_pretrained("{}")', "--checkpoint {}"):
+            text = text.replace(fmt.format(machine_dir.group(1)), fmt.format(dest.as_posix()))
+    text = text.replace("results/pretrain_probe.json", "results/pretrain_probe_gpu.json")
     write_text_atomic(readme, text.rstrip("\n") + "\n" + card_section(info))
     return info
 
