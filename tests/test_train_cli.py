@@ -142,7 +142,7 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, capsys, monke
     assert len(err) == 1 and err[0].startswith(f"python -m awm_lib {args[0]}: error: ") and message in err[0]
 
 
-def test_weights_that_do_not_fit_are_a_checkpoint_error(run_dir, tmp_path, capsys):
+def test_weights_that_do_not_fit_are_a_checkpoint_error(run_dir, mias_root, tmp_path, capsys):
     import shutil
 
     from awm_lib.train.checkpoint import resolve_checkpoint
@@ -153,7 +153,8 @@ def test_weights_that_do_not_fit_are_a_checkpoint_error(run_dir, tmp_path, capsy
     state["config"]["model"]["d_model"] = 32  # the weights were made with 64
     (bad / "state.json").write_text(json.dumps(state))
     capsys.readouterr()
-    assert main(["predict", "x.png", "--checkpoint", str(bad)]) == 2
+    # a real image: predict checks the image before it loads the model
+    assert main(["predict", str(mias_root / "mdb028.png"), "--checkpoint", str(bad)]) == 2
     assert "weights do not fit this model" in capsys.readouterr().err
 
 
