@@ -128,6 +128,14 @@ def test_no_import_cycle():
     assert cycle is None, " -> ".join(cycle or [])
 
 
+def test_no_import_cycle_between_the_parts_of_the_library():
+    parts: dict[str, set[str]] = {}
+    for m, targets in import_graph().items():
+        parts.setdefault(part_of(m), set()).update(part_of(t) for t in targets if part_of(t) != part_of(m))
+    cycle = find_cycle(parts)
+    assert cycle is None, " -> ".join(p or "awm_lib" for p in cycle or [])
+
+
 def test_only_the_book_and_the_cli_import_the_book():
     offenders = sorted(
         f"{m} imports {t}"
