@@ -75,7 +75,10 @@ def test_modes():
     assert rope_angles("none", torch.rand(1, 2, 4), 8) is None
     assert rope_angles("sine", torch.rand(1, 2, 4), 8) is None
     assert rope_angles("sine+rope2d", torch.rand(1, 2, 4), 8).shape == (1, 2, 4)
-    with pytest.raises(ConfigError, match="position mode"):
+    boxes = torch.rand(2, 5, 4)
+    torch.testing.assert_close(rope_angles("sinecat+rope1d", boxes, 8), rope_angles("rope1d_index", boxes, 8))
+    assert rope_angles("sinecat", boxes, 8) is None  # the reference's concatenated code alone
+    with pytest.raises(ConfigError, match="position=.* is unknown"):
         check_mode("rope3d")
     with pytest.raises(ConfigError, match="divisible by 4"):
         rope2d_angles(torch.rand(1, 2, 2), 6)

@@ -61,7 +61,7 @@ POSITION_ORIGIN = {
 
 def check_mode(mode: str) -> None:
     if mode not in POSITION_MODES:
-        raise ConfigError(f"position mode {mode!r} unknown; choose one of {POSITION_MODES}")
+        raise ConfigError(f"position={mode!r} is unknown; choose one of {', '.join(POSITION_MODES)}")
 
 
 def uses_sine(mode: str) -> bool:
