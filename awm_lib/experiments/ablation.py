@@ -137,12 +137,28 @@ def lesion_recall_counts(cfg: TrainConfig) -> dict[str, list[int]] | None:
     return out
 
 
+_RECALL_MEMO: dict[str, dict | None] = {}
+
+
+def _recall_key(cfg: TrainConfig) -> str:
+    """What the recall counts depend on: the data settings and top-k (and the seed for random boxes)."""
+    data = to_dict(cfg.data)
+    return json.dumps([cfg.arch, data, cfg.model.topk, cfg.seed if cfg.data.proposer == "random" else None], sort_keys=True)
+
+
 def ensure_recall(spec: RunSpec) -> dict | None:
-    """The run's per-image lesion-recall counts, computed once and kept in the run folder."""
+    """The run's per-image lesion-recall counts, computed once and kept in the run folder.
+
+    Runs that differ only in the model, the loss or the seed share their test RoIs, so
+    the counts are computed once per process for them (a memo keyed on the data settings).
+    """
     path = spec.run_dir / RECALL_FILE
     if path.is_file():
         return json.loads(path.read_text())["per_image"]
-    counts = lesion_recall_counts(spec.cfg)
+    key = _recall_key(spec.cfg)
+    if key not in _RECALL_MEMO:
+        _RECALL_MEMO[key] = lesion_recall_counts(spec.cfg)
+    counts = _RECALL_MEMO[key]
     write_json_atomic(path, {"per_image": counts, "proposer": spec.cfg.data.proposer, "topk": spec.cfg.model.topk})
     return counts
 
