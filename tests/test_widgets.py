@@ -111,7 +111,8 @@ def test_train_button_runs_the_injected_trainer(res, tmp_path):
     assert "live run done" in panel.train_status.value and "0.610 [0.500, 0.700]" in panel.train_status.value
     # the ROC of the live run, computed from its test predictions (the stub returned none)
     assert panel.last_run["results"]["roc"]["tpr"][-1] == 1.0
-    assert panel.roc.layout.display is None and not panel.train_button.disabled
+    assert panel.live_roc.layout.display is None and bytes(panel.live_roc.value).startswith(PNG_MAGIC)
+    assert not panel.train_button.disabled
     panel.train_button.click()  # the same settings: the same run folder (load_or_train reuses it)
     panel.set(topk=1)
     panel.train_button.click()
@@ -160,3 +161,28 @@ def test_settings_to_overrides_build_a_valid_config():
     assert cfg.arch == "roi" and cfg.data.proposer == "none"  # the anchor alone
     ssl = widgets.settings_to_overrides({**s, "backbone_init": "ssl"})
     assert any(o.startswith("model.backbone.name_or_path=") and o.endswith("awm-dino-s14") for o in ssl)
+
+
+def test_roc_title_carries_the_auc_interval():
+    from unittest import mock
+
+    rec = {"roc": {"fpr": [0, 0.5, 1], "tpr": [0, 0.8, 1]}, "auc": {"mean": 0.7, "ci_low": 0.6, "ci_high": 0.8}}
+    with mock.patch("awm_lib.book.viz.plot_roc") as plot:
+        assert widgets._roc_png(rec, "live run").startswith(PNG_MAGIC)
+    assert plot.call_args.kwargs["title"] == "live run\nAUC 0.700 [0.600, 0.800]"
+    assert widgets._roc_png({"auc": rec["auc"]}, "x") == b""
+
+
+def test_frozen_overrides_pin_the_backbone_and_match_the_grid():
+    from awm_lib.train.config import make_config
+
+    paper = {**BASE_SETTINGS, "position": "sinecat+rope1d", "loss": "bce+repulsive", "crop_size": 112, "topk": 5}
+    ov = widgets.settings_to_overrides(paper, frozen=True)
+    assert "model.backbone.name_or_path=none" in ov and "loss.repulsive_on=tokens" in ov
+    base = widgets.settings_to_overrides({**paper, "proposer": "none", "topk": 0, "crop_size": 224, "position": "none",
+                                          "loss": "bce"}, frozen=True)
+    assert base[:4] == ["arch=roi", "data.proposer=none", "model.topk=0", "model.crop_size=224"]
+    ssl = widgets.settings_to_overrides({**paper, "backbone_init": "ssl"}, frozen=True)
+    assert any(o.endswith("awm-dino-cpu") for o in ssl)
+    cfg = make_config("frozen", ov, dataset="mias")
+    assert cfg.features.cached and cfg.model.position == "sinecat+rope1d" and cfg.model.backbone.name_or_path is None

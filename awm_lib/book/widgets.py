@@ -20,7 +20,9 @@ drawn there too — frozen at its first state, which is why each chapter shows a
 table of the whole grid beside it.
 
 Who trains is a parameter (``trainer``): the default is :func:`train_short_run`;
-tests pass a stub. A trainer is ``trainer(settings, out_dir) -> results`` where
+the book's CPU build passes :func:`train_frozen_run`, which retrains the chosen
+configuration on the cached RoI tokens of a frozen backbone (the ``frozen`` preset,
+the same cache as the ``cpu-frozen`` grid) in seconds; tests pass a stub. A trainer is ``trainer(settings, out_dir) -> results`` where
 ``results`` has the metric entries of a ``results.json`` (``{"auc": {"mean", ...}}``)
 and, while it runs, it appends training records to ``out_dir/metrics.jsonl``
 (as :func:`awm_lib.train.loop.fit` does) so the panel can plot the loss.
@@ -44,14 +46,14 @@ from awm_lib.book import results as R
 from awm_lib.paths import checkpoints_root, project_root
 
 __all__ = ["DEFAULT_SETTINGS", "DEFAULT_CHOICES", "AblationPanel", "settings_to_overrides", "train_short_run",
-           "NOT_IN_GRID", "NO_RESULTS"]
+           "train_frozen_run", "NOT_IN_GRID", "NO_RESULTS"]
 
 #: The paper's recipe at CPU scale: where the panel starts when the grid is empty.
 DEFAULT_SETTINGS = {"proposer": "blob", "topk": 3, "crop_size": 56, "position": "rope2d", "pooling": "anchor",
                     "loss": "bce+repulsive", "contrastive_weight": 0.3, "backbone_init": "random"}
 #: Values offered even when the grid lacks them (they can be trained live).
 DEFAULT_CHOICES = {"proposer": ["blob", "oracle", "random", "none"], "topk": [1, 3, 5], "crop_size": [56, 112, 224],
-                   "position": ["none", "sine", "rope2d"], "pooling": ["anchor", "attention", "mean", "cls"],
+                   "position": ["none", "sine", "rope2d", "sinecat+rope1d"], "pooling": ["anchor", "attention", "mean", "cls"],
                    "loss": ["bce", "bce+repulsive", "bce+supcon", "bce+repulsive+supcon"],
                    "contrastive_weight": [0.1, 0.3, 1.0], "backbone_init": ["random", "ssl", "dinov2"]}
 LABELS = {"proposer": "proposer", "topk": "top-k", "crop_size": "crop size", "position": "position code",
@@ -59,6 +61,7 @@ LABELS = {"proposer": "proposer", "topk": "top-k", "crop_size": "crop size", "po
 NOT_IN_GRID = "not in the precomputed grid — press Train to run it live"
 NO_RESULTS = "no precomputed results yet; run <code>python -m awm_lib ablation</code> to make them"
 SSL_CHECKPOINT = "awm-dino-s14"  # checkpoints/<this>: the project's self-supervised backbone
+SSL_CPU_CHECKPOINT = "awm-dino-cpu"  # ... and its CPU-pretrained one (the frozen preset's)
 
 Trainer = Callable[[dict, Path], dict]
 
@@ -66,16 +69,23 @@ Trainer = Callable[[dict, Path], dict]
 # =====================================================================================
 # The live run: settings -> a smoke-sized training configuration
 # =====================================================================================
-def settings_to_overrides(settings: Mapping) -> list[str]:
-    """The ``--set`` overrides (on the ``smoke`` preset) that realise one choice of settings.
+def settings_to_overrides(settings: Mapping, *, frozen: bool = False) -> list[str]:
+    """The ``--set`` overrides (on the ``smoke`` preset, or ``frozen`` with ``frozen=True``)
+    that realise one choice of settings.
 
     ``proposer="none"`` with ``topk=0`` is the full-image ViT baseline (no RoIs at
-    all); with ``topk > 0`` it is the RoI model with the anchor alone. ``loss``
-    names the terms switched on ("supcon": the hard-negative supervised
-    contrastive loss over RoIs); ``contrastive_weight`` is their weight.
+    all; on cached features: the whole breast at ``crop_size`` through the frozen ViT,
+    as the ``cpu-frozen`` grid's baseline); with ``topk > 0`` it is the RoI model with
+    the anchor alone. ``loss`` names the terms switched on ("supcon": the hard-negative
+    supervised contrastive loss over RoIs); ``contrastive_weight`` is their weight. With
+    the reference's position code (``sinecat+rope1d``) the repulsive term acts where the
+    reference puts it (the transformer's outputs), as in the grid's ``roi-paper``.
     """
     s = {**DEFAULT_SETTINGS, **settings}
-    if s["proposer"] == "none" and s["topk"] == 0:
+    if frozen and s["proposer"] == "none" and s["topk"] == 0:
+        out = ["arch=roi", "data.proposer=none", "model.topk=0", f"model.crop_size={s['crop_size']}",
+               f"model.position={s['position']}", f"model.pooling={s['pooling']}"]
+    elif s["proposer"] == "none" and s["topk"] == 0:
         out = ["arch=full_image"]
         if s["pooling"] in ("cls", "mean"):
             out.append(f"baseline.pooling={s['pooling']}")
@@ -89,11 +99,17 @@ def settings_to_overrides(settings: Mapping) -> list[str]:
     w = float(s["contrastive_weight"])
     out += [f"loss.repulsive_weight={w if 'repulsive' in s['loss'] else 0.0}",
             "loss.supcon_weight=0.0", f"loss.roi_supcon_weight={w if 'supcon' in s['loss'] else 0.0}"]
+    if "supcon" in s["loss"]:
+        out.append("loss.hard_negative_beta=1.0")
+    if s["position"] == "sinecat+rope1d" and "repulsive" in s["loss"]:
+        out.append("loss.repulsive_on=tokens")
     init = s["backbone_init"]
     if init == "ssl":
-        out.append(f"model.backbone.name_or_path={checkpoints_root() / SSL_CHECKPOINT}")
+        out.append(f"model.backbone.name_or_path={checkpoints_root() / (SSL_CPU_CHECKPOINT if frozen else SSL_CHECKPOINT)}")
     elif init == "dinov2":
         out.append("model.backbone.name_or_path=facebook/dinov2-small")
+    elif frozen:  # pinned random ViT-S/14, as in the cpu-frozen grid (never a checkpoint that appears later)
+        out.append("model.backbone.name_or_path=none")
     return out
 
 
@@ -119,6 +135,27 @@ def train_short_run(settings: Mapping, out_dir: Path, *, steps: int = 20, max_im
     return load_or_train(cfg, out_dir, progress=False, command=f"AblationPanel live run: {overrides}").results
 
 
+def train_frozen_run(settings: Mapping, out_dir: Path, *, dataset: str = "mias", fold: int = 0, seed: int = 0,
+                     n_boot: int = 500, extra: tuple[str, ...] = ()) -> dict:
+    """Retrain ``settings`` on cached RoI tokens (the ``frozen`` preset) on one fold, then test.
+
+    The crops are embedded once by the frozen backbone and cached (shared with the
+    ``cpu-frozen`` grid, so the book's build and the grid fill one cache); once they
+    are, the RoI head trains and is tested in seconds on two CPU cores. The result
+    is one fold and one seed, so its interval is wider than the grid's, which pools
+    5 folds x 5 seeds.
+
+    Explained in the book: chapter 7, *Interactive ablations* (``notebooks/07_interactive_ablations.ipynb``).
+    """
+    from awm_lib.train.cached import load_or_train
+    from awm_lib.train.config import make_config
+
+    overrides = settings_to_overrides(settings, frozen=True) + [
+        f"data.fold={fold}", f"seed={seed}", f"eval.n_boot={n_boot}", "optim.device=cpu", *extra]
+    cfg = make_config("frozen", overrides, dataset=dataset)
+    return load_or_train(cfg, out_dir, progress=False, command=f"AblationPanel live run (frozen): {overrides}").results
+
+
 # =====================================================================================
 # The panel
 # =====================================================================================
@@ -141,12 +178,15 @@ class AblationPanel:
 
     def __init__(self, results: R.AblationResults | None, *, dataset: str | None = None,
                  trainer: Trainer | None = None, background: bool = True, total_steps: int = 20,
-                 initial: Mapping | None = None, runs_dir: str | Path | None = None, poll_s: float = 0.5):
+                 initial: Mapping | None = None, runs_dir: str | Path | None = None, poll_s: float = 0.5,
+                 train_label: str = "Train (short run)",
+                 live_note: str = "a short smoke-sized run: not comparable with the grid"):
         self.results = results
         self.dataset = dataset or (results.datasets[0] if results is not None and results.records else None)
         self.trainer = trainer or train_short_run
         self.background, self.total_steps, self.poll_s = background, total_steps, poll_s
         self.runs_dir = Path(runs_dir) if runs_dir else None
+        self.live_note = live_note
         self.thread: threading.Thread | None = None
         self.last_run: dict | None = None
         choices = R.setting_choices(results.for_dataset(self.dataset) if results else None, DEFAULT_CHOICES)
@@ -162,11 +202,13 @@ class AblationPanel:
         self.metrics = W.HTML()
         self.roc = W.Image(format="png", layout=W.Layout(width="320px"))
         self.overlay = W.Image(format="png", layout=W.Layout(width="300px", margin="0 0 0 8px"))
-        self.train_button = W.Button(description="Train (short run)", icon="play", button_style="primary",
-                                     tooltip="train these settings for a few steps on CPU/GPU (live kernel only)")
+        self.train_button = W.Button(description=train_label, icon="play", button_style="primary",
+                                     layout=W.Layout(width="auto"),
+                                     tooltip="train these settings now, on this machine (live kernel only)")
         self.progress = W.IntProgress(value=0, min=0, max=total_steps, description="steps",
                                       layout=W.Layout(width="300px"))
         self.loss_plot = W.Image(format="png", layout=W.Layout(width="300px", display="none"))  # until a run logs
+        self.live_roc = W.Image(format="png", layout=W.Layout(width="300px", display="none"))  # until a run ends
         self.train_status = W.HTML()
         for d in self.dropdowns.values():
             d.observe(self._on_change, names="value")
@@ -178,7 +220,8 @@ class AblationPanel:
     def _layout(self) -> W.Widget:
         controls = W.VBox(list(self.dropdowns.values()), layout=W.Layout(min_width="270px", margin="0 12px 0 0"))
         shown = W.VBox([self.status, self.metrics])
-        train = W.VBox([W.HBox([self.train_button, self.progress]), self.train_status, self.loss_plot])
+        train = W.VBox([W.HBox([self.train_button, self.progress]), self.train_status,
+                        W.HBox([self.loss_plot, self.live_roc])])
         return W.VBox([W.HBox([controls, shown]), W.HBox([self.roc, self.overlay]), train])
 
     def _first_settings(self) -> dict:
@@ -222,15 +265,8 @@ class AblationPanel:
         self._show_overlay(rec)
 
     def _show_roc(self, rec: dict | None, title: str | None = None) -> None:
-        if not rec or not rec.get("roc"):
-            self.roc.value, self.roc.layout.display = b"", "none"
-            return
-        from awm_lib.book.viz import plot_roc, subplots
-
-        fig, ax = subplots(width=3.6, height=3.6)
-        plot_roc(rec["roc"]["fpr"], rec["roc"]["tpr"], auc=R._get(rec, "auc", "mean"), ax=ax,
-                 label=rec.get("configuration", "live run"), title=title or "test ROC")
-        self.roc.value, self.roc.layout.display = _png(fig), None
+        png = _roc_png(rec, title or "test ROC") if rec else b""
+        self.roc.value, self.roc.layout.display = png, (None if png else "none")
 
     def _show_overlay(self, rec: dict | None) -> None:
         path = rec.get("example_overlay") if rec else None
@@ -307,10 +343,20 @@ class AblationPanel:
         res["configuration"] = "live run"
         self.last_run = {"settings": settings, "out_dir": out_dir, "results": res}
         self.progress.bar_style = "success"
-        self.train_status.value = ("<b>live run done</b> (a short smoke-sized run: not comparable with the grid)"
-                                   + _metrics_html(res))
-        if settings == self.settings and self.record is None:
-            self._show_roc(res, title="live run: test ROC")
+        self.train_status.value = (f"<b>live run done</b> ({html.escape(self.live_note)})" + _metrics_html(res))
+        self.live_roc.value, self.live_roc.layout.display = _roc_png(res, "live run"), None
+
+
+def _roc_png(rec: Mapping | None, title: str) -> bytes:
+    """A record's test ROC as PNG bytes, titled with its AUC and 95% interval (b"" without a curve)."""
+    if not rec or not rec.get("roc"):
+        return b""
+    from awm_lib.book.viz import plot_roc, subplots
+
+    fig, ax = subplots(width=3.6, height=3.6)
+    plot_roc(rec["roc"]["fpr"], rec["roc"]["tpr"], auc=R._get(rec, "auc", "mean"), ax=ax,
+             label=rec.get("configuration", "live run"), title=f"{title}\nAUC {R.format_ci(rec.get('auc'))}")
+    return _png(fig)
 
 
 def _describe(settings: Mapping) -> str:
