@@ -56,7 +56,7 @@ rm -rf "$OUT"/manifest.json "$OUT"/log.txt "$OUT"/bench.json "$OUT"/awm-dino-gpu
        "$WORK"/bench.json "$WORK"/bench-merged.json "$WORK"/awm-dino-gpu "$WORK"/ch02-gpu.ipynb
 exec > >(tee "$OUT/log.txt") 2>&1
 TEE_PID=$!
-export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
 min() { if [ "$1" -lt "$2" ]; then echo "$1"; else echo "$2"; fi; }
@@ -92,7 +92,7 @@ else
   [ -d "$CARRY" ] || { echo "gpu_run: error: $CARRY is missing: run scripts/gpu_prepare.sh here and name it in carry"; exit 2; }
   "$PYTHON" -m awm_lib.bench.gpu_run check-carry "$CARRY" --no-tree || exit 2
   if ls "$CARRY"/whl/*.whl >/dev/null 2>&1; then
-    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$CARRY"/whl/*.whl \
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site "$CARRY"/whl/*.whl \
       || echo "gpu_run: WARNING: installing the carried wheels failed: bench-data and chapter2 may fail"
     export PYTHONPATH=/tmp/site:$ROOT
   else

@@ -64,6 +64,7 @@ def test_dry_run_runs_every_step_and_returns_what_the_device_tool_can_carry(dry)
     nb = json.loads((out / "ch02-gpu.ipynb").read_text())
     text = json.dumps([c.get("outputs", []) for c in nb["cells"]])
     assert "GPU measurement pending" in text and nb["metadata"]["papermill"]["parameters"]["dpi"] == 120
+    assert text.count("image/png") >= 4  # its figures are in the executed copy (inline backend, not Agg)
     assert "== gpu_run: done" in (out / "log.txt").read_text() and "gpu_run on CPU" in log
 
 
