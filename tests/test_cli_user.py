@@ -341,4 +341,9 @@ def test_grounding_dino_advice_is_something_the_cli_can_do(tmp_path):
     with pytest.raises(ProposalError) as e:
         GroundingDinoProposer(model=str(tmp_path / "no-such-model"))._load()
     msg = e.value.one_line()
+    assert "local_files_only" not in msg and "--model DIR" in msg and msg.startswith(str(tmp_path / "no-such-model"))
+    with pytest.raises(ProposalError) as e:  # a hub id, offline and not cached
+        GroundingDinoProposer(model="no-such-org/no-such-grounding-dino")._load()
+    msg = e.value.one_line()
     assert "local_files_only" not in msg and "--model DIR" in msg
+    assert "huggingface-cli download no-such-org/no-such-grounding-dino --local-dir DIR" in msg

@@ -57,6 +57,10 @@ class GroundingDinoProposer(BaseProposer):
             return
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
+        local = Path(str(self.model)).expanduser()
+        if str(self.model).startswith((".", "/", "~")) and not local.is_dir():  # a path, not a hub id
+            raise ProposalError("no such folder: give a Grounding DINO folder made with save_pretrained "
+                                "(on the command line: --model DIR)", path=str(self.model))
         try:
             self._processor = AutoProcessor.from_pretrained(self.model, local_files_only=self.local_files_only)
             model = AutoModelForZeroShotObjectDetection.from_pretrained(self.model, local_files_only=self.local_files_only)
