@@ -20,7 +20,7 @@ def test_cpu_frozen_scale_pins_the_backbone_and_redefines_the_baseline():
     assert syn.data.synthetic_n >= 1000 and ablation.SCALES["cpu-frozen"].seeds == (0, 1, 2, 3, 4)
     from awm_lib.experiments.ablation_records import backbone_of
 
-    assert backbone_of(paper) == "random:small" and backbone_of(ssl) == "checkpoints/awm-dino-cpu"
+    assert backbone_of(paper) == "random:small:0" and backbone_of(ssl) == "checkpoints/awm-dino-cpu"
     names = {c.name for c in ablation.CONTRASTS}
     assert {"method", "proposer: blob -> oracle", "proposer: none -> blob", "proposer: random -> blob"} <= names
     for c in ablation.CONTRASTS:

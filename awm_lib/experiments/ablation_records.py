@@ -36,7 +36,9 @@ METRICS = ABLATION_METRICS  # the metrics of every record, each {"mean", "ci_low
 def backbone_of(cfg: TrainConfig) -> str:
     """Which weights produced a record: a path / hub name, or ``random:<arch>`` (random init)."""
     b = cfg.model.backbone
-    return f"random:{b.random_arch}" if b.name_or_path is None else str(b.name_or_path)
+    if b.name_or_path is not None:
+        return str(b.name_or_path)
+    return f"random:{b.random_arch}:{cfg.features.random_seed}" if cfg.features.cached else f"random:{b.random_arch}"
 
 
 def settings_of(cfg: TrainConfig) -> dict:
