@@ -121,3 +121,10 @@ def test_model_card_names_the_images_seen_and_the_machine_load(tmp_path):
     assert meta["image_ids"] == bank.image_ids
     log = [json.loads(x) for x in (tmp_path / "ckpt" / "loss_log.jsonl").read_text().splitlines()]
     assert all(r["threads"] == 1 and r["load1"] >= 0 for r in log)
+
+
+def test_heldout_probe_cli_takes_one_checkpoint(tmp_path, capsys):
+    from awm_lib.cli import main
+
+    assert main(["pretrain", "--probe", "--checkpoint", str(tmp_path / "a"), "--checkpoint", str(tmp_path / "b")]) == 2
+    assert "one --checkpoint" in capsys.readouterr().err
