@@ -91,3 +91,13 @@ def test_the_benchmark_takes_the_same_typed_overrides():
         _configs(build_parser().parse_args(["bench", "--config", "default", "--set", "crop_sise=112"]))
     with pytest.raises(ConfigError, match="did you mean default"):
         _configs(build_parser().parse_args(["bench", "--config", "defualt"]))
+
+
+def test_the_ablation_names_the_closest_configuration_and_scale():
+    from awm_lib.experiments.ablation_study import CONFIGURATIONS, config_for
+
+    name = next(iter(CONFIGURATIONS))
+    with pytest.raises(ConfigError, match=f"did you mean {re.escape(name)}"):
+        config_for(name + "x", "mias", "cpu-smoke")
+    with pytest.raises(ConfigError, match="did you mean cpu-smoke"):
+        config_for(name, "mias", "cpu-smok")

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from awm_lib import paths
+from awm_lib.config import did_you_mean
 from awm_lib.errors import ConfigError
 from awm_lib.train.config import TrainConfig, make_config
 
@@ -177,7 +178,8 @@ class Scale:
 
     def configuration(self, name: str) -> Configuration:
         if name not in CONFIGURATIONS:
-            raise ConfigError(f"unknown ablation configuration {name!r}; choose from {', '.join(CONFIGURATIONS)}")
+            raise ConfigError(f"unknown ablation configuration {name!r}; choose from {', '.join(CONFIGURATIONS)}"
+                              f"{did_you_mean(name, CONFIGURATIONS)}")
         return self.replace.get(name, CONFIGURATIONS[name])
 
 
@@ -267,9 +269,10 @@ def config_for(configuration: str, dataset: str, scale: str, *, seed: int = 0, f
                root: str | None = None, extra: Sequence[str] = ()) -> TrainConfig:
     """The full :class:`TrainConfig` of one run of the study."""
     if configuration not in CONFIGURATIONS:
-        raise ConfigError(f"unknown ablation configuration {configuration!r}; choose from {', '.join(CONFIGURATIONS)}")
+        raise ConfigError(f"unknown ablation configuration {configuration!r}; choose from {', '.join(CONFIGURATIONS)}"
+                          f"{did_you_mean(configuration, CONFIGURATIONS)}")
     if scale not in SCALES:
-        raise ConfigError(f"unknown scale {scale!r}; choose {', '.join(SCALES)}")
+        raise ConfigError(f"unknown scale {scale!r}; choose {', '.join(SCALES)}{did_you_mean(scale, SCALES)}")
     sc = SCALES[scale]
     conf = sc.configuration(configuration)
     weights: list[str] = []
@@ -340,7 +343,7 @@ def plan_runs(dataset: str, configurations: Sequence[str], scale: str, *, seeds:
     if dataset == "mias" and not fold_list:
         raise ConfigError("mini-MIAS needs at least one fold (--folds 0,1,2,3,4)")
     if scale not in SCALES:
-        raise ConfigError(f"unknown scale {scale!r}; choose {', '.join(SCALES)}")
+        raise ConfigError(f"unknown scale {scale!r}; choose {', '.join(SCALES)}{did_you_mean(scale, SCALES)}")
     for name in configurations:
         ok, why = backbone_available(SCALES[scale].configuration(name).backbone)
         if not ok:
