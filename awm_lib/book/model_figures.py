@@ -238,16 +238,20 @@ def collect_roi_embeddings(model, dataset, batch_size: int = 8, device: str | to
                            max_images: int | None = None) -> dict[str, np.ndarray]:
     """RoI embeddings (``RoIOutput.roi_embeddings``, what the contrastive losses act on) of a dataset.
 
-    dataset: a :class:`~awm_lib.train.dataset.MammoRoIDataset`. Returns flat arrays over
+    dataset: a :class:`~awm_lib.train.dataset.MammoRoIDataset`, or a
+    :class:`~awm_lib.train.tokens.TokenDataset` of cached tokens. Returns flat arrays over
     the real RoIs of every image: ``embeddings`` (N, D), ``roi_labels`` (N,) in {1, 0, -1},
     ``image_labels`` (N,), ``image_index`` (N,), ``rank`` (N,) (0 = anchor),
     ``prob`` (N,) the image's predicted probability and ``lookalike`` (N,) bool: the
     RoI overlaps a BENIGN lesion (same overlap rule as the RoI labels; needs a dataset
     with ``samples`` and ``cache``, else all False).
     """
-    from awm_lib.train.dataset import collate
-    from awm_lib.train.experiment import forward_batch
     from awm_lib.train.batch import to_device
+    from awm_lib.train.dataset import collate as collate_images
+    from awm_lib.train.experiment import forward_batch
+    from awm_lib.train.tokens import collate_tokens
+
+    collate = collate_tokens if hasattr(dataset, "tokens") else collate_images  # cached tokens or pixels
 
     model = model.to(device).eval()
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
@@ -409,3 +413,59 @@ def metrics_table(results: Mapping[str, dict], keys: Sequence[str] = ("auc", "f1
 
     rows = {name: {k: cell(r.get(k)) for k in keys} | {"n test": r.get("n_test")} for name, r in results.items()}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def load_trained(run_dir, cfg, device: str | torch.device = "cpu"):
+    """The best checkpoint of a training run as a RoI classifier, whether it read pixels or cached tokens.
+
+    A head trained on cached tokens of a frozen backbone (``features.cached``, the ``frozen``
+    preset) holds no ViT weights: it is loaded with a token input in place of the backbone.
+    """
+    from awm_lib.features import token_input
+    from awm_lib.model.roi_transformer import RoIClassifier
+
+    backbone = token_input(cfg.model.backbone, cfg.features.random_seed) if cfg.features.cached else None
+    return RoIClassifier.from_pretrained(run_dir, device=device, backbone=backbone)
+
+
+def forward_one(model, dataset, index: int, device: str | torch.device = "cpu", return_attention: bool = True):
+    """The model on one item of a dataset of pixels or of cached tokens, with its attention.
+
+    Returns ``(output, batch)``: the :class:`~awm_lib.model.roi_transformer.RoIOutput` (``pool_weights``,
+    ``attention`` per block) and the collated one-item batch (``rois``, ``roi_mask``, ``roi_labels``).
+    """
+    from awm_lib.model.position import boxes_to_cxcywh_norm
+    from awm_lib.train.batch import to_device
+
+    model = model.to(device).eval()
+    with torch.no_grad():
+        if hasattr(dataset, "tokens"):  # cached tokens of a frozen backbone
+            from awm_lib.train.tokens import collate_tokens
+
+            batch = to_device(collate_tokens([dataset[index]]), torch.device(device))
+            boxes = boxes_to_cxcywh_norm(batch["rois"].float(), batch["image_sizes"])
+            out = model.forward_tokens(batch["tokens"], boxes, batch["roi_mask"], return_attention=return_attention)
+        else:
+            from awm_lib.train.dataset import collate
+
+            batch = to_device(collate([dataset[index]]), torch.device(device))
+            out = model(batch["images"], batch["rois"], image_sizes=batch["image_sizes"], roi_mask=batch["roi_mask"],
+                        return_attention=return_attention)
+    return out, batch
+
+
+def attention_change(trained, initial) -> "pd.DataFrame":
+    """How far training moved the attention of one image: per block (and the pooling weights),
+    the mean and largest absolute change of a weight, and the largest weight before and after."""
+    import pandas as pd
+
+    rows = {}
+    pairs = [(f"block {i + 1}", a[0], b[0]) for i, (a, b) in enumerate(zip(trained.attention or [], initial.attention or []))]
+    if trained.pool_weights is not None and initial.pool_weights is not None:
+        pairs.append(("pooling weights", trained.pool_weights[0], initial.pool_weights[0]))
+    for name, a, b in pairs:
+        a, b = a.detach().float().cpu(), b.detach().float().cpu()
+        d = (a - b).abs()
+        rows[name] = {"mean |change|": float(d.mean()), "max |change|": float(d.max()),
+                      "largest weight, initial": float(b.max()), "largest weight, trained": float(a.max())}
+    return pd.DataFrame(rows).T

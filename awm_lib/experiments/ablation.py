@@ -166,11 +166,19 @@ def ensure_recall(spec: RunSpec) -> dict | None:
 # =====================================================================================
 # The whole study
 # =====================================================================================
-def _run_predictions(spec: RunSpec, patient_of: dict[str, str]) -> RunPredictions:
-    res = read_results(spec.run_dir)
-    ids, y, p = read_predictions(spec.run_dir / "predictions_test.csv")
+def run_predictions(run_dir: str | Path, patient_of: dict[str, str], *, fold: int | None = None, seed: int = 0) -> RunPredictions:
+    """A finished run's test predictions, threshold (chosen on its validation split) and the woman of each image."""
+    run_dir = Path(run_dir)
+    res = read_results(run_dir)
+    if res is None:
+        raise FileNotFoundError(f"{run_dir} holds no finished run (no results.json)")
+    ids, y, p = read_predictions(run_dir / "predictions_test.csv")
     return RunPredictions(y=y, p=p, threshold=float(res["threshold"]), groups=np.array([patient_of.get(i, i) for i in ids]),
-                          fold=spec.fold, seed=spec.seed, ids=np.asarray(ids))
+                          fold=fold, seed=seed, ids=np.asarray(ids))
+
+
+def _run_predictions(spec: RunSpec, patient_of: dict[str, str]) -> RunPredictions:
+    return run_predictions(spec.run_dir, patient_of, fold=spec.fold, seed=spec.seed)
 
 
 def run_study(dataset: str, configurations: Sequence[str], scale: str = "cpu-smoke", *, seeds: Sequence[int] | None = None,
@@ -291,5 +299,5 @@ __all__ = [
     "CONFIGURATIONS", "DEFAULT_CONFIGS", "SCALES", "Configuration", "Scale", "RunSpec", "RunPredictions",
     "config_for", "plan_runs", "run_one", "run_study", "aggregate_runs", "pooled_point", "pooled_recall",
     "small_roc", "make_record", "write_results", "settings_of", "lesion_recall_counts", "backbone_available",
-    "describe", "CONTRASTS", "Contrast", "paired_contrast", "study_contrasts", "resolved",
+    "describe", "CONTRASTS", "Contrast", "paired_contrast", "study_contrasts", "resolved", "run_predictions",
 ]

@@ -52,6 +52,7 @@ from awm_lib.book.results.claims import (  # noqa: F401 - re-exported (private h
     contrasts,
     findings_markdown,
     headline_configurations,
+    paired_runs_table,
     paired_table,
     paired_verdict,
     proposer_swap,
@@ -99,5 +100,5 @@ __all__ = [
     "paper_table", "proposer_swap", "headline_configurations", "plot_forest", "plot_roc_curves", "plot_recall_vs_metric", "plot_paper_comparison",
     "plot_auc_by_lesion_size",
     "contrasts", "claims_markdown", "summary_markdown", "findings_markdown", "claims_table", "paired_table",
-    "paired_verdict",
+    "paired_verdict", "paired_runs_table",
 ]

@@ -332,3 +332,24 @@ def findings_markdown(results: AblationResults | None, dataset: str | None = Non
                     out.append(f"  - `{c['from']}` → `{c['to']}`: paired ΔAUC {_pp_delta(c['d_auc'])} pp"
                                + ("" if res is None else (" (resolved)" if res else " (not resolved: the interval includes 0)")) + ".")
     return "\n".join(out)
+
+
+def paired_runs_table(run_dirs: dict, reference: str, patient_of: dict[str, str], *, n_boot: int = 1000) -> pd.DataFrame:
+    """Each run against ``reference`` on the same test women: ΔAUC and ΔF1 (pp) with paired 95% intervals.
+
+    ``run_dirs``: name -> finished run folder (all tested on the same images);
+    ``patient_of``: image id -> woman (the bootstrap unit). Empty cells are "—".
+    """
+    from awm_lib.experiments.ablation import paired_contrast, run_predictions
+
+    ref = [run_predictions(run_dirs[reference], patient_of)]
+    rows = []
+    for name, d in run_dirs.items():
+        if name == reference:
+            continue
+        c = paired_contrast(ref, [run_predictions(d, patient_of)], n_boot=n_boot)
+        res = resolved(c["auc"])
+        rows.append({"run": name, "against": reference, "ΔAUC (pp) [95% CI]": _pp_delta(c["auc"]),
+                     "ΔF1 (pp) [95% CI]": _pp_delta(c["f1"]),
+                     "AUC resolved": "—" if res is None else ("yes" if res else "no"), "women": c["n_women"]})
+    return pd.DataFrame(rows).set_index("run") if rows else pd.DataFrame()
