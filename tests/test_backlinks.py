@@ -15,7 +15,8 @@ import awm_lib
 
 ROOT = Path(awm_lib.__file__).parent
 NOTEBOOKS = ROOT.parent / "notebooks"
-LINK = re.compile(r"Explained in the book: chapter (\d+), \*(.+?)\* \(``notebooks/(\S+?\.ipynb)``\)\.")
+# (a docstring may wrap the line anywhere)
+LINK = re.compile(r"Explained\s+in\s+the\s+book:\s+chapter\s+(\d+),\s+\*(.+?)\*\s+\(``notebooks/(\S+?\.ipynb)``\)\.", re.S)
 
 
 def _title(notebook: Path) -> str:
@@ -26,7 +27,7 @@ def _title(notebook: Path) -> str:
 
 
 def _links() -> list[tuple[str, int, str, str]]:
-    return [(str(p.relative_to(ROOT)), int(n), title, nb)
+    return [(str(p.relative_to(ROOT)), int(n), " ".join(title.split()), nb)
             for p in sorted(ROOT.rglob("*.py")) for n, title, nb in LINK.findall(p.read_text(encoding="utf-8"))]
 
 
