@@ -281,9 +281,9 @@ def _preset_frozen() -> TrainConfig:
 
     Why ViT-S/14 at 112 px (measured on this 2-core CPU, ``benchmarks/bench_features.py``,
     ``results/bench_features.json``): one 112-px crop is 65 tokens, a 224-px crop 257, so
-    112 px costs 4.3x less (2.8 vs 12.1 GFLOP per crop) and fills the
-    mini-MIAS cache (322 images x 6 RoIs) in minutes instead of a quarter of an hour on a busy
-    CPU; a lesion box on mini-MIAS at ``long_side=1024`` is mostly 40-200 px, so 112 px keeps
+    112 px costs 4.3x less (2.9 vs 12.3 GFLOP per crop; measured 8.7 vs 2.0 crops/s on one
+    busy core, the same ~70% of the matmul peak per CPU-second) and fills the mini-MIAS cache
+    (322 images x 6 RoIs) in minutes instead of a quarter of an hour on a busy CPU; a lesion box on mini-MIAS at ``long_side=1024`` is mostly 40-200 px, so 112 px keeps
     the lesion near its native resolution, and only the whole-breast anchor is shrunk more.
     The project's CPU self-supervised checkpoint (``pretrain --preset cpu-90min``) was trained
     on 112-px global crops, so 112 px is the resolution it knows. ViT-S rather than ViT-B:
