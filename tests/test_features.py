@@ -308,6 +308,11 @@ def test_train_cli_frozen_twice_second_run_computes_no_token(mias_root, cache_en
     assert second["auc"] == first["auc"] and second["backbone"] == first["backbone"]
     ck = sorted((tmp_path / "b" / "checkpoints").glob("*/*"))
     assert ck and not any(k.startswith("backbone.") for k in _state_keys(tmp_path / "b"))  # the head only
+    # evaluate reads the same cached tokens and gives the same test metrics
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "b"), "--json", "--no-progress"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["auc"] == second["auc"] and again["backbone"]["weights"] == "random:micro:0"
+    assert sorted((cache_env / "features").glob("*/shard-*.npz")) == shards
 
 
 def _state_keys(run_dir: Path) -> list[str]:
