@@ -324,6 +324,9 @@ def describe_config(cfg: TrainConfig) -> str:
     frozen = (["patch embedding"] if bb.freeze_patch_embed else []) + \
         ([f"blocks 0-{bb.freeze_blocks - 1}"] if bb.freeze_blocks else []) + \
         (["CLS/position tokens"] if bb.freeze_blocks and bb.freeze_tokens else [])
+    features = getattr(cfg, "features", None)
+    if o.lr_backbone == 0 or (features is not None and getattr(features, "cached", False)):
+        frozen = ["all of it (" + ("cached tokens" if getattr(features, "cached", False) else "lr_backbone 0") + ")"]
     if d.roi_margin_mm is not None:
         margin = f"{d.roi_margin_mm:g} mm"
     elif d.roi_margin is not None:
