@@ -313,6 +313,11 @@ def test_train_cli_frozen_twice_second_run_computes_no_token(mias_root, cache_en
     again = json.loads(capsys.readouterr().out)
     assert again["auc"] == second["auc"] and again["backbone"]["weights"] == "random:micro:0"
     assert sorted((cache_env / "features").glob("*/shard-*.npz")) == shards
+    # predict puts the frozen ViT back in front of the head: the probability training's predictions hold, up
+    first_row = (tmp_path / "b" / "predictions_test.csv").read_text().splitlines()[1].split(",")
+    assert main(["predict", str(mias_root / f"{first_row[0]}.png"), "--checkpoint", str(tmp_path / "b"), "--json"]) == 0
+    # (to quantisation: predict resizes the image itself, training read the cache's 8-bit copy)
+    assert json.loads(capsys.readouterr().out)["probability"] == pytest.approx(float(first_row[2]), abs=0.02)
 
 
 def _state_keys(run_dir: Path) -> list[str]:

@@ -109,6 +109,10 @@ def predict_image(image_path: str | os.PathLike, checkpoint: str | os.PathLike, 
     """
     check_mammogram_size(load_image(image_path), image_path)
     model, cfg, step_dir = load_run(checkpoint, device=device)
+    if cfg.arch == "roi" and cfg.features.cached:  # a head trained on cached tokens: put its frozen ViT back
+        from awm_lib.features import resolve  # (the same backbone that filled the cache, identical crops)
+
+        model.backbone = resolve(cfg.model.backbone, cfg.features.random_seed, warn=False).build().to(device)
     if proposer is not None:
         cfg = replace(cfg, data=replace(cfg.data, proposer=proposer))
     if cfg.data.proposer == "oracle":  # it needs lesion annotations, which one image does not have
