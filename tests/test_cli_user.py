@@ -43,7 +43,11 @@ def _first(err: str) -> str:
 
 def _png(path: Path, shape=(3, 3), value=None, seed=0) -> Path:
     rng = np.random.default_rng(seed)
-    a = rng.integers(0, 256, size=shape, dtype=np.uint8) if value is None else np.full(shape, value, np.uint8)
+    a = (
+        rng.integers(0, 256, size=shape, dtype=np.uint8)
+        if value is None
+        else np.full(shape, value, np.uint8)
+    )
     Image.fromarray(a).save(path)
     return path
 
@@ -61,7 +65,18 @@ def cache_dir(tmp_path_factory):
 def finished(tmp_path_factory, mias_root, cache_dir):
     """A finished run folder (trained here, smoke scale) and the stderr of its training."""
     out = tmp_path_factory.mktemp("runs") / "finished"
-    argv = ["train", "--dataset", "mias", "--root", str(mias_root), "--preset", "smoke", "--out", str(out), "--no-progress"]
+    argv = [
+        "train",
+        "--dataset",
+        "mias",
+        "--root",
+        str(mias_root),
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     for s in TINY:
         argv += ["--set", s]
     code, _, err = _run(argv)
@@ -72,11 +87,28 @@ def finished(tmp_path_factory, mias_root, cache_dir):
 # --- 1. never lose a run ----------------------------------------------------------------
 def test_train_onto_a_finished_run_refuses_and_leaves_it_byte_identical(finished, mias_root):
     out, _ = finished
-    before = {p.name: p.read_bytes() for p in (out / "results.json", out / "metrics.jsonl", out / "config.json")}
-    code, _, err = _run(["train", "--dataset", "mias", "--root", str(mias_root), "--preset", "smoke", "--out", str(out), "--no-progress"])
+    before = {
+        p.name: p.read_bytes() for p in (out / "results.json", out / "metrics.jsonl", out / "config.json")
+    }
+    code, _, err = _run(
+        [
+            "train",
+            "--dataset",
+            "mias",
+            "--root",
+            str(mias_root),
+            "--preset",
+            "smoke",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 2
-    assert _first(err) == (f"{PROG} train: error: {out}: holds a run; "
-                           "use --resume to continue or --overwrite to replace it (a finished one: results.json is there)")
+    assert _first(err) == (
+        f"{PROG} train: error: {out}: holds a run; "
+        "use --resume to continue or --overwrite to replace it (a finished one: results.json is there)"
+    )
     assert len(err.strip().splitlines()) == 1
     assert {p: (out / p).read_bytes() for p in before} == before
 
@@ -87,13 +119,18 @@ def test_train_onto_an_interrupted_run_refuses_before_any_work(tmp_path):
     (out / "checkpoints" / "step-00000010" / "state.json").write_text("{}")
     code, _, err = _run(["train", "--dataset", "mias", "--preset", "smoke", "--out", str(out)])
     assert code == 2
-    assert _first(err) == f"{PROG} train: error: {out}: holds a run; use --resume to continue or --overwrite to replace it"
+    assert (
+        _first(err)
+        == f"{PROG} train: error: {out}: holds a run; use --resume to continue or --overwrite to replace it"
+    )
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]
 
 
 def test_resume_and_overwrite_together_is_one_line(finished):
     out, _ = finished
-    code, _, err = _run(["train", "--dataset", "mias", "--preset", "smoke", "--out", str(out), "--resume", "--overwrite"])
+    code, _, err = _run(
+        ["train", "--dataset", "mias", "--preset", "smoke", "--out", str(out), "--resume", "--overwrite"]
+    )
     assert code == 2 and "--resume and --overwrite contradict each other" in _first(err)
 
 
@@ -101,7 +138,20 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(tmp_path,
     empty = tmp_path / "not-mias"
     empty.mkdir()  # exists, but holds no mini-MIAS: the data layer fails after the folder was made
     out = tmp_path / "runs" / "failed"
-    code, _, err = _run(["train", "--dataset", "mias", "--root", str(empty), "--preset", "smoke", "--out", str(out), "--no-progress"])
+    code, _, err = _run(
+        [
+            "train",
+            "--dataset",
+            "mias",
+            "--root",
+            str(empty),
+            "--preset",
+            "smoke",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 2 and str(empty) in _first(err)
     assert not out.exists() and not (tmp_path / "runs").exists()
 
@@ -127,24 +177,31 @@ def test_pretrain_onto_a_finished_backbone_refuses(tmp_path):
     (out / "model.safetensors").write_bytes(b"weights")
     code, _, err = _run(["pretrain", "--out", str(out), "--preset", "cpu-smoke", "--no-progress"])
     assert code == 2
-    assert _first(err) == (f"{PROG} pretrain: error: {out}: holds a finished pretraining run; use --overwrite to replace it "
-                           "(an interrupted one, with train_state.pt, continues by itself)")
+    assert _first(err) == (
+        f"{PROG} pretrain: error: {out}: holds a finished pretraining run; use --overwrite to replace it "
+        "(an interrupted one, with train_state.pt, continues by itself)"
+    )
     assert (out / "model.safetensors").read_bytes() == b"weights"
 
 
 def test_a_failed_pretraining_leaves_no_folder(tmp_path):
     out = tmp_path / "ssl-new"
-    code, _, err = _run(["pretrain", "--out", str(out), "--init-from", str(tmp_path / "missing"), "--no-progress"])
+    code, _, err = _run(
+        ["pretrain", "--out", str(out), "--init-from", str(tmp_path / "missing"), "--no-progress"]
+    )
     assert code == 2 and _first(err).startswith(f"{PROG} pretrain: error: ")
     assert not out.exists()
 
 
 # --- 2. validate before working ----------------------------------------------------------
-@pytest.mark.parametrize("argv,flag,allowed", [
-    (["propose", "x.png", "--topk", "-3"], "--topk", ">= 0"),
-    (["propose", "x.png", "--iou", "2"], "--iou", "in [0.0, 1.0]"),
-    (["ablation", "--threads", "0"], "--threads", ">= 1"),
-])
+@pytest.mark.parametrize(
+    "argv,flag,allowed",
+    [
+        (["propose", "x.png", "--topk", "-3"], "--topk", ">= 0"),
+        (["propose", "x.png", "--iou", "2"], "--iou", "in [0.0, 1.0]"),
+        (["ablation", "--threads", "0"], "--threads", ">= 1"),
+    ],
+)
 def test_a_bad_number_names_the_flag_and_range_at_once(argv, flag, allowed):
     code, out, err = _run(argv)
     assert code == 2 and out == ""
@@ -155,7 +212,9 @@ def test_a_bad_number_names_the_flag_and_range_at_once(argv, flag, allowed):
 
 def test_a_bad_config_value_names_the_key_and_range_before_any_work(tmp_path):
     out = tmp_path / "run"
-    code, _, err = _run(["train", "--dataset", "mias", "--preset", "smoke", "--out", str(out), "--set", "model.topk=-3"])
+    code, _, err = _run(
+        ["train", "--dataset", "mias", "--preset", "smoke", "--out", str(out), "--set", "model.topk=-3"]
+    )
     assert code == 2
     assert _first(err) == f"{PROG} train: error: model.topk=-3 is out of range: it must be an integer >= 0"
     assert not out.exists()  # nothing was started
@@ -163,8 +222,24 @@ def test_a_bad_config_value_names_the_key_and_range_before_any_work(tmp_path):
 
 def test_a_missing_root_is_named_before_any_work(tmp_path):
     out = tmp_path / "run"
-    code, _, err = _run(["train", "--dataset", "mias", "--root", str(tmp_path / "nope"), "--preset", "smoke", "--out", str(out)])
-    assert code == 2 and _first(err) == f"{PROG} train: error: --root {tmp_path / 'nope'}: no such folder (the mias data set's folder)"
+    code, _, err = _run(
+        [
+            "train",
+            "--dataset",
+            "mias",
+            "--root",
+            str(tmp_path / "nope"),
+            "--preset",
+            "smoke",
+            "--out",
+            str(out),
+        ]
+    )
+    assert (
+        code == 2
+        and _first(err)
+        == f"{PROG} train: error: --root {tmp_path / 'nope'}: no such folder (the mias data set's folder)"
+    )
     assert not out.exists()
 
 
@@ -175,8 +250,13 @@ def test_predict_json_names_the_backbone_source_and_the_data(finished, mias_root
     assert code == 0, err
     pred = json.loads(stdout)
     assert pred["backbone_source"] == "random init"
-    assert pred["training_data"].startswith("mini-MIAS") and "at most 10 images per split" in pred["training_data"]
-    assert pred["toy"] is True and pred["caution"].startswith("caution: a toy model (its backbone has random weights")
+    assert (
+        pred["training_data"].startswith("mini-MIAS")
+        and "at most 10 images per split" in pred["training_data"]
+    )
+    assert pred["toy"] is True and pred["caution"].startswith(
+        "caution: a toy model (its backbone has random weights"
+    )
     assert _first(err) == f"{PROG} predict: {pred['caution']}"
 
 
@@ -194,8 +274,10 @@ def test_predict_refuses_an_image_too_small_to_be_a_mammogram(finished, tmp_path
     tiny = _png(tmp_path / "noise.png")
     code, stdout, err = _run(["predict", str(tiny), "--checkpoint", str(out)])
     assert code == 2 and stdout == ""
-    assert _first(err) == (f"{PROG} predict: error: {tiny}: 3x3 pixels is too small to be a mammogram (the short side must "
-                           "be at least 256 px; a full-field mammogram is thousands of pixels a side)")
+    assert _first(err) == (
+        f"{PROG} predict: error: {tiny}: 3x3 pixels is too small to be a mammogram (the short side must "
+        "be at least 256 px; a full-field mammogram is thousands of pixels a side)"
+    )
 
 
 def test_describe_model_kinds(tmp_path):
@@ -208,9 +290,43 @@ def test_describe_model_kinds(tmp_path):
     assert source_kind(str(ssl), True) == "the project's SSL checkpoint"
     assert source_kind("facebook/dinov2-small", True) == "hub weights"
     assert source_kind("facebook/dinov2-small", False) == "random init"
-    real = describe_model(make_config("default", dataset="mias"), {"backbone": {"name": "facebook/dinov2-small",
-                                                                   "source": "pretrained: facebook/dinov2-small", "pretrained": True}})
+    real = describe_model(
+        make_config("default", dataset="mias"),
+        {
+            "backbone": {
+                "name": "facebook/dinov2-small",
+                "source": "pretrained: facebook/dinov2-small",
+                "pretrained": True,
+            }
+        },
+    )
     assert real["backbone_source"] == "hub weights" and real["toy"] is False and real["caution"] is None
+    cached = describe_model(
+        make_config("smoke", dataset="mias"),
+        {
+            "backbone": {  # the feature cache's record
+                "name": str(ssl),
+                "kind": "local",
+                "weights": "sha256:0123",
+                "pretrained": True,
+            }
+        },
+    )
+    assert cached["backbone_source"] == "the project's SSL checkpoint" and cached["caution"] is None
+    frozen_random = describe_model(
+        make_config("smoke", dataset="mias"),
+        {
+            "backbone": {
+                "name": "random:small:0",
+                "kind": "random",
+                "weights": "random",
+                "pretrained": False,
+            }
+        },
+    )
+    assert (
+        frozen_random["backbone_source"] == "random init" and "random weights" in frozen_random["caution"]
+    )
     synth = describe_model(make_config("smoke", dataset="synthetic"), None)
     assert synth["toy"] and "synthetic images" in synth["caution"] and "random weights" in synth["caution"]
 
@@ -223,7 +339,10 @@ def test_a_directory_given_as_an_image_says_so(command, finished, tmp_path):
     argv = [command, str(folder)] + (["--checkpoint", str(finished[0])] if command == "predict" else [])
     code, _, err = _run(argv)
     assert code == 2
-    assert _first(err) == f"{PROG} {command}: error: {folder}: is a directory; give one image file (DICOM, PNG or PGM)"
+    assert (
+        _first(err)
+        == f"{PROG} {command}: error: {folder}: is a directory; give one image file (DICOM, PNG or PGM)"
+    )
 
 
 def test_save_png_creates_a_missing_folder_says_so_and_prints_the_path(tmp_path, breast_phantom):
@@ -238,12 +357,16 @@ def test_save_png_creates_a_missing_folder_says_so_and_prints_the_path(tmp_path,
     assert Image.open(target).size == (240, 300)
 
 
-@pytest.mark.parametrize("name,message", [("adir", "is a directory; give a file name"), ("x.jpg", "give a name ending in .png")])
+@pytest.mark.parametrize(
+    "name,message", [("adir", "is a directory; give a file name"), ("x.jpg", "give a name ending in .png")]
+)
 def test_save_png_refuses_a_folder_or_another_format_before_any_work(name, message, tmp_path):
     (tmp_path / "adir").mkdir()
     code, _, err = _run(["inspect", str(tmp_path / "missing.dcm"), "--save-png", str(tmp_path / name)])
     assert code == 2
-    assert _first(err).startswith(f"{PROG} inspect: error: --save-png {tmp_path / name}: ") and message in _first(err)
+    assert _first(err).startswith(
+        f"{PROG} inspect: error: --save-png {tmp_path / name}: "
+    ) and message in _first(err)
 
 
 def test_no_breast_found_names_the_file(tmp_path):
@@ -253,7 +376,9 @@ def test_no_breast_found_names_the_file(tmp_path):
     Image.fromarray(a).save(path)
     code, _, err = _run(["inspect", str(path)])
     assert code == 2
-    assert _first(err) == f"{PROG} inspect: error: {path}: no breast found (the brightest region is too small)"
+    assert (
+        _first(err) == f"{PROG} inspect: error: {path}: no breast found (the brightest region is too small)"
+    )
 
 
 # --- 5. quiet, useful output ----------------------------------------------------------------
@@ -300,14 +425,22 @@ def test_every_option_has_help_and_shows_its_default():
                 missing.append(f"{where}: no help")
                 continue
             d = a.default
-            if a.option_strings and d is not None and d is not False and not (isinstance(d, (list, str)) and not d):
+            if (
+                a.option_strings
+                and d is not None
+                and d is not False
+                and not (isinstance(d, (list, str)) and not d)
+            ):
                 shown = p.formatter_class(p.prog)._get_help_string(a) % {"default": d}
                 if "default" not in shown.lower():
                     missing.append(f"{where}: default {d!r} not shown")
     assert not missing, missing
 
 
-@pytest.mark.parametrize("command,flags", [("propose", ("--proposer", "--border", "--seed")), ("ablation", ("--out", "--runs-dir"))])
+@pytest.mark.parametrize(
+    "command,flags",
+    [("propose", ("--proposer", "--border", "--seed")), ("ablation", ("--out", "--runs-dir"))],
+)
 def test_the_options_the_issue_named_explain_themselves(command, flags):
     code, out, _ = _run([command, "--help"])
     assert code == 0
@@ -341,7 +474,11 @@ def test_grounding_dino_advice_is_something_the_cli_can_do(tmp_path):
     with pytest.raises(ProposalError) as e:
         GroundingDinoProposer(model=str(tmp_path / "no-such-model"))._load()
     msg = e.value.one_line()
-    assert "local_files_only" not in msg and "--model DIR" in msg and msg.startswith(str(tmp_path / "no-such-model"))
+    assert (
+        "local_files_only" not in msg
+        and "--model DIR" in msg
+        and msg.startswith(str(tmp_path / "no-such-model"))
+    )
     with pytest.raises(ProposalError) as e:  # a hub id, offline and not cached
         GroundingDinoProposer(model="no-such-org/no-such-grounding-dino")._load()
     msg = e.value.one_line()

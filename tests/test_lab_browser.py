@@ -32,8 +32,16 @@ pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTER = "notebooks/07_interactive_ablations.ipynb"
 # Chromium in this environment: no GPU, no sandbox (root), no network of its own
-CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync")
+CHROME_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 START_S, RUN_CELLS_S, TRAIN_S = 180, 420, 600  # generous: a 2-core CPU shared with other work
 
 
@@ -46,8 +54,10 @@ def _free_port() -> int:
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.fail(f"{name} not found: the JupyterLab browser test needs Debian's chromium and chromium-driver "
-                    "(apt-get install chromium chromium-driver)")
+        pytest.fail(
+            f"{name} not found: the JupyterLab browser test needs Debian's chromium and chromium-driver "
+            "(apt-get install chromium chromium-driver)"
+        )
     return path
 
 
@@ -57,31 +67,49 @@ def lab_url(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lab")
     port = _free_port()
     venv = Path(sys.prefix)
-    args = (f"--no-browser --ip=127.0.0.1 --port={port} --IdentityProvider.token= --ServerApp.password= "
-            f"--LabApp.expose_app_in_browser=True --LabApp.workspaces_dir={tmp / 'workspaces'}")
+    args = (
+        f"--no-browser --ip=127.0.0.1 --port={port} --IdentityProvider.token= --ServerApp.password= "
+        f"--LabApp.expose_app_in_browser=True --LabApp.workspaces_dir={tmp / 'workspaces'}"
+    )
     # the test must leave the chapter as committed (no outputs): no autosave, checkpoints outside the project
     settings = tmp / "settings" / "@jupyterlab" / "docmanager-extension"
     settings.mkdir(parents=True)
     (settings / "plugin.jupyterlab-settings").write_text('{"autosave": false}')
     args += f" --FileCheckpoints.checkpoint_dir={tmp / 'checkpoints'}"
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp / "config"),
-           "JUPYTER_DATA_DIR": str(tmp / "data"), "JUPYTERLAB_SETTINGS_DIR": str(tmp / "settings"), "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
+        "JUPYTER_CONFIG_DIR": str(tmp / "config"),
+        "JUPYTER_DATA_DIR": str(tmp / "data"),
+        "JUPYTERLAB_SETTINGS_DIR": str(tmp / "settings"),
+        "HF_HUB_OFFLINE": "1",
+    }
     log = open(tmp / "lab.log", "w")  # noqa: SIM115 - closed below
     # -o: use the installed environment as it is (make test / make setup made it)
-    proc = subprocess.Popen(["make", "-s", "-o", f"{venv}/.awm-installed", "lab", f"VENV={venv}", f"LAB_ARGS={args}"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        ["make", "-s", "-o", f"{venv}/.awm-installed", "lab", f"VENV={venv}", f"LAB_ARGS={args}"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + START_S
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"make lab exited with {proc.returncode}:\n{(tmp / 'lab.log').read_text()[-3000:]}")
+                pytest.fail(
+                    f"make lab exited with {proc.returncode}:\n{(tmp / 'lab.log').read_text()[-3000:]}"
+                )
             with contextlib.suppress(OSError):
                 with urllib.request.urlopen(f"{url}/api/status", timeout=5) as r:
                     if r.status == 200:
                         break
             if time.time() > deadline:
-                pytest.fail(f"JupyterLab did not answer within {START_S} s:\n{(tmp / 'lab.log').read_text()[-3000:]}")
+                pytest.fail(
+                    f"JupyterLab did not answer within {START_S} s:\n{(tmp / 'lab.log').read_text()[-3000:]}"
+                )
             time.sleep(1)
         yield url
     finally:
@@ -152,8 +180,11 @@ def test_chapter_7_runs_in_jupyterlab_and_train_changes_the_shown_result(lab_url
     checkpoint = ROOT / "notebooks" / ".ipynb_checkpoints" / f"{Path(CHAPTER).stem}-checkpoint.ipynb"
     had_checkpoint = checkpoint.exists()
     browser.get(f"{lab_url}/lab/tree/{CHAPTER}?reset")
-    _wait("the chapter to open with a kernel", START_S,
-          lambda: (s := browser.execute_script(NOTEBOOK_STATE, name)) and s["kernel"] in ("idle", "busy"))
+    _wait(
+        "the chapter to open with a kernel",
+        START_S,
+        lambda: (s := browser.execute_script(NOTEBOOK_STATE, name)) and s["kernel"] in ("idle", "busy"),
+    )
     browser.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
 
     def finished():
@@ -164,8 +195,15 @@ def test_chapter_7_runs_in_jupyterlab_and_train_changes_the_shown_result(lab_url
     browser.save_screenshot(str(tmp_path / "after-run-all.png"))
     assert not state["errors"], f"the chapter raised in JupyterLab: {state['errors']}"
 
-    buttons = _wait("the panel's Train button", 60, lambda: [b for b in browser.find_elements(
-        By.CSS_SELECTOR, ".jp-NotebookPanel button") if "train" in b.text.lower()])
+    buttons = _wait(
+        "the panel's Train button",
+        60,
+        lambda: [
+            b
+            for b in browser.find_elements(By.CSS_SELECTOR, ".jp-NotebookPanel button")
+            if "train" in b.text.lower()
+        ],
+    )
     button = buttons[0]
     before = browser.execute_script(PANEL_STATE, button)
     assert not before["disabled"], "Train is disabled before anything ran"
@@ -188,5 +226,7 @@ def test_chapter_7_runs_in_jupyterlab_and_train_changes_the_shown_result(lab_url
     assert new_lines or after["imgs"] != before["imgs"], "nothing in the panel changed after Train"
     final = browser.execute_script(NOTEBOOK_STATE, name)
     assert not final["errors"], final["errors"]
-    assert (ROOT / CHAPTER).read_bytes() == committed, "running the chapter in JupyterLab changed the notebook file"
+    assert (ROOT / CHAPTER).read_bytes() == committed, (
+        "running the chapter in JupyterLab changed the notebook file"
+    )
     assert checkpoint.exists() == had_checkpoint, "JupyterLab wrote a checkpoint into the project"

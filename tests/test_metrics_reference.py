@@ -74,7 +74,9 @@ def test_auc_and_roc_curve_agree(case):
     _same(M.roc_auc(yv, pv), ref["roc_auc_val"], "auc val")
     _same(M.roc_auc(yt, pt), ref["roc_auc_test"], "auc test")
     fpr, tpr, thr = M.roc_curve(yt, pt)
-    _same({"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": thr.tolist()}, ref["roc_curve_test"], "roc")
+    _same(
+        {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": thr.tolist()}, ref["roc_curve_test"], "roc"
+    )
 
 
 def test_sensitivity_at_fpr_agrees(case):
@@ -93,5 +95,9 @@ def test_point_metrics_and_bootstrap_agree(case):
     ref, _, (yt, pt, gt) = case
     t = ref["threshold_f1"]
     _same(M.point_metrics(yt, pt, t), ref["point_metrics_test"], "point")
-    _same(M.bootstrap_metrics(yt, pt, t, n_boot=200, seed=0, groups=gt), ref["bootstrap_women_test"], "boot women")
+    _same(
+        M.bootstrap_metrics(yt, pt, t, n_boot=200, seed=0, groups=gt),
+        ref["bootstrap_women_test"],
+        "boot women",
+    )
     _same(M.bootstrap_metrics(yt, pt, t, n_boot=200, seed=1), ref["bootstrap_images_test"], "boot images")

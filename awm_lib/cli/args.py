@@ -29,7 +29,9 @@ def int_in(lo: int | None = None, hi: int | None = None):
         try:
             v = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer {_range_text(lo, hi)}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"must be an integer {_range_text(lo, hi)}, got {text!r}"
+            ) from None
         if (lo is not None and v < lo) or (hi is not None and v > hi):
             raise argparse.ArgumentTypeError(f"must be an integer {_range_text(lo, hi)}, got {text!r}")
         return v
@@ -38,7 +40,9 @@ def int_in(lo: int | None = None, hi: int | None = None):
     return parse
 
 
-def float_in(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False):
+def float_in(
+    lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False
+):
     """An argparse ``type``: a finite number in ``[lo, hi]`` (``lo_open``/``hi_open`` exclude the ends)."""
 
     def parse(text: str) -> float:
@@ -65,9 +69,13 @@ def int_list(text: str) -> list[int]:
     try:
         vals = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0, e.g. 0,1,2, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers >= 0, e.g. 0,1,2, got {text!r}"
+        ) from None
     if not vals or min(vals) < 0:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0, e.g. 0,1,2, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers >= 0, e.g. 0,1,2, got {text!r}"
+        )
     return vals
 
 

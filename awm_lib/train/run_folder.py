@@ -1,4 +1,5 @@
-"""Never lose a run: what a run folder holds, the guard before writing into one, and the clean-up after a failure.
+"""Never lose a run: what a run folder holds, the guard before writing into one, and the clean-up after a
+failure.
 
 ``python -m awm_lib train --out DIR`` (and :func:`awm_lib.train.experiment.train`)
 follow three rules:
@@ -25,8 +26,15 @@ from pathlib import Path
 from awm_lib.errors import RunExistsError
 
 # Everything a training run writes into its folder (config.json first, results.json last).
-RUN_FILES = ("config.json", "metrics.jsonl", "checkpoints", "predictions_val.csv", "predictions_test.csv",
-             "results.json", "lesion_recall.json")
+RUN_FILES = (
+    "config.json",
+    "metrics.jsonl",
+    "checkpoints",
+    "predictions_val.csv",
+    "predictions_test.csv",
+    "results.json",
+    "lesion_recall.json",
+)
 CKPT_DIR = "checkpoints"
 RESULTS = "results.json"
 
@@ -38,8 +46,14 @@ def holds_run(out_dir: str | os.PathLike) -> bool:
     return (out_dir / RESULTS).is_file() or (ck.is_dir() and any(ck.iterdir()))
 
 
-def check_run_folder(out_dir: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
-                     resume_flag: str = "--resume", overwrite_flag: str = "--overwrite") -> None:
+def check_run_folder(
+    out_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    resume_flag: str = "--resume",
+    overwrite_flag: str = "--overwrite",
+) -> None:
     """Refuse to train into a folder that holds a run unless asked to resume or overwrite.
 
     Raises :class:`RunExistsError` (one line naming the folder and both options);
@@ -47,12 +61,16 @@ def check_run_folder(out_dir: str | os.PathLike, *, resume: bool = False, overwr
     """
     out_dir = Path(out_dir)
     if resume and overwrite:
-        raise RunExistsError(f"{resume_flag} and {overwrite_flag} contradict each other; give one of them", out_dir)
+        raise RunExistsError(
+            f"{resume_flag} and {overwrite_flag} contradict each other; give one of them", out_dir
+        )
     if out_dir.exists() and not out_dir.is_dir():
         raise RunExistsError("is a file, not a run folder; give a folder for the run", out_dir)
     if holds_run(out_dir) and not (resume or overwrite):
         done = f" (a finished one: {RESULTS} is there)" if (out_dir / RESULTS).is_file() else ""
-        raise RunExistsError(f"holds a run; use {resume_flag} to continue or {overwrite_flag} to replace it{done}", out_dir)
+        raise RunExistsError(
+            f"holds a run; use {resume_flag} to continue or {overwrite_flag} to replace it{done}", out_dir
+        )
 
 
 def remove_run_files(out_dir: str | os.PathLike) -> None:
@@ -67,8 +85,9 @@ def remove_run_files(out_dir: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def cleanup_on_failure(out_dir: str | os.PathLike, *, enabled: bool = True,
-                       holds: Callable[[Path], bool] = holds_run) -> Iterator[Path]:
+def cleanup_on_failure(
+    out_dir: str | os.PathLike, *, enabled: bool = True, holds: Callable[[Path], bool] = holds_run
+) -> Iterator[Path]:
     """Create ``out_dir``; if the body raises before a checkpoint exists, leave no trace of the run.
 
     A folder this call created is removed whole; a folder that existed before
