@@ -53,7 +53,9 @@ def images(tmp_path):
 
 @pytest.fixture
 def tiny(tmp_path):
-    return save_tiny_dinov2(tmp_path / "tiny", hidden_size=32, num_hidden_layers=2, num_attention_heads=2, seed=0)
+    return save_tiny_dinov2(
+        tmp_path / "tiny", hidden_size=32, num_hidden_layers=2, num_attention_heads=2, seed=0
+    )
 
 
 def _boxes(pc: PreprocessCache, paths) -> list[np.ndarray]:
@@ -82,15 +84,38 @@ def test_feature_spec_digest_changes_with_everything_a_token_depends_on():
     variants = [
         FeatureSpec("random:small:1", crop, {"long_side": 1024}, {"hidden_size": 384}),  # weights
         FeatureSpec("sha256:ab", crop, {"long_side": 1024}, {"hidden_size": 384}),
-        FeatureSpec("random:small:0", CropSpec(224, crop.pixel_mean, crop.pixel_std), {"long_side": 1024}, {"hidden_size": 384}),
-        FeatureSpec("random:small:0", CropSpec(112, (0.5, 0.5, 0.5), crop.pixel_std), {"long_side": 1024}, {"hidden_size": 384}),
-        FeatureSpec("random:small:0", CropSpec(112, crop.pixel_mean, crop.pixel_std, max_value=65535.0), {"long_side": 1024}, {"hidden_size": 384}),
-        FeatureSpec("random:small:0", CropSpec(112, crop.pixel_mean, crop.pixel_std, antialias=False), {"long_side": 1024}, {"hidden_size": 384}),
+        FeatureSpec(
+            "random:small:0",
+            CropSpec(224, crop.pixel_mean, crop.pixel_std),
+            {"long_side": 1024},
+            {"hidden_size": 384},
+        ),
+        FeatureSpec(
+            "random:small:0",
+            CropSpec(112, (0.5, 0.5, 0.5), crop.pixel_std),
+            {"long_side": 1024},
+            {"hidden_size": 384},
+        ),
+        FeatureSpec(
+            "random:small:0",
+            CropSpec(112, crop.pixel_mean, crop.pixel_std, max_value=65535.0),
+            {"long_side": 1024},
+            {"hidden_size": 384},
+        ),
+        FeatureSpec(
+            "random:small:0",
+            CropSpec(112, crop.pixel_mean, crop.pixel_std, antialias=False),
+            {"long_side": 1024},
+            {"hidden_size": 384},
+        ),
         FeatureSpec("random:small:0", crop, {"long_side": 2048}, {"hidden_size": 384}),  # preprocessing
     ]
     digests = {v.digest() for v in variants}
     assert base.digest() not in digests and len(digests) == len(variants)
-    assert FeatureSpec("random:small:0", crop, {"long_side": 1024}, {"hidden_size": 384}, name="other").digest() == base.digest()
+    assert (
+        FeatureSpec("random:small:0", crop, {"long_side": 1024}, {"hidden_size": 384}, name="other").digest()
+        == base.digest()
+    )
 
 
 def test_file_hash_follows_the_content(tmp_path, cache_env):
@@ -106,7 +131,9 @@ def test_file_hash_follows_the_content(tmp_path, cache_env):
 def test_weights_identity_hashes_the_weight_files(tiny, tmp_path):
     a = resolve(BackboneConfig(name_or_path=str(tiny)))
     assert a.kind == "local" and a.weights.startswith("sha256:")
-    other = save_tiny_dinov2(tmp_path / "tiny2", hidden_size=32, num_hidden_layers=2, num_attention_heads=2, seed=1)
+    other = save_tiny_dinov2(
+        tmp_path / "tiny2", hidden_size=32, num_hidden_layers=2, num_attention_heads=2, seed=1
+    )
     assert resolve(BackboneConfig(name_or_path=str(other))).weights != a.weights
     r = resolve(BackboneConfig(random_arch="micro"), random_seed=3)
     assert r.kind == "random" and r.weights == "random:micro:3"
@@ -124,10 +151,18 @@ def test_hub_backbones_are_skipped_offline_with_one_line(monkeypatch):
     from awm_lib.features import available_backbones
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    usable, skipped = available_backbones([BackboneConfig(name_or_path="facebook/dinov2-small", allow_random_fallback=False),
-                                           BackboneConfig(random_arch="micro")])
+    usable, skipped = available_backbones(
+        [
+            BackboneConfig(name_or_path="facebook/dinov2-small", allow_random_fallback=False),
+            BackboneConfig(random_arch="micro"),
+        ]
+    )
     assert [u.kind for u in usable] == ["random"]
-    assert len(skipped) == 1 and "\n" not in skipped[0] and skipped[0].startswith("skipped facebook/dinov2-small")
+    assert (
+        len(skipped) == 1
+        and "\n" not in skipped[0]
+        and skipped[0].startswith("skipped facebook/dinov2-small")
+    )
 
 
 # --- the cache ---------------------------------------------------------------------------
@@ -150,7 +185,9 @@ def test_tokens_are_computed_once_and_a_changed_key_never_reuses_them(tiny, imag
     moved[0][1] += 3.0
     fc3 = _cache(cfg, pc, cache_env)
     t3 = fc3.tokens(images, moved, progress=False)
-    assert fc3.last_fill.n_computed == 1 and not torch.equal(t3[0, 1], t1[0, 1]) and torch.equal(t3[1:], t1[1:])
+    assert (
+        fc3.last_fill.n_computed == 1 and not torch.equal(t3[0, 1], t1[0, 1]) and torch.equal(t3[1:], t1[1:])
+    )
 
     # a changed image file (same name): its crops are recomputed
     _write_image(images[1], seed=99)
@@ -160,7 +197,9 @@ def test_tokens_are_computed_once_and_a_changed_key_never_reuses_them(tiny, imag
 
     # other crop size, other weights, other preprocessing: other folders, new tokens
     assert _cache(cfg, pc, cache_env, crop_size=42).store.dir != fc.store.dir
-    other = save_tiny_dinov2(tiny, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, seed=5)  # overwritten in place
+    other = save_tiny_dinov2(
+        tiny, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, seed=5
+    )  # overwritten in place
     fc5 = _cache(BackboneConfig(name_or_path=str(other)), pc, cache_env)
     assert fc5.store.dir != fc.store.dir
     t5 = fc5.tokens(images, boxes, progress=False)
@@ -186,13 +225,21 @@ def test_random_backbone_is_the_same_for_every_run(images, cache_env):
     torch.manual_seed(456)
     b = _cache(BackboneConfig(random_arch="micro"), pc, cache_env).resolved.build()
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-    c = FeatureCache(BackboneConfig(random_arch="micro"), crop_size=28, preprocess=pc, random_seed=1, root=cache_env / "features")
+    c = FeatureCache(
+        BackboneConfig(random_arch="micro"),
+        crop_size=28,
+        preprocess=pc,
+        random_seed=1,
+        root=cache_env / "features",
+    )
     assert c.store.dir != _cache(BackboneConfig(random_arch="micro"), pc, cache_env).store.dir
     assert c.tokens(images[:1], boxes, progress=False).shape == (1, 3, 64)
 
 
 # --- atomic writes ---------------------------------------------------------------------------
-def test_an_interrupted_fill_keeps_its_finished_shards_and_leaves_no_partial_file(tiny, images, cache_env, monkeypatch):
+def test_an_interrupted_fill_keeps_its_finished_shards_and_leaves_no_partial_file(
+    tiny, images, cache_env, monkeypatch
+):
     pc = PreprocessCache(root=cache_env / "pre", long_side=128)
     boxes = _boxes(pc, images)
     cfg = BackboneConfig(name_or_path=str(tiny))
@@ -216,7 +263,9 @@ def test_an_interrupted_fill_keeps_its_finished_shards_and_leaves_no_partial_fil
     fc2 = _cache(cfg, pc, cache_env, batch_size=2)
     t = fc2.tokens(images, boxes, progress=False)
     assert fc2.last_fill.n_computed == 5
-    fresh = FeatureCache(cfg, crop_size=28, preprocess=pc, root=cache_env / "other").tokens(images, boxes, progress=False)
+    fresh = FeatureCache(cfg, crop_size=28, preprocess=pc, root=cache_env / "other").tokens(
+        images, boxes, progress=False
+    )
     assert torch.allclose(t, fresh, atol=1e-6)
 
 
@@ -251,17 +300,25 @@ def test_frozen_token_path_equals_the_pixel_path(tiny, images, cache_env):
     mask = torch.tensor([[True, True, False]])
     for embedding in ("cls", "cls+mean"):
         bcfg = BackboneConfig(name_or_path=str(tiny), embedding=embedding)
-        mcfg = RoIClassifierConfig(backbone=bcfg, crop_size=28, topk=2, d_model=32, depth=2, heads=2, pooling="attention")
+        mcfg = RoIClassifierConfig(
+            backbone=bcfg, crop_size=28, topk=2, d_model=32, depth=2, heads=2, pooling="attention"
+        )
         torch.manual_seed(0)
         pixel_model = RoIClassifier(mcfg).eval()
         token_model = RoIClassifier(mcfg, backbone=TokenInput(bcfg, pixel_model.backbone.embed_dim)).eval()
         missing, unexpected = token_model.load_state_dict(pixel_model.state_dict(), strict=False)
         assert not missing and all(k.startswith("backbone.") for k in unexpected)  # only the ViT is absent
-        assert sum(p.numel() for p in token_model.parameters()) < sum(p.numel() for p in pixel_model.parameters())
-        tokens = _cache(bcfg, pc, cache_env).tokens([path], [rois[0].numpy()], embedding=embedding, progress=False)
+        assert sum(p.numel() for p in token_model.parameters()) < sum(
+            p.numel() for p in pixel_model.parameters()
+        )
+        tokens = _cache(bcfg, pc, cache_env).tokens(
+            [path], [rois[0].numpy()], embedding=embedding, progress=False
+        )
         with torch.no_grad():
             a = pixel_model(pixels[None, None], rois, roi_mask=mask, return_attention=True)
-            b = token_model.forward_tokens(tokens, boxes_to_cxcywh_norm(rois, torch.tensor([[h, w]])), mask, return_attention=True)
+            b = token_model.forward_tokens(
+                tokens, boxes_to_cxcywh_norm(rois, torch.tensor([[h, w]])), mask, return_attention=True
+            )
         for name in ("logits", "roi_embeddings", "tokens", "pooled", "pool_weights"):
             assert torch.allclose(getattr(a, name), getattr(b, name), atol=1e-5), name
         assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(a.attention, b.attention))
@@ -275,7 +332,12 @@ def test_frozen_preset_and_its_checks():
     from awm_lib.train.config import make_config
 
     cfg = make_config("frozen")
-    assert cfg.features.cached and not cfg.data.augment and cfg.model.crop_size == 112 and cfg.optim.lr_backbone == 0
+    assert (
+        cfg.features.cached
+        and not cfg.data.augment
+        and cfg.model.crop_size == 112
+        and cfg.optim.lr_backbone == 0
+    )
     with pytest.raises(ConfigError, match="data.augment"):
         make_config("frozen", ["data.augment=true"])
     with pytest.raises(ConfigError, match="arch=roi"):
@@ -283,15 +345,35 @@ def test_frozen_preset_and_its_checks():
     assert not make_config("smoke").features.cached
 
 
-FAST = ["model.backbone.random_arch=micro", "model.crop_size=28", "model.topk=2", "data.long_side=256", "data.max_images=12",
-        "data.proposer=random", "optim.epochs=2", "optim.batch_size=4", "eval.n_boot=20"]
+FAST = [
+    "model.backbone.random_arch=micro",
+    "model.crop_size=28",
+    "model.topk=2",
+    "data.long_side=256",
+    "data.max_images=12",
+    "data.proposer=random",
+    "optim.epochs=2",
+    "optim.batch_size=4",
+    "eval.n_boot=20",
+]
 
 
 def test_train_cli_frozen_twice_second_run_computes_no_token(mias_root, cache_env, tmp_path, capsys):
     from awm_lib.cli import main
 
     def run(out):
-        args = ["train", "--dataset", "mias", "--root", str(mias_root), "--preset", "frozen", "--out", str(out), "--json"]
+        args = [
+            "train",
+            "--dataset",
+            "mias",
+            "--root",
+            str(mias_root),
+            "--preset",
+            "frozen",
+            "--out",
+            str(out),
+            "--json",
+        ]
         for s in FAST:
             args += ["--set", s]
         assert main(args) == 0
@@ -299,7 +381,9 @@ def test_train_cli_frozen_twice_second_run_computes_no_token(mias_root, cache_en
 
     first = run(tmp_path / "a")
     shards = sorted((cache_env / "features").glob("*/shard-*.npz"))
-    assert shards and first["backbone"]["weights"] == "random:micro:0" and first["backbone"]["crop_size"] == 28
+    assert (
+        shards and first["backbone"]["weights"] == "random:micro:0" and first["backbone"]["crop_size"] == 28
+    )
     assert first["n_test"] == 12 and 0.0 <= first["auc"]["mean"] <= 1.0
     capsys.readouterr()
     second = run(tmp_path / "b")
@@ -315,7 +399,12 @@ def test_train_cli_frozen_twice_second_run_computes_no_token(mias_root, cache_en
     assert sorted((cache_env / "features").glob("*/shard-*.npz")) == shards
     # predict puts the frozen ViT back in front of the head: the probability training's predictions hold, up
     first_row = (tmp_path / "b" / "predictions_test.csv").read_text().splitlines()[1].split(",")
-    assert main(["predict", str(mias_root / f"{first_row[0]}.png"), "--checkpoint", str(tmp_path / "b"), "--json"]) == 0
+    assert (
+        main(
+            ["predict", str(mias_root / f"{first_row[0]}.png"), "--checkpoint", str(tmp_path / "b"), "--json"]
+        )
+        == 0
+    )
     # (to quantisation: predict resizes the image itself, training read the cache's 8-bit copy)
     assert json.loads(capsys.readouterr().out)["probability"] == pytest.approx(float(first_row[2]), abs=0.02)
 
@@ -327,3 +416,27 @@ def _state_keys(run_dir: Path) -> list[str]:
 
     with safe_open(str(Path(ckpt.resolve_checkpoint(run_dir, "best")) / ckpt.WEIGHTS), "pt") as sf:
         return list(sf.keys())
+
+
+def _fill(args) -> int:
+    """One process filling the shared cache (for the concurrency test)."""
+    tiny, images, root, pre = args
+    pc = PreprocessCache(root=pre, long_side=128)
+    fc = FeatureCache(BackboneConfig(name_or_path=tiny), crop_size=28, preprocess=pc, root=root, batch_size=2)
+    fc.tokens(images, _boxes(pc, images), progress=False)
+    return fc.last_fill.n_computed
+
+
+def test_two_processes_filling_one_cache_compute_each_token_once(tiny, images, cache_env):
+    import multiprocessing as mp
+
+    pre, root = cache_env / "pre", cache_env / "features"
+    pc = PreprocessCache(root=pre, long_side=128)
+    _boxes(pc, images)  # preprocess first, so both processes only embed
+    args = (str(tiny), [str(p) for p in images], str(root), str(pre))
+    with mp.get_context("spawn").Pool(2) as pool:
+        done = pool.map(_fill, [args, args])
+    assert sorted(done) == [0, 9]  # one process computed everything, the other waited and read it
+    fc = FeatureCache(BackboneConfig(name_or_path=str(tiny)), crop_size=28, preprocess=pc, root=root)
+    rows = sum(len(np.load(s)["keys"]) for s in fc.store.shards())
+    assert rows == 9 == len(fc.store)

@@ -50,6 +50,12 @@ or, one level lower, for any images and boxes::
 checkpoint holds only the RoI head (no ViT weights); the tokens come from the cache.
 With the model in hand, ``model.forward_tokens(tokens, boxes_norm, roi_mask)`` is
 the forward pass (:func:`awm_lib.train.tokens.forward_token_batch` on a batch).
+``python -m awm_lib predict IMAGE --checkpoint RUN`` puts the frozen ViT back in front
+of the head and classifies a new image from its pixels (the same crops, the same tokens).
+
+Several processes (the ablation's workers, a notebook) may use one cache at once: a
+folder is filled under a file lock, so each token is computed once, and readers never
+see a half-written shard.
 
 **Backbones**: ``model.backbone.name_or_path`` = None (random ViT-S/14 drawn from
 ``features.random_seed``: identity ``random:small:0``), ``checkpoints/awm-dino-cpu``
@@ -75,7 +81,21 @@ from awm_lib.features.key import CropSpec, FeatureSpec, crop_key, file_sha256
 from awm_lib.features.store import TokenStore, features_root
 
 __all__ = [
-    "BackboneUnavailable", "CropSpec", "FeatureCache", "FeatureSpec", "FillReport", "ResolvedBackbone", "TokenInput",
-    "TokenStore", "available_backbones", "crop_key", "default_ssl_checkpoint", "features_root", "file_sha256", "resolve",
-    "standard_backbones", "token_dim", "token_input",
+    "BackboneUnavailable",
+    "CropSpec",
+    "FeatureCache",
+    "FeatureSpec",
+    "FillReport",
+    "ResolvedBackbone",
+    "TokenInput",
+    "TokenStore",
+    "available_backbones",
+    "crop_key",
+    "default_ssl_checkpoint",
+    "features_root",
+    "file_sha256",
+    "resolve",
+    "standard_backbones",
+    "token_dim",
+    "token_input",
 ]
