@@ -33,7 +33,16 @@ from awm_lib.errors import ConfigError
 
 C = TypeVar("C")
 
-_BOOLS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+_BOOLS = {
+    "true": True,
+    "1": True,
+    "yes": True,
+    "on": True,
+    "false": False,
+    "0": False,
+    "no": False,
+    "off": False,
+}
 
 
 def _hints(cls) -> dict[str, Any]:
@@ -130,7 +139,12 @@ def parse_text(text: str, tp, key: str) -> Any:
         return _BOOLS[low]
     if inner is str or (origin is Literal and all(isinstance(a, str) for a in typing.get_args(inner))):
         return check_value(text, tp, key)
-    if inner in (int, float) or origin in (tuple, list, dict) or dataclasses.is_dataclass(inner) or origin is Literal:
+    if (
+        inner in (int, float)
+        or origin in (tuple, list, dict)
+        or dataclasses.is_dataclass(inner)
+        or origin is Literal
+    ):
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
@@ -194,7 +208,11 @@ def set_value(cfg, key: str, text: str, _prefix: str = ""):
         new = set_value(current, rest, text, _prefix=full + ".")
     else:
         if dataclasses.is_dataclass(current):
-            leaf = next(f.name for f in dataclasses.fields(current) if not dataclasses.is_dataclass(getattr(current, f.name)))
+            leaf = next(
+                f.name
+                for f in dataclasses.fields(current)
+                if not dataclasses.is_dataclass(getattr(current, f.name))
+            )
             raise ConfigError(f"{full!r} is a section; set one of its keys, e.g. {full}.{leaf}=...")
         new = parse_text(text, _hints(type(cfg))[head], full)
     try:
@@ -216,5 +234,7 @@ def apply_overrides(cfg, overrides: list[str] | tuple[str, ...] | None):
 def preset_from(presets: Mapping[str, Callable[[], C]], name: str) -> C:
     """A fresh config from the preset function ``presets[name]``; an unknown name is a ConfigError."""
     if name not in presets:
-        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(presets)}{did_you_mean(name, presets)}")
+        raise ConfigError(
+            f"unknown preset {name!r}; choose one of {', '.join(presets)}{did_you_mean(name, presets)}"
+        )
     return presets[name]()

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import awm_lib
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -72,7 +74,11 @@ def device_name(device: Any = None) -> str:
     try:
         import torch
 
-        if device is not None and str(device).startswith("cuda") or (device is None and torch.cuda.is_available()):
+        if (
+            device is not None
+            and str(device).startswith("cuda")
+            or (device is None and torch.cuda.is_available())
+        ):
             return torch.cuda.get_device_name(device if device is not None else 0)
     except Exception:  # pragma: no cover - torch missing or CUDA broken
         pass
@@ -85,10 +91,10 @@ def device_name(device: Any = None) -> str:
     return f"CPU: {cpu} ({os.cpu_count()} cores)"
 
 
-def run_record(command: str | list[str] | None = None, seed: int | None = None, device: Any = None, **extra: Any) -> dict:
+def run_record(
+    command: str | list[str] | None = None, seed: int | None = None, device: Any = None, **extra: Any
+) -> dict:
     """What every result file records: command, seed, device, date, versions."""
-    import awm_lib
-
     versions = {"awm_lib": awm_lib.__version__, "python": platform.python_version()}
     for mod in ("torch", "transformers", "numpy"):
         with contextlib.suppress(ImportError):

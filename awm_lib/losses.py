@@ -197,7 +197,9 @@ class LossConfig:
     pos_weight: float = 10.0
     repulsive_weight: float = 0.3
     repulsive_include_anchor: bool = False  # the reference excludes the anchor (it contains every other crop)
-    repulsive_on: str = "tokens"  # "tokens" (transformer outputs, the reference) | "embeddings" (projected, ours)
+    repulsive_on: str = (
+        "tokens"  # "tokens" (transformer outputs, the reference) | "embeddings" (projected, ours)
+    )
     supcon_weight: float = 0.0  # image level, across the batch
     roi_supcon_weight: float = 0.0  # RoI level, needs batch["roi_labels"]
     temperature: float = 0.1
@@ -245,7 +247,9 @@ def compute_loss(
     total = parts["bce"]
     if cfg.repulsive_weight > 0:
         where = output.tokens if cfg.repulsive_on == "tokens" else output.roi_embeddings  # (B, K, D)
-        parts["repulsive"] = repulsive_loss(where, output.roi_mask, include_anchor=cfg.repulsive_include_anchor)
+        parts["repulsive"] = repulsive_loss(
+            where, output.roi_mask, include_anchor=cfg.repulsive_include_anchor
+        )
         total = total + cfg.repulsive_weight * parts["repulsive"]
     if cfg.supcon_weight > 0:
         emb = output.pooled if cfg.image_embedding == "pooled" else output.roi_embeddings[:, 0]

@@ -27,7 +27,8 @@ def param_groups(
     no_decay_names: Sequence[str] = (),
     decay_first: bool = False,
 ) -> list[dict]:
-    """AdamW groups, one per (part, decayed or not), each with ``name``, ``lr``, ``base_lr``, ``weight_decay``, ``apply_wd``.
+    """AdamW groups, one per (part, decayed or not), each with ``name``, ``lr``, ``base_lr``,
+    ``weight_decay``, ``apply_wd``.
 
     With ``backbone_lr``, the parameters of ``model.backbone`` (if the model has
     one) form the part ``"backbone"`` at that rate and the rest the part ``"head"``
@@ -52,15 +53,24 @@ def param_groups(
     groups = []
     for (part, decay), params in sorted(buckets.items(), key=lambda kv: (kv[0][0], kv[0][1] != decay_first)):
         rate = backbone_lr if part == "backbone" else lr
-        groups.append({"params": params, "lr": rate, "base_lr": rate, "weight_decay": weight_decay if decay else 0.0,
-                       "apply_wd": decay, "name": f"{part}{'' if decay else '_no_decay'}"})
+        groups.append(
+            {
+                "params": params,
+                "lr": rate,
+                "base_lr": rate,
+                "weight_decay": weight_decay if decay else 0.0,
+                "apply_wd": decay,
+                "name": f"{part}{'' if decay else '_no_decay'}",
+            }
+        )
     if not groups:
         raise ConfigError("the model has no trainable parameters")
     return groups
 
 
 def warmup_cosine(t: float, *, total: float, warmup: float, peak: float = 1.0, end: float = 0.0) -> float:
-    """The learning rate at time ``t``: linear from 0 to ``peak`` over ``[0, warmup]``, then a cosine to ``end`` at ``total``.
+    """The learning rate at time ``t``: linear from 0 to ``peak`` over ``[0, warmup]``, then a cosine to
+    ``end`` at ``total``.
 
     ``t``, ``warmup`` and ``total`` share one unit (optimizer steps, or fractions
     of the run); after ``total`` the value stays at ``end``.

@@ -63,7 +63,9 @@ def build(attn: str):
     return resolve(BackboneConfig(random_arch="small", attn_implementation=attn), warn=False).build()
 
 
-def forward_row(bb, crop: int, batch: int, threads: int, mode: str, channels_last: bool, repeats: int, label: str) -> dict:
+def forward_row(
+    bb, crop: int, batch: int, threads: int, mode: str, channels_last: bool, repeats: int, label: str
+) -> dict:
     """``repeats`` pairs of (matmul peak, one forward) taken back to back.
 
     On a shared machine the load changes within seconds, so each forward is compared with the
@@ -116,16 +118,36 @@ def bench_forward(quick: bool) -> list[dict]:
         variants = [variants[0], variants[-1]]
     for label, crop, batch, threads, mode, cl in variants:
         rows.append(forward_row(sdpa, crop, batch, threads, mode, cl, repeats, label))
-        print(f"{label:50s} {rows[-1]['crops_per_s']:7.1f} crops/s  MFU wall {rows[-1]['mfu']:.0%}  per CPU-s {rows[-1]['mfu_cpu']:.0%}", flush=True)
+        print(
+            f"{label:50s} {rows[-1]['crops_per_s']:7.1f} crops/s  MFU wall {rows[-1]['mfu']:.0%}  per CPU-s "
+            f"{rows[-1]['mfu_cpu']:.0%}",
+            flush=True,
+        )
     if not quick:
         eager = build("eager")
-        rows.append(forward_row(eager, 112, 32, 1, "inference_mode", False, repeats, "112 px, batch 32, 1 thread, eager attention"))
-        print(f"{rows[-1]['variant']:50s} {rows[-1]['crops_per_s']:7.1f} crops/s  MFU wall {rows[-1]['mfu']:.0%}  per CPU-s {rows[-1]['mfu_cpu']:.0%}", flush=True)
+        rows.append(
+            forward_row(
+                eager,
+                112,
+                32,
+                1,
+                "inference_mode",
+                False,
+                repeats,
+                "112 px, batch 32, 1 thread, eager attention",
+            )
+        )
+        print(
+            f"{rows[-1]['variant']:50s} {rows[-1]['crops_per_s']:7.1f} crops/s  MFU wall "
+            f"{rows[-1]['mfu']:.0%}  per CPU-s {rows[-1]['mfu_cpu']:.0%}",
+            flush=True,
+        )
     return rows
 
 
 def bench_fill(n_images: int) -> dict:
-    """FeatureCache.ensure on the first n mini-MIAS images (blob-free: anchor + 5 fixed boxes), empty cache."""
+    """FeatureCache.ensure on the first n mini-MIAS images (blob-free: anchor + 5 fixed boxes), empty
+    cache."""
     import numpy as np
 
     from awm_lib.data.cache import PreprocessCache
@@ -138,11 +160,31 @@ def bench_fill(n_images: int) -> dict:
     for s in samples:
         h, w = pc.get(s.path).pixels.shape
         side = 100.0
-        boxes.append(np.array([[0, 0, w, h]] + [[x, y, x + side, y + side] for x, y in
-                                                 ((w * 0.2, h * 0.2), (w * 0.4, h * 0.3), (w * 0.3, h * 0.5), (w * 0.2, h * 0.7),
-                                                  (w * 0.5, h * 0.6))], np.float32))
+        boxes.append(
+            np.array(
+                [[0, 0, w, h]]
+                + [
+                    [x, y, x + side, y + side]
+                    for x, y in (
+                        (w * 0.2, h * 0.2),
+                        (w * 0.4, h * 0.3),
+                        (w * 0.3, h * 0.5),
+                        (w * 0.2, h * 0.7),
+                        (w * 0.5, h * 0.6),
+                    )
+                ],
+                np.float32,
+            )
+        )
     with tempfile.TemporaryDirectory() as tmp:
-        fc = FeatureCache(BackboneConfig(random_arch="small"), crop_size=112, preprocess=pc, root=tmp, batch_size=32, threads=1)
+        fc = FeatureCache(
+            BackboneConfig(random_arch="small"),
+            crop_size=112,
+            preprocess=pc,
+            root=tmp,
+            batch_size=32,
+            threads=1,
+        )
         fc.backbone()  # build outside the timing
         rep = fc.ensure([s.path for s in samples], boxes, progress=False)
     return {"what": "FeatureCache.ensure, ViT-S/14 random, 112 px, batch 32, 1 thread", "n_images": n_images,
@@ -151,7 +193,8 @@ def bench_fill(n_images: int) -> dict:
 
 
 def bench_fold() -> dict:
-    """The frozen preset, mini-MIAS fold 0, cache warm (filled first if needed): train + evaluate wall time."""
+    """The frozen preset, mini-MIAS fold 0, cache warm (filled first if needed): train + evaluate wall
+    time."""
     from awm_lib.train.config import make_config
     from awm_lib.train.experiment import train
     from awm_lib.train.tokens import build_token_datasets
@@ -162,9 +205,14 @@ def bench_fold() -> dict:
         t = time.perf_counter()
         res = train(cfg, os.path.join(tmp, "run"), progress=False).results
         seconds = time.perf_counter() - t
-    return {"what": "train + evaluate one mini-MIAS fold on cached tokens (preset frozen, fold 0, cache warm)",
-            "seconds": seconds, "steps": res["train"]["steps"], "auc_test": res["auc"], "backbone": res["backbone"],
-            "loadavg": load_average()}
+    return {
+        "what": "train + evaluate one mini-MIAS fold on cached tokens (preset frozen, fold 0, cache warm)",
+        "seconds": seconds,
+        "steps": res["train"]["steps"],
+        "auc_test": res["auc"],
+        "backbone": res["backbone"],
+        "loadavg": load_average(),
+    }
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -177,18 +225,32 @@ def summarise(rows: list[dict]) -> dict:
         r["interpretable"] = r["mfu"] <= 1.0 and r["mfu_cpu"] <= 1.0
     ok = [r for r in rows if r["interpretable"]] or rows
     best = max(ok, key=lambda r: r["crops_per_s"])
-    return {"best_peak_tflops": best_peak, "summary": {
-        "fastest_interpretable_variant": best["variant"], "crops_per_s": best["crops_per_s"],
-        "mfu_cpu": best["mfu_cpu"], "mfu_wall": best["mfu"], "mfu_vs_best_peak": best["mfu_vs_best_peak"],
-        "goal_mfu": 0.40, "loadavg_during": best["loadavg"], "cores": os.cpu_count(),
-        "mfu_cpu_range_1_thread": [min(r["mfu_cpu"] for r in rows if r["threads"] == 1),
-                                   max(r["mfu_cpu"] for r in rows if r["threads"] == 1)],
-        "not_interpretable": [r["variant"] for r in rows if not r["interpretable"]],
-        "reading": ("mfu_cpu = the ViT-S/14 forward's FLOPs per CPU-second of this process / the 512^3 fp32 GEMM's "
-                    "FLOPs per CPU-second, measured back to back; it is the figure that survives a machine shared "
-                    "with other jobs (load average above 10 on 2 cores here). mfu_wall compares wall clocks and "
-                    "swings with the load. Rows with 2 threads are not interpretable under such load."),
-    }}
+    return {
+        "best_peak_tflops": best_peak,
+        "summary": {
+            "fastest_interpretable_variant": best["variant"],
+            "crops_per_s": best["crops_per_s"],
+            "mfu_cpu": best["mfu_cpu"],
+            "mfu_wall": best["mfu"],
+            "mfu_vs_best_peak": best["mfu_vs_best_peak"],
+            "goal_mfu": 0.40,
+            "loadavg_during": best["loadavg"],
+            "cores": os.cpu_count(),
+            "mfu_cpu_range_1_thread": [
+                min(r["mfu_cpu"] for r in rows if r["threads"] == 1),
+                max(r["mfu_cpu"] for r in rows if r["threads"] == 1),
+            ],
+            "not_interpretable": [r["variant"] for r in rows if not r["interpretable"]],
+            "reading": (
+                "mfu_cpu = the ViT-S/14 forward's FLOPs per CPU-second of this process / the 512^3 fp32 "
+                "GEMM's "
+                "FLOPs per CPU-second, measured back to back; it is the figure that survives a machine "
+                "shared "
+                "with other jobs (load average above 10 on 2 cores here). mfu_wall compares wall clocks and "
+                "swings with the load. Rows with 2 threads are not interpretable under such load."
+            ),
+        },
+    }
 
 
 def main() -> int:

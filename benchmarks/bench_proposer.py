@@ -51,10 +51,24 @@ def main() -> int:
         times.append(1000 * (time.perf_counter() - t0))
     q = statistics.quantiles(times, n=4)
     load = os.getloadavg()  # a shared machine: a busy CPU makes every timing slower
-    res = {"loadavg_1_5_15": [round(v, 2) for v in load], "cpu_count": os.cpu_count(), "size": args.size, "threads": args.threads, "repeat": args.repeat, "with_mask": args.with_mask,
-           "calc": not args.no_calc, "median_ms": statistics.median(times), "q25_ms": q[0], "q75_ms": q[2]}
-    print(f"blob proposer, {args.size}x{args.size}, {args.threads} thread(s): median {res['median_ms']:.1f} ms "
-          f"(IQR {q[0]:.1f}-{q[2]:.1f}) over {args.repeat} runs; load average {load[0]:.1f} on {os.cpu_count()} CPUs")
+    res = {
+        "loadavg_1_5_15": [round(v, 2) for v in load],
+        "cpu_count": os.cpu_count(),
+        "size": args.size,
+        "threads": args.threads,
+        "repeat": args.repeat,
+        "with_mask": args.with_mask,
+        "calc": not args.no_calc,
+        "median_ms": statistics.median(times),
+        "q25_ms": q[0],
+        "q75_ms": q[2],
+    }
+    print(
+        f"blob proposer, {args.size}x{args.size}, {args.threads} thread(s): median {res['median_ms']:.1f} ms "
+        f"(IQR {q[0]:.1f}-{q[2]:.1f}) over {args.repeat} runs; load average {load[0]:.1f} on "
+        f"{os.cpu_count()} "
+        "CPUs"
+    )
     if args.out:
         write_json_atomic(args.out, run_record(command=["python", *sys.argv]) | res)
     return 0

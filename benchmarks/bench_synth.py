@@ -28,11 +28,15 @@ def bench(height: int, width: int | None, repeats: int, seed: int) -> dict:
     render_s, write_s = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(repeats + 1):  # the first call warms caches (FFT plans, imports)
-            cfg = SynthConfig(height=height, width=width, view=("CC", "MLO")[i % 2], laterality="LR"[(i // 2) % 2])
+            cfg = SynthConfig(
+                height=height, width=width, view=("CC", "MLO")[i % 2], laterality="LR"[(i // 2) % 2]
+            )
             t0 = time.perf_counter()
             m = generate_mammogram(cfg, seed=seed + i)
             t1 = time.perf_counter()
-            _write_dicom(Path(tmp) / f"{i}.dicom", m, study_id=f"{i:032x}", series_id=f"{i:031x}s", patient="BENCH")
+            _write_dicom(
+                Path(tmp) / f"{i}.dicom", m, study_id=f"{i:032x}", series_id=f"{i:031x}s", patient="BENCH"
+            )
             t2 = time.perf_counter()
             if i:
                 render_s.append(t1 - t0)
@@ -61,8 +65,12 @@ def main(argv=None) -> int:
         print(f"{row['height']:5d} x {row['width']:4d}: {row['render_images_per_s']:7.2f} img/s rendering, "
               f"{row['render_and_dicom_images_per_s']:7.2f} img/s with the DICOM write", flush=True)
         rows.append(row)
-    record = run_record(["python", *sys.argv], seed=args.seed, results=rows,
-                        note="one process; the machine's cores are shared with other jobs, so treat as a lower bound")
+    record = run_record(
+        ["python", *sys.argv],
+        seed=args.seed,
+        results=rows,
+        note="one process; the machine's cores are shared with other jobs, so treat as a lower bound",
+    )
     write_json_atomic(args.out, record)
     print(f"wrote {args.out}")
     return 0

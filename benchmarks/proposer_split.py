@@ -43,19 +43,30 @@ def main() -> int:
     for s in tqdm([s for s in load_mias(args.root) if located(s.lesions)], disable=args.no_progress):
         px = load_image(s.path).pixels
         crop = segment_breast(px)
-        rows.append((s.image_id, proposer.propose(px, crop.full_mask()), px.shape, crop.box, located(s.lesions)))
-    margins = {"40px (reference pixels)": SelectConfig(topk=10, margin=40.0),
-               f"{REFERENCE_MARGIN_MM}mm": SelectConfig(topk=10, margin_mm=REFERENCE_MARGIN_MM, pixel_mm=PIXEL_MM["mias"])}
+        rows.append(
+            (s.image_id, proposer.propose(px, crop.full_mask()), px.shape, crop.box, located(s.lesions))
+        )
+    margins = {
+        "40px (reference pixels)": SelectConfig(topk=10, margin=40.0),
+        f"{REFERENCE_MARGIN_MM}mm": SelectConfig(
+            topk=10, margin_mm=REFERENCE_MARGIN_MM, pixel_mm=PIXEL_MM["mias"]
+        ),
+    }
     out = {"rule": "tune half = women with an odd pair number ((mdb number + 1) // 2), held-out half = even",
            "proposer_settings": proposer.settings(), "margins": {}}
     for name, cfg in margins.items():
         res = []
         for image_id, props, size, box, lesions in rows:
             sel = select_rois(props, size, box, cfg)
-            res.append(ImageResult(image_id, sel.rois[1 : 1 + sel.n_kept], sel.scores[1 : 1 + sel.n_kept], lesions))
+            res.append(
+                ImageResult(image_id, sel.rois[1 : 1 + sel.n_kept], sel.scores[1 : 1 + sel.n_kept], lesions)
+            )
         halves = {"tune (odd)": [r for r in res if woman(r.image_id) % 2 == 1],
                   "held-out (even)": [r for r in res if woman(r.image_id) % 2 == 0], "all": res}
-        out["margins"][name] = {h: {k: v for k, v in recall_at_k(rr).items() if not k.startswith("found")} for h, rr in halves.items()}
+        out["margins"][name] = {
+            h: {k: v for k, v in recall_at_k(rr).items() if not k.startswith("found")}
+            for h, rr in halves.items()
+        }
     print(json.dumps(out["margins"], indent=1))
     if args.out:
         write_json_atomic(args.out, run_record(command=["python", *sys.argv]) | out)

@@ -1,6 +1,6 @@
 """Execute one notebook with papermill using the parameters of a profile.
 
-    python scripts/execute_notebook.py notebooks/02_cost.ipynb build/book-src/notebooks/02_cost.ipynb --profile cpu
+    python scripts/execute_notebook.py notebooks/02_cost.ipynb build/02_cost.ipynb --profile cpu
     python scripts/execute_notebook.py IN.ipynb OUT.ipynb --profile gpu --param bench_path=/tmp/bench.json
 
 Parameters come from ``notebooks/profiles.yml``: ``{profile: {notebook_stem: {name: value}}}``.

@@ -1,7 +1,8 @@
 """Choose the CPU pretraining preset by measurement: short candidate runs, each probed on held-out women.
 
-    python scripts/pretrain_candidates.py train NAME --minutes 10     # one candidate (run several at once, 1 thread each)
-    python scripts/pretrain_candidates.py probe NAME [NAME ...]       # held-out lesion-vs-normal probe -> results/pretrain_candidates.json
+    python scripts/pretrain_candidates.py train NAME --minutes 10  # one candidate (run several at once)
+    python scripts/pretrain_candidates.py probe NAME [NAME ...]    # held-out lesion-vs-normal probe
+                                                                   # -> results/pretrain_candidates.json
 
 Every candidate pretrains on the same tissue bank (the mini-MIAS women of the
 "pretrain" half plus synthetic mammograms), for the same wall-clock budget, on
@@ -24,9 +25,23 @@ RESULTS = ROOT / "results" / "pretrain_candidates.json"
 
 # shared by every candidate: a narrow ViT (width 192, 6 blocks, 3 heads), small heads, batch 32
 BASE = [
-    "hidden_size=192", "depth=6", "heads=3", "out_dim=2048", "ibot_out_dim=2048", "head_hidden=1024", "head_bottleneck=256",
-    "batch_size=32", "lr=5e-4", "min_lr=1e-5", "ema_momentum=0.99,1.0", "drop_path_rate=0.05", "bf16=false",
-    "log_every=5", "checkpoint_every_minutes=3", f"bank_path={BANK}", "mias_half=pretrain",
+    "hidden_size=192",
+    "depth=6",
+    "heads=3",
+    "out_dim=2048",
+    "ibot_out_dim=2048",
+    "head_hidden=1024",
+    "head_bottleneck=256",
+    "batch_size=32",
+    "lr=5e-4",
+    "min_lr=1e-5",
+    "ema_momentum=0.99,1.0",
+    "drop_path_rate=0.05",
+    "bf16=false",
+    "log_every=5",
+    "checkpoint_every_minutes=3",
+    f"bank_path={BANK}",
+    "mias_half=pretrain",
 ]
 CANDIDATES = {
     # patch 14 at small crops: 64 tokens per global view, 16 per local
@@ -57,22 +72,48 @@ def probe(names: list[str], n_boot: int) -> None:
     from awm_lib.pretrain.probe import ProbeConfig
 
     torch.set_num_threads(2)
-    record = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"about": __doc__.strip(), "candidates": {}}
+    record = (
+        json.loads(RESULTS.read_text()) if RESULTS.exists() else {"about": __doc__.strip(), "candidates": {}}
+    )
     for name in names:
         ckpt = OUT / name
-        res = run_heldout_probe(ckpt, ProbeConfig(n_boot=n_boot, progress=False), out_path=OUT / f"{name}-probe.json",
-                                command=f"python scripts/pretrain_candidates.py probe {name}", tasks=("lesion_vs_normal",))
+        res = run_heldout_probe(
+            ckpt,
+            ProbeConfig(n_boot=n_boot, progress=False),
+            out_path=OUT / f"{name}-probe.json",
+            command=f"python scripts/pretrain_candidates.py probe {name}",
+            tasks=("lesion_vs_normal",),
+        )
         meta = json.loads((ckpt / "pretrain_config.json").read_text())
         log = read_loss_log(ckpt / "loss_log.jsonl")
         t = res["tasks"]["lesion_vs_normal"]
-        summary = {m: {"ssl_auc": t["results"][name][m]["auc"], "random_init_auc": t["results"]["random-init"][m]["auc"],
-                       "difference_auc": t["difference_vs_random_init"][name][m]["auc"]} for m in ("knn", "linear")}
+        summary = {
+            m: {
+                "ssl_auc": t["results"][name][m]["auc"],
+                "random_init_auc": t["results"]["random-init"][m]["auc"],
+                "difference_auc": t["difference_vs_random_init"][name][m]["auc"],
+            }
+            for m in ("knn", "linear")
+        }
         record["candidates"][name] = {
-            "settings": BASE + CANDIDATES[name], "command": meta["command"], "seed": meta["seed"], "device": meta["device"],
-            "date": meta["date"], "versions": meta["versions"], "steps": meta["steps"], "train_seconds": meta["train_seconds"],
-            "parameters": res["models"][name]["parameters"], "loss_first_last": [log[0]["loss"], log[-1]["loss"]],
-            "images_per_s_last": log[-1]["images_per_s"], "probe": {"task": "lesion_vs_normal", "n": t["n"], "n_women": t["n_women"],
-                                                                    "n_boot": n_boot, **summary},
+            "settings": BASE + CANDIDATES[name],
+            "command": meta["command"],
+            "seed": meta["seed"],
+            "device": meta["device"],
+            "date": meta["date"],
+            "versions": meta["versions"],
+            "steps": meta["steps"],
+            "train_seconds": meta["train_seconds"],
+            "parameters": res["models"][name]["parameters"],
+            "loss_first_last": [log[0]["loss"], log[-1]["loss"]],
+            "images_per_s_last": log[-1]["images_per_s"],
+            "probe": {
+                "task": "lesion_vs_normal",
+                "n": t["n"],
+                "n_women": t["n_women"],
+                "n_boot": n_boot,
+                **summary,
+            },
         }
         RESULTS.write_text(json.dumps(record, indent=2) + "\n")
         print(name, json.dumps(summary))

@@ -1,4 +1,5 @@
-"""Choose the frozen preset's optimiser settings on VALIDATION AUC only (mini-MIAS, the validation women of each fold).
+"""Choose the frozen preset's optimiser settings on VALIDATION AUC only (mini-MIAS, the validation women of
+each fold).
 
     .venv/bin/python scripts/select_frozen_preset.py base,lr1e-3-bs32 [0,1,2,3,4]
 
@@ -35,7 +36,13 @@ VARIANTS = {
     "pw3": [*BASE, "loss.pos_weight=3"],
     "lr1e-3-bs32": [*BASE, "optim.lr_head=1e-3", "optim.batch_size=32", "optim.epochs=30"],
     "meanpool": [*BASE, "model.pooling=mean"],
-    "lr1e-3-bs32-bce": [*BASE, "optim.lr_head=1e-3", "optim.batch_size=32", "optim.epochs=30", "loss.repulsive_weight=0"],
+    "lr1e-3-bs32-bce": [
+        *BASE,
+        "optim.lr_head=1e-3",
+        "optim.batch_size=32",
+        "optim.epochs=30",
+        "loss.repulsive_weight=0",
+    ],
 }
 
 
@@ -45,14 +52,21 @@ def main() -> None:
     for name in names:
         vals, secs = [], []
         for fold in folds:
-            cfg = make_config("frozen", ["model.backbone.name_or_path=none", f"data.fold={fold}", "eval.n_boot=50", *VARIANTS[name]],
-                              dataset="mias")
+            cfg = make_config(
+                "frozen",
+                ["model.backbone.name_or_path=none", f"data.fold={fold}", "eval.n_boot=50", *VARIANTS[name]],
+                dataset="mias",
+            )
             with tempfile.TemporaryDirectory() as tmp:
                 t = time.time()
                 res = train(cfg, os.path.join(tmp, "run"), progress=False).results
                 secs.append(time.time() - t)
             vals.append(res["train"]["best_val_auc"])
-        print(name, json.dumps({"val_auc_mean": float(np.mean(vals)), "val_auc": vals, "seconds": secs}), flush=True)
+        print(
+            name,
+            json.dumps({"val_auc_mean": float(np.mean(vals)), "val_auc": vals, "seconds": secs}),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -71,7 +71,8 @@ class _TextScan(HTMLParser):
 
 
 def page_problems(html: str) -> list[str]:
-    """Raw Markdown tables inside a paragraph (text rows ``| a | b |`` or a ``|---|`` rule) and NaN table cells."""
+    """Raw Markdown tables inside a paragraph (text rows ``| a | b |`` or a ``|---|`` rule) and NaN table
+    cells."""
     scan = _TextScan()
     scan.feed(html)
     out = []

@@ -55,7 +55,9 @@ def test_bootstrap_resamples_whole_women_and_is_seeded():
     # every image belongs to one woman: each resample is the whole pool, so the CI collapses to the point
     agg = aggregate_runs(two_runs(groups=["w"] * 8), n_boot=30)
     for k in ablation.ABLATION_METRICS:
-        assert agg[k]["ci_low"] == pytest.approx(agg[k]["mean"]) and agg[k]["ci_high"] == pytest.approx(agg[k]["mean"])
+        assert agg[k]["ci_low"] == pytest.approx(agg[k]["mean"]) and agg[k]["ci_high"] == pytest.approx(
+            agg[k]["mean"]
+        )
     a1, a2 = aggregate_runs(two_runs(), n_boot=200, seed=3), aggregate_runs(two_runs(), n_boot=200, seed=3)
     assert a1["auc"] == a2["auc"]
     assert a1["auc"]["ci_low"] <= a1["auc"]["mean"] <= a1["auc"]["ci_high"]
@@ -90,10 +92,16 @@ def test_pooled_recall_counts_each_image_once():
 
 
 # --- configurations, settings, records ---------------------------------------------------
-@pytest.mark.parametrize("name,loss,arch", [
-    ("baseline-full-image", "bce", "full_image"), ("roi-nopos", "bce", "roi"), ("roi-rope2d-repulsive", "bce+repulsive", "roi"),
-    ("roi-rope2d-supcon", "bce+supcon", "roi"), ("roi-rope2d-repulsive-supcon", "bce+repulsive+supcon", "roi"),
-])
+@pytest.mark.parametrize(
+    "name,loss,arch",
+    [
+        ("baseline-full-image", "bce", "full_image"),
+        ("roi-nopos", "bce", "roi"),
+        ("roi-rope2d-repulsive", "bce+repulsive", "roi"),
+        ("roi-rope2d-supcon", "bce+supcon", "roi"),
+        ("roi-rope2d-repulsive-supcon", "bce+repulsive+supcon", "roi"),
+    ],
+)
 def test_settings_of_each_configuration(name, loss, arch):
     cfg = config_for(name, "mias", "cpu-smoke", fold=2, seed=1)
     s = settings_of(cfg)
@@ -109,39 +117,96 @@ def test_configurations_change_what_they_say():
     assert oracle.data.proposer == "oracle" and oracle.data.pad_rois == "random"
     assert config_for("roi-rope2d-repulsive", "mias", "cpu-smoke").data.proposer == "blob"
     gpu = config_for("roi-rope2d", "synthetic", "gpu")
-    assert gpu.model.crop_size == 224 and gpu.data.synthetic_n >= 6000 and gpu.model.backbone.name_or_path is None
+    assert (
+        gpu.model.crop_size == 224
+        and gpu.data.synthetic_n >= 6000
+        and gpu.model.backbone.name_or_path is None
+    )
     with pytest.raises(ConfigError, match="unknown ablation configuration"):
         config_for("roi-rope3d", "mias", "cpu-smoke")
 
 
 def test_missing_ssl_checkpoint_is_skipped_with_a_reason(tmp_path, monkeypatch):
     monkeypatch.setattr(ablation.paths, "PROJECT_ROOT", tmp_path)  # no checkpoints/ here
-    runs, skipped = ablation.plan_runs("mias", ["roi-nopos", "backbone-ssl"], "cpu-smoke", seeds=[0, 1], folds=[0, 3], runs_dir=tmp_path)
+    runs, skipped = ablation.plan_runs(
+        "mias", ["roi-nopos", "backbone-ssl"], "cpu-smoke", seeds=[0, 1], folds=[0, 3], runs_dir=tmp_path
+    )
     assert "backbone-ssl" in skipped and "pretrain" in skipped["backbone-ssl"]
     assert sorted(r.run_dir.relative_to(tmp_path).as_posix() for r in runs) == [
-        "mias/roi-nopos/fold0", "mias/roi-nopos/fold0-seed1", "mias/roi-nopos/fold3", "mias/roi-nopos/fold3-seed1"]
+        "mias/roi-nopos/fold0",
+        "mias/roi-nopos/fold0-seed1",
+        "mias/roi-nopos/fold3",
+        "mias/roi-nopos/fold3-seed1",
+    ]
 
 
 def test_record_schema_and_merge(tmp_path):
     cfg = config_for("roi-rope2d-repulsive", "mias", "cpu-smoke")
     agg = aggregate_runs(two_runs(), n_boot=20)
     run_res = [{"device": "cpu", "date": "2026-01-02T00:00:00Z", "versions": {"torch": "x"}}]
-    rec = ablation.make_record("mias", "roi-rope2d-repulsive", "cpu-smoke", cfg, agg, lesion_recall=0.5, seeds=[0], folds=[0, 1],
-                               run_results=run_res, overlay=None, command="python -m awm_lib ablation")
-    for key in ("dataset", "configuration", "scale", "settings", "auc", "f1", "sens@fpr0.1", "sens@fpr0.3", "sens@fpr0.5",
-                "lesion_recall", "n_test", "n_test_pos", "seeds", "folds", "roc", "example_overlay", "command", "device", "date", "versions"):
+    rec = ablation.make_record(
+        "mias",
+        "roi-rope2d-repulsive",
+        "cpu-smoke",
+        cfg,
+        agg,
+        lesion_recall=0.5,
+        seeds=[0],
+        folds=[0, 1],
+        run_results=run_res,
+        overlay=None,
+        command="python -m awm_lib ablation",
+    )
+    for key in (
+        "dataset",
+        "configuration",
+        "scale",
+        "settings",
+        "auc",
+        "f1",
+        "sens@fpr0.1",
+        "sens@fpr0.3",
+        "sens@fpr0.5",
+        "lesion_recall",
+        "n_test",
+        "n_test_pos",
+        "seeds",
+        "folds",
+        "roc",
+        "example_overlay",
+        "command",
+        "device",
+        "date",
+        "versions",
+    ):
         assert key in rec, key
     assert set(rec["auc"]) == {"mean", "ci_low", "ci_high", "sd", "run_mean"}
     assert rec["auc"]["run_mean"] == pytest.approx((0.75 + 1.0) / 2)
-    assert set(rec["settings"]) >= {"proposer", "topk", "crop_size", "position", "pooling", "loss", "contrastive_weight", "backbone_init"}
+    assert set(rec["settings"]) >= {
+        "proposer",
+        "topk",
+        "crop_size",
+        "position",
+        "pooling",
+        "loss",
+        "contrastive_weight",
+        "backbone_init",
+    }
     out = tmp_path / "ablation.json"
     ablation.write_results(out, [rec], {"backbone-ssl": "no checkpoint"}, "mias")
     rec2 = dict(rec, configuration="roi-nopos")
-    ablation.write_results(out, [rec2, dict(rec, n_test=99)], {}, "mias")  # replaces the first, keeps order of the ladder
+    ablation.write_results(
+        out, [rec2, dict(rec, n_test=99)], {}, "mias"
+    )  # replaces the first, keeps order of the ladder
     data = json.loads(out.read_text())
     assert data["schema"] == ablation.SCHEMA == 2 and "cpu-smoke" in data["notes"] and data["skipped"] == []
-    assert [(r["configuration"], r["n_test"]) for r in data["records"]] == [("roi-nopos", 8), ("roi-rope2d-repulsive", 99)]
-    assert rec["n_runs"] == 2 and rec["backbone"] == "random:micro"  # two runs pooled, the smoke preset's micro ViT
+    assert [(r["configuration"], r["n_test"]) for r in data["records"]] == [
+        ("roi-nopos", 8),
+        ("roi-rope2d-repulsive", 99),
+    ]
+    assert (
+        rec["n_runs"] == 2 and rec["backbone"] == "random:micro"
+    )  # two runs pooled, the smoke preset's micro ViT
     assert data["contrasts"] == []
 
 
@@ -155,8 +220,19 @@ def test_schema_is_defined_once_beside_its_writer():
 
 def test_a_schema_1_file_is_upgraded_when_written_to(tmp_path):
     cfg = config_for("roi-nopos", "mias", "cpu-smoke")
-    rec = ablation.make_record("mias", "roi-nopos", "cpu-smoke", cfg, aggregate_runs(two_runs(), n_boot=10), lesion_recall=None,
-                               seeds=[0], folds=[0, 1], run_results=[], overlay=None, command="x")
+    rec = ablation.make_record(
+        "mias",
+        "roi-nopos",
+        "cpu-smoke",
+        cfg,
+        aggregate_runs(two_runs(), n_boot=10),
+        lesion_recall=None,
+        seeds=[0],
+        folds=[0, 1],
+        run_results=[],
+        overlay=None,
+        command="x",
+    )
     old = {k: v for k, v in rec.items() if k not in ("n_runs", "backbone")}
     out = tmp_path / "ablation.json"
     out.write_text(json.dumps({"schema": 1, "records": [dict(old, configuration="roi-sine")]}))
@@ -185,8 +261,13 @@ def test_paired_contrast_point_is_the_difference_of_pooled_metrics():
     assert c["auc"]["mean"] == pytest.approx(1 - 7 / 9) and c["f1"]["mean"] == pytest.approx(4 / 5 - 4 / 7)
     assert c["n_women"] == 6 and c["auc"]["ci_low"] <= c["auc"]["mean"] <= c["auc"]["ci_high"]
     same = ablation.paired_contrast(a, a, n_boot=50)  # an arm against itself: exactly 0, every resample
-    assert same["auc"] == {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0} and ablation.resolved(same["auc"]) is False
-    assert ablation.paired_contrast(a, b, n_boot=200, seed=1) == ablation.paired_contrast(a, b, n_boot=200, seed=1)
+    assert (
+        same["auc"] == {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+        and ablation.resolved(same["auc"]) is False
+    )
+    assert ablation.paired_contrast(a, b, n_boot=200, seed=1) == ablation.paired_contrast(
+        a, b, n_boot=200, seed=1
+    )
 
 
 def test_pairing_resolves_a_small_shared_shift_that_marginal_intervals_cannot():
@@ -215,15 +296,64 @@ def test_paired_bootstrap_keeps_a_womans_images_together_in_both_arms():
 
 def test_contrasts_are_merged_by_dataset_scale_and_name(tmp_path):
     cfg = config_for("roi-nopos", "mias", "cpu-smoke")
-    rec = ablation.make_record("mias", "roi-nopos", "cpu-smoke", cfg, aggregate_runs(two_runs(), n_boot=10), lesion_recall=None,
-                               seeds=[0], folds=[0, 1], run_results=[], overlay=None, command="x")
-    pair = ablation.paired_contrast([arm([0.1, 0.5, 0.6, 0.4, 0.7, 0.9])], [arm([0.1, 0.2, 0.3, 0.4, 0.7, 0.9])], n_boot=20)
+    rec = ablation.make_record(
+        "mias",
+        "roi-nopos",
+        "cpu-smoke",
+        cfg,
+        aggregate_runs(two_runs(), n_boot=10),
+        lesion_recall=None,
+        seeds=[0],
+        folds=[0, 1],
+        run_results=[],
+        overlay=None,
+        command="x",
+    )
+    pair = ablation.paired_contrast(
+        [arm([0.1, 0.5, 0.6, 0.4, 0.7, 0.9])], [arm([0.1, 0.2, 0.3, 0.4, 0.7, 0.9])], n_boot=20
+    )
     mk = ablation.make_contrast_record
     out = tmp_path / "ablation.json"
-    ablation.write_results(out, [rec], {}, "mias", contrasts=[mk("mias", "cpu-smoke", "position: sine", "position", "roi-nopos", "roi-sine", pair),
-                                                             mk("mias", "cpu-smoke", "method", "method", "baseline-full-image", "roi-rope2d-repulsive", pair, claim="method")])
-    data = ablation.write_results(out, [rec], {}, "mias", contrasts=[mk("mias", "cpu-smoke", "position: sine", "position", "roi-nopos", "roi-sine", pair | {"n_women": 1})])
-    assert [(c["name"], c["n_women"]) for c in data["contrasts"]] == [("method", 6), ("position: sine", 1)]  # study order
+    ablation.write_results(
+        out,
+        [rec],
+        {},
+        "mias",
+        contrasts=[
+            mk("mias", "cpu-smoke", "position: sine", "position", "roi-nopos", "roi-sine", pair),
+            mk(
+                "mias",
+                "cpu-smoke",
+                "method",
+                "method",
+                "baseline-full-image",
+                "roi-rope2d-repulsive",
+                pair,
+                claim="method",
+            ),
+        ],
+    )
+    data = ablation.write_results(
+        out,
+        [rec],
+        {},
+        "mias",
+        contrasts=[
+            mk(
+                "mias",
+                "cpu-smoke",
+                "position: sine",
+                "position",
+                "roi-nopos",
+                "roi-sine",
+                pair | {"n_women": 1},
+            )
+        ],
+    )
+    assert [(c["name"], c["n_women"]) for c in data["contrasts"]] == [
+        ("method", 6),
+        ("position: sine", 1),
+    ]  # study order
     from awm_lib.book.results import validate_ablation
 
     assert len(validate_ablation(data).paired) == 2
@@ -248,7 +378,9 @@ def fake_train_counter(monkeypatch):
 
 def test_a_finished_run_is_skipped_and_a_changed_one_refused(tmp_path, monkeypatch):
     calls = fake_train_counter(monkeypatch)
-    runs, _ = ablation.plan_runs("mias", ["roi-nopos"], "cpu-smoke", seeds=[0], folds=[0, 1], runs_dir=tmp_path)
+    runs, _ = ablation.plan_runs(
+        "mias", ["roi-nopos"], "cpu-smoke", seeds=[0], folds=[0, 1], runs_dir=tmp_path
+    )
     for spec in runs:
         spec.run_dir.mkdir(parents=True)
     assert [ablation.run_one(s)[1] for s in runs] == [True, True]
@@ -274,8 +406,17 @@ def one_thread():
 def test_end_to_end_tiny_mias_run(tmp_path, monkeypatch, mias_root, one_thread):
     monkeypatch.setenv("AWM_CACHE", str(tmp_path / "cache"))
     small = ["data.max_images=6", "optim.epochs=1", "optim.batch_size=4", "eval.n_boot=10"]
-    kw = dict(seeds=[0], folds=[0], root=str(mias_root), runs_dir=tmp_path / "runs", out=tmp_path / "ablation.json",
-              overlays_dir=tmp_path / "overlays", progress=False, extra=small, n_boot=100)
+    kw = dict(
+        seeds=[0],
+        folds=[0],
+        root=str(mias_root),
+        runs_dir=tmp_path / "runs",
+        out=tmp_path / "ablation.json",
+        overlays_dir=tmp_path / "overlays",
+        progress=False,
+        extra=small,
+        n_boot=100,
+    )
     data = ablation.run_study("mias", ["roi-rope2d-repulsive"], "cpu-smoke", **kw)
     (rec,) = data["records"]
     assert rec["scale"] == "cpu-smoke" and rec["folds"] == [0] and rec["seeds"] == [0]
@@ -290,7 +431,9 @@ def test_end_to_end_tiny_mias_run(tmp_path, monkeypatch, mias_root, one_thread):
     again = ablation.run_study("mias", ["roi-rope2d-repulsive"], "cpu-smoke", **kw)
     assert again["records"][0]["auc"] == rec["auc"]
     # aggregate-only with a fold that never ran: it is left out, and the record says so
-    partial = ablation.run_study("mias", ["roi-rope2d-repulsive"], "cpu-smoke", train_missing=False, **{**kw, "folds": [0, 1]})
+    partial = ablation.run_study(
+        "mias", ["roi-rope2d-repulsive"], "cpu-smoke", train_missing=False, **{**kw, "folds": [0, 1]}
+    )
     assert partial["records"][0]["folds"] == [0] and "--folds 0 " in partial["records"][0]["command"] + " "
 
 
@@ -306,8 +449,17 @@ def test_auc_by_size_compares_each_bins_cancers_with_all_normals():
     sizes = {"s1": 5.0, "s2": 6.0, "l1": 25.0, "l2": 40.0, "u1": None}
     out = auc_by_size([run], sizes, bins=(0, 10, 30, float("inf")), n_boot=200)
     small, mid, large = out["bins"]
-    assert small["label"] == "0-10 mm" and small["n_pos"] == 2 and small["auc"]["mean"] == pytest.approx((1 + 3) / 8)
-    assert mid["n_pos"] == 1 and mid["auc"]["mean"] == 1.0 and large["label"] == ">= 30 mm" and large["hi"] is None
+    assert (
+        small["label"] == "0-10 mm"
+        and small["n_pos"] == 2
+        and small["auc"]["mean"] == pytest.approx((1 + 3) / 8)
+    )
+    assert (
+        mid["n_pos"] == 1
+        and mid["auc"]["mean"] == 1.0
+        and large["label"] == ">= 30 mm"
+        and large["hi"] is None
+    )
     assert out["n_neg"] == 4 and out["n_unsized"] == 1
     assert small["auc"]["ci_low"] <= small["auc"]["mean"] <= small["auc"]["ci_high"]
     empty = auc_by_size([run], sizes, bins=(100, 200), n_boot=10)["bins"][0]
@@ -331,10 +483,28 @@ def test_lesion_sizes_of_real_mias_cancers_are_in_millimetres(mias_root):
 def test_time_limit_stops_starting_runs_and_a_rerun_goes_on(tmp_path, monkeypatch):
     calls = fake_train_counter(monkeypatch)
     monkeypatch.setattr(ablation, "ensure_recall", lambda spec: None)
-    monkeypatch.setattr(ablation, "_run_predictions", lambda spec, patient_of: RunPredictions(
-        y=np.array([0, 1]), p=np.array([0.2, 0.8]), threshold=0.5, groups=np.array(["a", "b"]), fold=spec.fold, seed=spec.seed))
-    kw = dict(seeds=[0], folds=[0, 1], runs_dir=tmp_path / "runs", out=tmp_path / "a.json", overlays_dir=None, progress=False,
-              n_boot=10, log=lambda m: None)
+    monkeypatch.setattr(
+        ablation,
+        "_run_predictions",
+        lambda spec, patient_of: RunPredictions(
+            y=np.array([0, 1]),
+            p=np.array([0.2, 0.8]),
+            threshold=0.5,
+            groups=np.array(["a", "b"]),
+            fold=spec.fold,
+            seed=spec.seed,
+        ),
+    )
+    kw = dict(
+        seeds=[0],
+        folds=[0, 1],
+        runs_dir=tmp_path / "runs",
+        out=tmp_path / "a.json",
+        overlays_dir=None,
+        progress=False,
+        n_boot=10,
+        log=lambda m: None,
+    )
     data = ablation.run_study("mias", ["roi-nopos"], "cpu-smoke", time_limit_s=0.0, **kw)
     assert len(calls) == 0 and data["records"] == []  # the limit was reached before the first run
     ablation.run_study("mias", ["roi-nopos"], "cpu-smoke", **kw)
@@ -353,12 +523,15 @@ def test_every_contrast_changes_exactly_its_factor():
             a, b = (settings_of(config_for(name, "mias", scale)) for name in (c.a, c.b))
             assert settings_differences(a, b) == [c.factor], (scale, c.name)
     # the oracle's random padding would be a second factor against a blob row padded with masks
-    masked, oracle = (settings_of(config_for(n, "mias", "cpu-smoke")) for n in ("roi-paper", "proposer-oracle"))
+    masked, oracle = (
+        settings_of(config_for(n, "mias", "cpu-smoke")) for n in ("roi-paper", "proposer-oracle")
+    )
     assert settings_differences(masked, oracle) == ["proposer", "pad_rois"]
 
 
 def test_gpu_scale_takes_the_first_backbone_available(tmp_path, monkeypatch):
-    """Issue 14: DINOv2 when reachable, else the project's SSL checkpoint, else random init; records say which."""
+    """Issue 14: DINOv2 when reachable, else the project's SSL checkpoint, else random init; records say
+    which."""
     from awm_lib.experiments import ablation_study as study
     from awm_lib.experiments.ablation_records import backbone_of
 
@@ -383,4 +556,6 @@ def test_gpu_scale_takes_the_first_backbone_available(tmp_path, monkeypatch):
     monkeypatch.setattr(study, "resolve_backbone", lambda names: None)
     cfg = config_for("roi-paper", "mias", "gpu")
     assert cfg.model.backbone.name_or_path is None and backbone_of(cfg) == "random:small"
-    assert config_for("roi-paper", "mias", "cpu-smoke").model.backbone.random_arch == "micro"  # CPU scales untouched
+    assert (
+        config_for("roi-paper", "mias", "cpu-smoke").model.backbone.random_arch == "micro"
+    )  # CPU scales untouched

@@ -16,7 +16,9 @@ import awm_lib
 ROOT = Path(awm_lib.__file__).parent
 NOTEBOOKS = ROOT.parent / "notebooks"
 # (a docstring may wrap the line anywhere)
-LINK = re.compile(r"Explained\s+in\s+the\s+book:\s+chapter\s+(\d+),\s+\*(.+?)\*\s+\(``notebooks/(\S+?\.ipynb)``\)\.", re.S)
+LINK = re.compile(
+    r"Explained\s+in\s+the\s+book:\s+chapter\s+(\d+),\s+\*(.+?)\*\s+\(``notebooks/(\S+?\.ipynb)``\)\.", re.S
+)
 
 
 def _title(notebook: Path) -> str:
@@ -27,8 +29,11 @@ def _title(notebook: Path) -> str:
 
 
 def _links() -> list[tuple[str, int, str, str]]:
-    return [(str(p.relative_to(ROOT)), int(n), " ".join(title.split()), nb)
-            for p in sorted(ROOT.rglob("*.py")) for n, title, nb in LINK.findall(p.read_text(encoding="utf-8"))]
+    return [
+        (str(p.relative_to(ROOT)), int(n), " ".join(title.split()), nb)
+        for p in sorted(ROOT.rglob("*.py"))
+        for n, title, nb in LINK.findall(p.read_text(encoding="utf-8"))
+    ]
 
 
 def test_every_back_link_names_a_real_chapter_by_its_number_and_title():
@@ -38,7 +43,9 @@ def test_every_back_link_names_a_real_chapter_by_its_number_and_title():
         path = NOTEBOOKS / nb
         assert path.is_file(), f"{where}: no {path}"
         assert nb.startswith(f"{n:02d}_"), f"{where}: chapter {n} is not {nb}"
-        assert title == _title(path).split(":")[0].strip(), f"{where}: {nb} is titled {_title(path)!r}, not {title!r}"
+        assert title == _title(path).split(":")[0].strip(), (
+            f"{where}: {nb} is titled {_title(path)!r}, not {title!r}"
+        )
 
 
 def test_every_chapter_is_named_by_the_library():

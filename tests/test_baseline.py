@@ -60,7 +60,9 @@ def test_a_prediction_does_not_depend_on_the_rest_of_its_batch(tiny_dir, pooling
     model = make(tiny_dir, long_side=56, pooling=pooling).eval()
     g = torch.Generator().manual_seed(0)
     tall, wide = torch.rand(1, 1, 100, 40, generator=g), torch.rand(1, 1, 100, 40, generator=g)
-    boxes = torch.tensor([[0.0, 0.0, 40.0, 100.0], [0.0, 0.0, 40.0, 30.0]])  # 56 x 22.4 px and 42 x 56 px: canvas 56 x 56
+    boxes = torch.tensor(
+        [[0.0, 0.0, 40.0, 100.0], [0.0, 0.0, 40.0, 30.0]]
+    )  # 56 x 22.4 px and 42 x 56 px: canvas 56 x 56
     with torch.no_grad():
         alone = torch.cat([model(tall, boxes[:1]), model(wide, boxes[1:])])
         together = model(torch.cat([tall, wide]), boxes)

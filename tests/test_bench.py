@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from awm_lib.model import cost
 from awm_lib.bench import data as bdata
 from awm_lib.bench.configs import (
     CONFIGS,
@@ -24,6 +23,7 @@ from awm_lib.bench.configs import (
 from awm_lib.bench.pipeline import run_config
 from awm_lib.bench.results import goals, load_results, write_results
 from awm_lib.bench.timing import MatmulPeak, matmul_peak, time_steps
+from awm_lib.model import cost
 from awm_lib.model.crops import extract_rois
 
 PEAK = MatmulPeak(tflops=0.1, n=64, dtype="float32", device="cpu")  # a stand-in denominator for MFU
@@ -116,7 +116,10 @@ def test_results_merge_keeps_other_devices_and_replaces_same_key(tmp_path):
     keys = sorted((r["device"], r["config"]) for r in data["runs"])
     assert keys == [("CPU: test", "paper"), ("NVIDIA H100", "default"), ("NVIDIA H100", "paper")]
     runs = {(r["device"], r["config"]): r for r in load_results(path)["runs"]}
-    assert runs[("NVIDIA H100", "paper")]["train"]["mfu"] == 0.5 and runs[("NVIDIA H100", "paper")]["date"] == "d1"
+    assert (
+        runs[("NVIDIA H100", "paper")]["train"]["mfu"] == 0.5
+        and runs[("NVIDIA H100", "paper")]["date"] == "d1"
+    )
     assert runs[("CPU: test", "paper")]["train"]["mfu"] == 0.02
     assert data["goals"]["NVIDIA H100"]["paper_train_mfu"]["measured"] == 0.5
     assert data["goals"]["NVIDIA H100"]["speedup_vs_reference"]["measured"] is None  # never invented
@@ -126,12 +129,14 @@ def test_results_merge_keeps_other_devices_and_replaces_same_key(tmp_path):
 
 
 def test_goals_take_the_best_real_scale_variant_and_ratios_of_measured_figures():
-    runs = [{"device": "g", "config": "paper-e2e", "train_end_to_end": {"images_per_s": 50.0}},
-            {"device": "g", "config": "paper-e2e+compile=default", "train_end_to_end": {"images_per_s": 60.0}},
-            {"device": "g", "config": "paper-e2e@tiny", "train_end_to_end": {"images_per_s": 900.0}},
-            {"device": "g", "config": "reference", "train_end_to_end": {"images_per_s": 4.0}},
-            {"device": "g", "config": "default@b2", "train": {"median_s": 3.0}},
-            {"device": "g", "config": "default", "train": {"median_s": 2.0}}]
+    runs = [
+        {"device": "g", "config": "paper-e2e", "train_end_to_end": {"images_per_s": 50.0}},
+        {"device": "g", "config": "paper-e2e+compile=default", "train_end_to_end": {"images_per_s": 60.0}},
+        {"device": "g", "config": "paper-e2e@tiny", "train_end_to_end": {"images_per_s": 900.0}},
+        {"device": "g", "config": "reference", "train_end_to_end": {"images_per_s": 4.0}},
+        {"device": "g", "config": "default@b2", "train": {"median_s": 3.0}},
+        {"device": "g", "config": "default", "train": {"median_s": 2.0}},
+    ]
     g = goals(runs)["g"]
     assert g["speedup_vs_reference"]["measured"] == pytest.approx(15.0)
     assert g["default_train_step_s"]["measured"] == 2.0
@@ -145,7 +150,9 @@ def _image(h=96, w=80, seed=0):
 
 def test_reference_crops_equal_batched_gpu_crops_on_the_pixel_grid():
     pixels = _image()
-    native = np.array([[0, 0, 28, 28], [10, 20, 38, 48], [-14, 70, 14, 98]], np.float32)  # scale 1, one half outside
+    native = np.array(
+        [[0, 0, 28, 28], [10, 20, 38, 48], [-14, 70, 14, 98]], np.float32
+    )  # scale 1, one half outside
     ref = bdata.reference_crops(pixels, native, 28)
     fast = extract_rois(torch.from_numpy(pixels)[None, None], torch.from_numpy(native)[None], 28)[0]
     np.testing.assert_allclose(ref, fast.numpy(), atol=5e-5)  # fp32 rounding of the sample points
@@ -203,14 +210,32 @@ def test_cli_writes_a_run_record_and_rejects_unknown_configs(tmp_path, capsys):
     from awm_lib.cli import main
 
     out = tmp_path / "bench.json"
-    rc = main(["bench", "--tiny", "--config", "default-b1", "--device", "cpu", "--steps", "1", "--warmup", "0",
-               "--out", str(out), "--no-progress"])
+    rc = main(
+        [
+            "bench",
+            "--tiny",
+            "--config",
+            "default-b1",
+            "--device",
+            "cpu",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     data = json.loads(out.read_text())
     (run,) = data["runs"]
     assert run["config"] == "default-b1@tiny" and run["device"].startswith("CPU")
     assert {"command", "date", "versions"} <= set(run)
-    assert run["command"].startswith("python -m awm_lib bench --config default-b1") and "--tiny" in run["command"]
+    assert (
+        run["command"].startswith("python -m awm_lib bench --config default-b1")
+        and "--tiny" in run["command"]
+    )
     assert main(["bench", "--config", "nope", "--device", "cpu", "--out", str(out)]) == 2
     assert "unknown bench config" in capsys.readouterr().err
 
@@ -220,4 +245,6 @@ def test_rescale_mfu_uses_the_better_peak():
 
     rec = {"train": {"tflops": 2.0, "mfu": 2.0}, "forward": {"tflops": 1.0, "mfu": 1.0}, "config": "x"}
     rescale_mfu(rec, MatmulPeak(tflops=4.0, n=8, dtype="float32", device="cpu"))
-    assert rec["train"]["mfu"] == 0.5 and rec["forward"]["mfu"] == 0.25 and rec["peak_matmul"]["tflops"] == 4.0
+    assert (
+        rec["train"]["mfu"] == 0.5 and rec["forward"]["mfu"] == 0.25 and rec["peak_matmul"]["tflops"] == 4.0
+    )

@@ -1,4 +1,5 @@
-"""The built-book checks themselves (tests/book_helpers.page_problems), on HTML snippets as Sphinx writes them."""
+"""The built-book checks themselves (tests/book_helpers.page_problems), on HTML snippets as Sphinx writes
+them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ RAW = """<div class="output text_markdown"><p>| paper's claim | our contrast | �
 |---|---|---|
 | a 2-D position code adds about 2 F1 | mias: roi-nopos → roi-rope2d | +1.0 |</p></div>"""
 TABLE = """<table class="dataframe"><thead><tr><th>configuration</th><th>auc</th></tr></thead>
-<tbody><tr><td>roi-nopos</td><td>0.700 [0.650, 0.750]</td></tr><tr><td>x</td><td>—</td></tr></tbody></table>"""
+<tbody><tr><td>roi-nopos</td><td>0.700 [0.650, 0.750]</td></tr><tr><td>x</td><td>—</td></tr></tbody></table>"""  # noqa: E501 - HTML as Sphinx writes it
 
 
 def test_a_raw_markdown_table_in_a_paragraph_is_found():

@@ -148,7 +148,9 @@ def test_every_image_exists_and_has_alt_text(built):
                 continue
             target = (page.parent / unquote(urlparse(src).path)).resolve()
             assert target.is_file(), f"{page.relative_to(built)} shows {src}, which is missing"
-            assert (img.get("alt") or "").strip(), f"{page.relative_to(built)}: <img src={src}> has no alt text"
+            assert (img.get("alt") or "").strip(), (
+                f"{page.relative_to(built)}: <img src={src}> has no alt text"
+            )
             n_images += 1
     assert n_images > 0
 
@@ -158,7 +160,9 @@ def test_notebook_figures_have_captions_on_the_page(built):
         nb = nbformat.read(nb_path, as_version=4)
         n_fig = sum("figure" in c.get("metadata", {}).get("mystnb", {}) for c in nb.cells)
         page = parse(built / "notebooks" / f"{nb_path.stem}.html")
-        assert page.figcaptions >= n_fig, f"{nb_path.stem}: {n_fig} captioned figures, {page.figcaptions} on the page"
+        assert page.figcaptions >= n_fig, (
+            f"{nb_path.stem}: {n_fig} captioned figures, {page.figcaptions} on the page"
+        )
         figure_imgs = [i for i in page.images if "_images/" in i.get("src", "")]
         assert len(figure_imgs) >= n_fig, f"{nb_path.stem}: figures missing from the page"
 
@@ -175,7 +179,9 @@ def test_every_notebook_ran_under_papermill_with_the_build_profile(built):
         assert nb["metadata"]["papermill"]["parameters"] == (table.get(nb_path.stem) or {})
         for cell in nb["cells"]:
             for out in cell.get("outputs", []):
-                assert out["output_type"] != "error", f"{nb_path.name}: {out.get('ename')}: {out.get('evalue')}"
+                assert out["output_type"] != "error", (
+                    f"{nb_path.name}: {out.get('ename')}: {out.get('evalue')}"
+                )
 
 
 def test_pages_with_widgets_embed_the_widget_state(built):
@@ -221,8 +227,20 @@ def _slider_book(tmp: Path) -> Path:
         shutil.copy(ROOT / name, src / name)
     shutil.copytree(ROOT / "book", src / "book")
     (src / "_toc.yml").write_text("format: jb-book\nroot: notebooks/slider\n")
-    proc = subprocess.run([str(Path(sys.executable).parent / "jupyter-book"), "build", str(src), "--path-output",
-                           str(tmp / "out"), "-W", "--keep-going"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "jupyter-book"),
+            "build",
+            str(src),
+            "--path-output",
+            str(tmp / "out"),
+            "-W",
+            "--keep-going",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return tmp / "out" / "_build" / "html"
 
@@ -273,7 +291,9 @@ def test_ablation_chapter_is_drawn_in_chromium(built, tmp_path):
         assert not list((ROOT / "notebooks").glob("07_*.ipynb"))
         return
     for page in pages:
-        img = screenshot(f"{_server(str(built))}/notebooks/{page.name}", tmp_path / f"{page.stem}.png", height=6000)
+        img = screenshot(
+            f"{_server(str(built))}/notebooks/{page.name}", tmp_path / f"{page.stem}.png", height=6000
+        )
         _assert_figures_drawn(img, page.stem, min_pixels=500)
         # widgets drawn: ipywidgets' own controls (class widget-*) become visible DOM; their
         # slider/dropdown chrome is grey, so check the rendered page differs from a page

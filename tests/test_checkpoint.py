@@ -14,7 +14,9 @@ from awm_lib.train import checkpoint as ck
 
 def _save(tmp_path, step, model, best=False, keep_last=2, config=None):
     state = {"config": config or {"model": {"width": 8}, "optim": {"lr": 0.1}}}
-    return ck.save_checkpoint(tmp_path, step, model, state, {"optimizer": {"x": torch.ones(2)}}, is_best=best, keep_last=keep_last)
+    return ck.save_checkpoint(
+        tmp_path, step, model, state, {"optimizer": {"x": torch.ones(2)}}, is_best=best, keep_last=keep_last
+    )
 
 
 def test_round_trip_weights_state_and_trainer_state(tmp_path):
@@ -22,7 +24,12 @@ def test_round_trip_weights_state_and_trainer_state(tmp_path):
     a = ToyModel()
     path = _save(tmp_path, 3, a, best=True)
     assert path.name == "step-00000003"
-    assert sorted(p.name for p in path.iterdir()) == ["COMPLETE", "model.safetensors", "state.json", "trainer.pt"]
+    assert sorted(p.name for p in path.iterdir()) == [
+        "COMPLETE",
+        "model.safetensors",
+        "state.json",
+        "trainer.pt",
+    ]
     torch.manual_seed(1)
     b = ToyModel()
     assert not state_dict_equal(a, b)
@@ -40,7 +47,10 @@ def test_pointer_best_and_last_and_pruning(tmp_path):
     kept = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*"))
     # the last two, plus the best one, which is never pruned
     assert kept == ["step-00000001", "step-00000004", "step-00000005"]
-    assert json.loads((tmp_path / "checkpoints" / "latest.json").read_text()) == {"last": "step-00000005", "best": "step-00000001"}
+    assert json.loads((tmp_path / "checkpoints" / "latest.json").read_text()) == {
+        "last": "step-00000005",
+        "best": "step-00000001",
+    }
     assert ck.resolve_checkpoint(tmp_path, "best").name == "step-00000001"
     assert ck.resolve_checkpoint(tmp_path, "last").name == "step-00000005"
     # a step folder can be given directly
@@ -96,10 +106,16 @@ def test_weights_of_another_architecture_are_refused(tmp_path):
 def test_config_mismatch_names_the_keys(tmp_path):
     _save(tmp_path, 1, ToyModel(), config={"model": {"width": 8, "depth": 2}, "optim": {"lr": 0.1}})
     with pytest.raises(CheckpointError, match=r"model.width: 8 \(checkpoint\) vs 16 \(now\)"):
-        ck.load_checkpoint(tmp_path, expected_config={"model": {"width": 16, "depth": 2}, "optim": {"lr": 0.1}})
+        ck.load_checkpoint(
+            tmp_path, expected_config={"model": {"width": 16, "depth": 2}, "optim": {"lr": 0.1}}
+        )
     # a sub-config can be compared on its own, and ignored keys may differ
     ck.load_checkpoint(tmp_path, expected_config={"width": 8, "depth": 2}, config_key="model")
-    ck.load_checkpoint(tmp_path, expected_config={"model": {"width": 8, "depth": 2}, "optim": {"lr": 1.0}}, ignore=("optim.lr",))
+    ck.load_checkpoint(
+        tmp_path,
+        expected_config={"model": {"width": 8, "depth": 2}, "optim": {"lr": 1.0}},
+        ignore=("optim.lr",),
+    )
 
 
 def test_missing_trainer_state_cannot_resume(tmp_path):

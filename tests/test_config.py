@@ -33,9 +33,20 @@ class Outer:
 def test_overrides_parse_each_type():
     cfg = apply_overrides(
         Outer(),
-        ["lr=3e-4", "name=hello world", "flag=yes", "limit=7", "tags=a,b", "inner.n=5", "inner.mode=b", "inner.size=[4,5]"],
+        [
+            "lr=3e-4",
+            "name=hello world",
+            "flag=yes",
+            "limit=7",
+            "tags=a,b",
+            "inner.n=5",
+            "inner.mode=b",
+            "inner.size=[4,5]",
+        ],
     )
-    assert cfg == Outer(lr=3e-4, name="hello world", flag=True, limit=7, tags=["a", "b"], inner=Inner(5, "b", (4, 5)))
+    assert cfg == Outer(
+        lr=3e-4, name="hello world", flag=True, limit=7, tags=["a", "b"], inner=Inner(5, "b", (4, 5))
+    )
     assert apply_overrides(cfg, ["limit=none"]).limit is None
     assert apply_overrides(cfg, ["lr=1"]).lr == 1.0 and isinstance(apply_overrides(cfg, ["lr=1"]).lr, float)
 
@@ -83,15 +94,25 @@ def test_presets_match_their_descriptions():
     smoke, default, paper = make_config("smoke"), make_config("default"), make_config("paper")
     # the paper: ViT-B/14, 448-px crops, k = 5 counting the anchor (tests/test_paper_recipe.py: every point);
     # default: ViT-S/14, 224 px, top-5 + anchor
-    assert paper.model.crop_size == 448 and paper.model.topk + 1 == 5 and "base" in paper.model.backbone.name_or_path
-    assert default.model.crop_size == 224 and default.model.topk == 5 and "small" in default.model.backbone.name_or_path
+    assert (
+        paper.model.crop_size == 448
+        and paper.model.topk + 1 == 5
+        and "base" in paper.model.backbone.name_or_path
+    )
+    assert (
+        default.model.crop_size == 224
+        and default.model.topk == 5
+        and "small" in default.model.backbone.name_or_path
+    )
     # smoke: a tiny random backbone on small images
     assert smoke.model.backbone.name_or_path is None and smoke.model.backbone.random_arch == "micro"
     assert smoke.data.long_side <= 512 and smoke.model.crop_size <= 112
 
 
 def test_make_config_applies_data_fields_then_overrides():
-    cfg = make_config("smoke", ["data.fold=2", "optim.lr_head=5e-4", "model.pooling=attention"], dataset="mias", root="/x")
+    cfg = make_config(
+        "smoke", ["data.fold=2", "optim.lr_head=5e-4", "model.pooling=attention"], dataset="mias", root="/x"
+    )
     assert (cfg.data.dataset, cfg.data.root, cfg.data.fold) == ("mias", "/x", 2)
     assert cfg.optim.lr_head == 5e-4 and cfg.model.pooling == "attention"
 

@@ -41,8 +41,17 @@ def test_pretraining_overrides_are_typed_like_training_ones(override, message):
 
 
 def test_pretraining_overrides_parse_each_type():
-    cfg = preset_config("cpu-smoke", ["bf16=true", "max_images=10", "mias_root=none", "teacher_temp=0.03,0.06",
-                                      "init_from=/tmp/ckpt", "save_shard_mb=15"])
+    cfg = preset_config(
+        "cpu-smoke",
+        [
+            "bf16=true",
+            "max_images=10",
+            "mias_root=none",
+            "teacher_temp=0.03,0.06",
+            "init_from=/tmp/ckpt",
+            "save_shard_mb=15",
+        ],
+    )
     assert cfg.bf16 is True and cfg.max_images == 10 and isinstance(cfg.max_images, int)
     assert cfg.mias_root is None and cfg.teacher_temp == (0.03, 0.06) and cfg.init_from == "/tmp/ckpt"
     assert cfg.save_shard_mb == 15.0
@@ -57,7 +66,9 @@ def test_presets_are_functions_returning_fresh_configs_everywhere():
             assert a == b and a is not b, name
     smoke = preset_from(PRETRAIN_PRESETS, "cpu-smoke")
     assert (smoke.hidden_size, smoke.depth, smoke.bf16, smoke.time_limit_minutes) == (96, 4, False, 5.0)
-    with pytest.raises(ConfigError, match=re.escape("unknown preset 'cpu-smok'; choose one of") + ".*did you mean cpu-smoke"):
+    with pytest.raises(
+        ConfigError, match=re.escape("unknown preset 'cpu-smok'; choose one of") + ".*did you mean cpu-smoke"
+    ):
         preset_config("cpu-smok")
     with pytest.raises(ConfigError, match="unknown preset 'smok'.*did you mean smoke"):
         make_config("smok")
@@ -72,11 +83,15 @@ def test_one_parser_for_nested_and_flat_configs():
 def test_the_pretrain_command_refuses_a_misspelt_boolean(capsys):
     assert main(["pretrain", "--set", "bf16=ture"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].endswith(" error: bf16='ture': expected true or false; did you mean true?")
+    assert len(err) == 1 and err[0].endswith(
+        " error: bf16='ture': expected true or false; did you mean true?"
+    )
 
 
 def test_the_pretrain_command_refuses_it_from_the_shell_too():
-    out = subprocess.run([sys.executable, "-m", "awm_lib", "pretrain", "--set", "bf16=ture"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "awm_lib", "pretrain", "--set", "bf16=ture"], capture_output=True, text=True
+    )
     assert out.returncode == 2 and "did you mean true?" in out.stderr and "bf16='ture'" in out.stderr
 
 
@@ -84,7 +99,9 @@ def test_the_benchmark_takes_the_same_typed_overrides():
     from awm_lib.cli import build_parser
     from awm_lib.cli.bench_cmd import _configs
 
-    args = build_parser().parse_args(["bench", "--config", "default", "--tiny", "--set", "crop_size=112", "--set", "topk=3"])
+    args = build_parser().parse_args(
+        ["bench", "--config", "default", "--tiny", "--set", "crop_size=112", "--set", "topk=3"]
+    )
     (cfg,) = _configs(args)
     assert (cfg.crop_size, cfg.topk, cfg.name) == (112, 3, "default@tiny@crop_size=112,topk=3")
     with pytest.raises(ConfigError, match="did you mean crop_size"):

@@ -9,8 +9,8 @@ import math
 
 import pytest
 
-from awm_lib.model import cost
 from awm_lib.errors import ConfigError, DataError
+from awm_lib.model import cost
 
 # --- tokens ---------------------------------------------------------------------------
 
@@ -78,7 +78,10 @@ def test_attention_equals_linear_at_six_times_the_width():
     d = 768
     f = cost.transformer_layer_flops(6 * d, d)
     assert f.attention == f.linear
-    assert cost.transformer_layer_flops(6 * d + 1, d).attention > cost.transformer_layer_flops(6 * d + 1, d).linear
+    assert (
+        cost.transformer_layer_flops(6 * d + 1, d).attention
+        > cost.transformer_layer_flops(6 * d + 1, d).linear
+    )
 
 
 def test_roi_crops_are_separate_sequences():
@@ -139,7 +142,9 @@ def test_flash_memory_is_linear():
     a = cost.flash_attention_bytes(cost.VIT_B14, 1000)
     assert a == 4 * 1000 * 768 * 2 + 4 * 12 * 1000
     assert cost.flash_attention_bytes(cost.VIT_B14, 2000) == 2 * a
-    assert cost.attention_matrix_bytes(cost.VIT_B14, 50_201) > 100 * cost.flash_attention_bytes(cost.VIT_B14, 50_201)
+    assert cost.attention_matrix_bytes(cost.VIT_B14, 50_201) > 100 * cost.flash_attention_bytes(
+        cost.VIT_B14, 50_201
+    )
 
 
 # --- attention dilution -------------------------------------------------------------------
@@ -165,9 +170,9 @@ def test_logit_advantage_round_trip():
             delta = cost.logit_advantage_for_weight(w, n)
             assert cost.attention_dilution(delta, n) == pytest.approx(w)
     # ten times more tokens costs ln(10) more logit at the same weight (exactly, for N - 1)
-    assert cost.logit_advantage_for_weight(0.5, 1001) - cost.logit_advantage_for_weight(0.5, 101) == pytest.approx(
-        math.log(10)
-    )
+    assert cost.logit_advantage_for_weight(0.5, 1001) - cost.logit_advantage_for_weight(
+        0.5, 101
+    ) == pytest.approx(math.log(10))
     with pytest.raises(ConfigError):
         cost.logit_advantage_for_weight(1.0, 10)
 

@@ -18,8 +18,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-MICRO_PAPER = ["model.backbone.name_or_path=none", "model.backbone.random_arch=micro", "model.backbone.freeze_blocks=1",
-               "model.crop_size=56", "model.d_model=320"]
+MICRO_PAPER = [
+    "model.backbone.name_or_path=none",
+    "model.backbone.random_arch=micro",
+    "model.backbone.freeze_blocks=1",
+    "model.crop_size=56",
+    "model.d_model=320",
+]
 
 
 def _free_port() -> int:
@@ -28,11 +33,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, preset: str, overrides: list[str], out_dir: str, unused_trainable: bool) -> None:
+def _worker(
+    rank: int, world: int, port: int, preset: str, overrides: list[str], out_dir: str, unused_trainable: bool
+) -> None:
     import os
     import warnings
 
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     from train_helpers import ToyDataset, make_optim, toy_collate
@@ -54,22 +67,37 @@ def _worker(rank: int, world: int, port: int, preset: str, overrides: list[str],
         if unused_trainable:
             model.backbone.model.embeddings.mask_token.requires_grad_(True)
         k = cfg.model.topk + 1
-        fit(model, ToyDataset(16, seed=0, k=k), ToyDataset(8, seed=1, k=k),
-            make_optim(epochs=1, batch_size=2, lr_backbone=1e-3, lr_head=1e-3, warmup_steps=0), f"{out_dir}/run",
-            loss_fn=lambda out, batch: compute_loss(out, batch, cfg.loss), collate_fn=toy_collate, seed=0,
-            run_config={"preset": preset}, dist=dist)
+        fit(
+            model,
+            ToyDataset(16, seed=0, k=k),
+            ToyDataset(8, seed=1, k=k),
+            make_optim(epochs=1, batch_size=2, lr_backbone=1e-3, lr_head=1e-3, warmup_steps=0),
+            f"{out_dir}/run",
+            loss_fn=lambda out, batch: compute_loss(out, batch, cfg.loss),
+            collate_fn=toy_collate,
+            seed=0,
+            run_config={"preset": preset},
+            dist=dist,
+        )
         torch.save({n: p.detach().clone() for n, p in model.named_parameters()}, f"{out_dir}/rank{rank}.pt")
     finally:
         cleanup(dist)
 
 
 def _run(tmp_path, preset, overrides, unused_trainable=False):
-    mp.spawn(_worker, args=(2, _free_port(), preset, overrides, str(tmp_path), unused_trainable), nprocs=2, join=True)
+    mp.spawn(
+        _worker,
+        args=(2, _free_port(), preset, overrides, str(tmp_path), unused_trainable),
+        nprocs=2,
+        join=True,
+    )
     return torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset,overrides", [("smoke", []), ("paper", MICRO_PAPER)], ids=["smoke", "paper-micro"])
+@pytest.mark.parametrize(
+    "preset,overrides", [("smoke", []), ("paper", MICRO_PAPER)], ids=["smoke", "paper-micro"]
+)
 def test_roi_classifier_trains_in_two_gloo_processes(tmp_path, preset, overrides):
     w0, w1 = _run(tmp_path, preset, overrides)
     assert w0.keys() == w1.keys() and len(w0) > 10

@@ -42,7 +42,13 @@ def test_round_trip_tags_and_normalisation(tmp_path):
     assert np.array_equal(d.raw, stored)
     assert d.pixels.dtype == np.float32 and d.pixels.shape == stored.shape
     np.testing.assert_allclose(d.pixels, stored / 4095.0, atol=1e-6)  # no window: min..max -> 0..1
-    assert (d.photometric, d.bits_stored, d.laterality, d.view, d.modality) == ("MONOCHROME2", 12, "L", "CC", "MG")
+    assert (d.photometric, d.bits_stored, d.laterality, d.view, d.modality) == (
+        "MONOCHROME2",
+        12,
+        "L",
+        "CC",
+        "MG",
+    )
     assert [p.name for p in tmp_path.iterdir()] == ["a.dcm"]  # atomic write leaves no temp file
 
 
@@ -59,7 +65,9 @@ def test_monochrome1_gives_the_same_image_as_monochrome2(tmp_path):
     stored = ramp(14)
     inverted = (2**14 - 1) - stored  # MONOCHROME1: high value = dark
     m2 = read_dicom(write_mammo_dicom(tmp_path / "m2.dcm", stored, bits_stored=14))
-    m1 = read_dicom(write_mammo_dicom(tmp_path / "m1.dcm", inverted, bits_stored=14, photometric="MONOCHROME1"))
+    m1 = read_dicom(
+        write_mammo_dicom(tmp_path / "m1.dcm", inverted, bits_stored=14, photometric="MONOCHROME1")
+    )
     assert m1.photometric == "MONOCHROME1"
     np.testing.assert_allclose(m1.pixels, m2.pixels, atol=1e-6)
     assert m1.pixels[0, 0] == 0.0  # stored max in MONOCHROME1 = black background
@@ -69,7 +77,9 @@ def test_monochrome1_with_window_matches_monochrome2(tmp_path):
     stored = ramp(12)
     m2 = read_dicom(write_mammo_dicom(tmp_path / "m2.dcm", stored, window=(2000, 1000)))
     m1 = read_dicom(
-        write_mammo_dicom(tmp_path / "m1.dcm", 4095 - stored, photometric="MONOCHROME1", window=(4095 - 2000, 1000))
+        write_mammo_dicom(
+            tmp_path / "m1.dcm", 4095 - stored, photometric="MONOCHROME1", window=(4095 - 2000, 1000)
+        )
     )
     np.testing.assert_allclose(m1.pixels, m2.pixels, atol=2e-3)
 

@@ -22,7 +22,11 @@ def tiny(tmp_path_factory):
 def test_tiny_model_saved_and_reloaded(tiny):
     assert (tiny / "config.json").is_file() and any(tiny.glob("*.safetensors"))
     rng = np.random.default_rng(0)
-    images = [rng.random((200, 160), dtype=np.float32), rng.random((150, 190), dtype=np.float32), rng.random((180, 180), dtype=np.float32)]
+    images = [
+        rng.random((200, 160), dtype=np.float32),
+        rng.random((150, 190), dtype=np.float32),
+        rng.random((180, 180), dtype=np.float32),
+    ]
     prop = make_proposer("gdino", model=str(tiny), batch_size=2, device="cpu")
     out = prop.propose_batch(images)
     assert len(out) == 3

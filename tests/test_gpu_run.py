@@ -21,8 +21,18 @@ from awm_lib.errors import ConfigError
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "gpu_run.sh"
 STEPS = ["bench-model", "bench-data", "pretrain", "chapter2"]
-BENCH_CONFIGS = ["full-518", "full-1036", "full-2072", "full-3514", "paper-b1", "paper", "default-b1", "default",
-                 "reference", "paper-e2e"]
+BENCH_CONFIGS = [
+    "full-518",
+    "full-1036",
+    "full-2072",
+    "full-3514",
+    "paper-b1",
+    "paper",
+    "default-b1",
+    "default",
+    "reference",
+    "paper-e2e",
+]
 
 
 def _run(out: Path, work: Path, **env) -> subprocess.CompletedProcess:
@@ -45,15 +55,24 @@ def dry(tmp_path_factory):
 def test_dry_run_runs_every_step_and_returns_what_the_device_tool_can_carry(dry):
     out, _, log = dry
     m = json.loads((out / "manifest.json").read_text())
-    assert m["dry"] is True and m["device"].startswith("CPU") and m["command"] == "GPU_DRY=1 bash scripts/gpu_run.sh"
+    assert (
+        m["dry"] is True
+        and m["device"].startswith("CPU")
+        and m["command"] == "GPU_DRY=1 bash scripts/gpu_run.sh"
+    )
     assert {k: v["status"] for k, v in m["steps"].items()} == dict.fromkeys(STEPS, "ok")
     assert all(v["command"] and v["seconds"] >= 0 for v in m["steps"].values())
-    assert "awm_lib pretrain" in m["steps"]["pretrain"]["command"] and "bank_path=" in m["steps"]["pretrain"]["command"]
+    assert (
+        "awm_lib pretrain" in m["steps"]["pretrain"]["command"]
+        and "bank_path=" in m["steps"]["pretrain"]["command"]
+    )
     # at most 8 plain files of < 16 MiB, plain names, no folders (the device tool's limits)
     files = list(out.iterdir())
     assert all(p.is_file() for p in files) and len(files) <= gpu_run.MAX_FILES_BACK
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", p.name) and p.stat().st_size < 16 * 2**20 for p in files)
-    assert {"manifest.json", "log.txt", "bench.json", "ch02-gpu.ipynb", "awm-dino-gpu.tar.part00"} <= {p.name for p in files}
+    assert {"manifest.json", "log.txt", "bench.json", "ch02-gpu.ipynb", "awm-dino-gpu.tar.part00"} <= {
+        p.name for p in files
+    }
     # every benchmark configuration of the issue, measured (tiny), each row with device, date, command
     runs = json.loads((out / "bench.json").read_text())["runs"]
     assert sorted(r["config"] for r in runs) == sorted(f"{c}@tiny" for c in BENCH_CONFIGS)
@@ -83,15 +102,23 @@ def test_gpu_import_merges_bench_places_the_checkpoint_with_its_card(dry, tmp_pa
     out, _, _ = dry
     results, ckpts = tmp_path / "results", tmp_path / "checkpoints"
     results.mkdir()
-    kept = {"device": "CPU: earlier", "config": "default@b2", "date": "2026-01-01T00:00:00Z", "command": "earlier"}
+    kept = {
+        "device": "CPU: earlier",
+        "config": "default@b2",
+        "date": "2026-01-01T00:00:00Z",
+        "command": "earlier",
+    }
     (results / "bench.json").write_text(json.dumps({"runs": [kept]}))
     rc = main(["gpu-import", str(out), "--allow-dry", "--results", str(results), "--checkpoints", str(ckpts),
                "--no-probe", "--no-progress"])
     assert rc == 0
     runs = json.loads((results / "bench.json").read_text())["runs"]
     assert kept in runs and len(runs) == 1 + len(BENCH_CONFIGS)  # merged, the earlier row kept
-    assert all(r["gpu_run"]["script"] == "scripts/gpu_run.sh" and r["command"].startswith("python -m awm_lib bench")
-               for r in runs if r is not kept and r != kept)
+    assert all(
+        r["gpu_run"]["script"] == "scripts/gpu_run.sh" and r["command"].startswith("python -m awm_lib bench")
+        for r in runs
+        if r is not kept and r != kept
+    )
 
     dest = ckpts / "awm-dino-gpu"
     model = Dinov2Model.from_pretrained(str(dest), local_files_only=True)  # loads offline
@@ -100,12 +127,33 @@ def test_gpu_import_merges_bench_places_the_checkpoint_with_its_card(dry, tmp_pa
     card = (dest / "README.md").read_text()
     assert card.count("## GPU run") == 1 and info["device"] in card and info["date"] in card
     assert "bash scripts/gpu_run.sh" in card and "minutes" in card and info["steps"] == 3
-    assert f'from_pretrained("{dest.as_posix()}")' in card  # the machine's folder no longer appears where to load from
+    assert (
+        f'from_pretrained("{dest.as_posix()}")' in card
+    )  # the machine's folder no longer appears where to load from
     assert (dest / "loss_log.jsonl").read_text().count("\n") == 3  # the loss log came along
-    assert sorted(p.name for p in (results / "gpu_run").iterdir()) == ["ch02-gpu.ipynb", "import.json", "log.txt", "manifest.json"]
+    assert sorted(p.name for p in (results / "gpu_run").iterdir()) == [
+        "ch02-gpu.ipynb",
+        "import.json",
+        "log.txt",
+        "manifest.json",
+    ]
     # importing again replaces, never duplicates
-    assert main(["gpu-import", str(out), "--allow-dry", "--results", str(results), "--checkpoints", str(ckpts),
-                 "--no-probe", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "gpu-import",
+                str(out),
+                "--allow-dry",
+                "--results",
+                str(results),
+                "--checkpoints",
+                str(ckpts),
+                "--no-probe",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert len(json.loads((results / "bench.json").read_text())["runs"]) == 1 + len(BENCH_CONFIGS)
     assert (dest / "README.md").read_text().count("## GPU run") == 1
 
@@ -119,14 +167,25 @@ def test_gpu_import_runs_the_heldout_probe_on_the_checkpoint(dry, tmp_path):
 
     # a few women of each kind keep the probe fast; all from the probe half, which pretraining never saw
     samples = samples_of_half(load_mias(), "probe")
-    women = sorted({s.patient_id for s in samples if s.label and all(les.center is not None for les in s.lesions)})[:6]
+    women = sorted(
+        {s.patient_id for s in samples if s.label and all(les.center is not None for les in s.lesions)}
+    )[:6]
     women += sorted({s.patient_id for s in samples if s.lesions and not s.label})[:4]
     women += sorted({s.patient_id for s in samples if not s.lesions})[:4]
     few = [s for s in samples if s.patient_id in women]
-    done = gpu_run.import_run(out, tmp_path / "results", tmp_path / "checkpoints", allow_dry=True, probe_samples=few,
-                              probe_cfg=ProbeConfig(n_boot=20, progress=False), progress=False)
+    done = gpu_run.import_run(
+        out,
+        tmp_path / "results",
+        tmp_path / "checkpoints",
+        allow_dry=True,
+        probe_samples=few,
+        probe_cfg=ProbeConfig(n_boot=20, progress=False),
+        progress=False,
+    )
     res = json.loads((tmp_path / "results" / "pretrain_probe_gpu.json").read_text())
-    assert done["probe"]["into"].endswith("pretrain_probe_gpu.json") and res["checkpoint"].endswith("awm-dino-gpu")
+    assert done["probe"]["into"].endswith("pretrain_probe_gpu.json") and res["checkpoint"].endswith(
+        "awm-dino-gpu"
+    )
     assert "lesion_vs_normal" in res["tasks"] and res["hygiene"]["probe_images_seen_by_pretraining"] == []
     assert "awm-dino-gpu" in res["models"] and "random-init" in res["models"]
 
@@ -134,7 +193,9 @@ def test_gpu_import_runs_the_heldout_probe_on_the_checkpoint(dry, tmp_path):
 def test_a_cut_short_run_says_what_it_skipped_and_a_failed_step_fails_the_run(dry, tmp_path):
     _, work, _ = dry
     out = tmp_path / "out"
-    proc = _run(out, work, GPU_DRY="1", GPU_BUDGET_S="0")  # no time at all: every step skipped, the run still reports
+    proc = _run(
+        out, work, GPU_DRY="1", GPU_BUDGET_S="0"
+    )  # no time at all: every step skipped, the run still reports
     assert proc.returncode == 0, proc.stdout[-3000:]
     m = json.loads((out / "manifest.json").read_text())
     assert {k: v["status"] for k, v in m["steps"].items()} == dict.fromkeys(STEPS, "skipped")
@@ -164,7 +225,9 @@ def test_pack_and_unpack_a_folder_in_parts(tmp_path):
     (src / "model.safetensors").write_bytes(os.urandom(5000))
     (src / "sub" / "README.md").write_text("card")
     parts = gpu_run.pack_folder(src, tmp_path, "x", part_bytes=2048)
-    assert [p.name for p in parts][:2] == ["x.tar.part00", "x.tar.part01"] and all(p.stat().st_size <= 2048 for p in parts)
+    assert [p.name for p in parts][:2] == ["x.tar.part00", "x.tar.part01"] and all(
+        p.stat().st_size <= 2048 for p in parts
+    )
     dest = gpu_run.unpack_parts(gpu_run.checkpoint_parts(tmp_path, "x"), tmp_path / "home" / "ckpt")
     assert (dest / "model.safetensors").read_bytes() == (src / "model.safetensors").read_bytes()
     assert (dest / "sub" / "README.md").read_text() == "card"

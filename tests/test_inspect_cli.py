@@ -13,14 +13,31 @@ from PIL import Image
 from awm_lib.cli import main
 from awm_lib.data.dicom import write_mammo_dicom
 
-KEYS = {"path", "shape", "photometric", "bits_stored", "laterality", "view", "modality", "breast_bbox", "flipped"}
+KEYS = {
+    "path",
+    "shape",
+    "photometric",
+    "bits_stored",
+    "laterality",
+    "view",
+    "modality",
+    "breast_bbox",
+    "flipped",
+}
 
 
 @pytest.fixture
 def phantom_dicoms(tmp_path, breast_phantom):
     stored, box = breast_phantom(256, 200, chest_wall="left", bits=14)
     m2 = write_mammo_dicom(tmp_path / "m2.dcm", stored, bits_stored=14, laterality="L", view="MLO")
-    m1 = write_mammo_dicom(tmp_path / "m1.dcm", 2**14 - 1 - stored, bits_stored=14, photometric="MONOCHROME1", laterality="L", view="MLO")
+    m1 = write_mammo_dicom(
+        tmp_path / "m1.dcm",
+        2**14 - 1 - stored,
+        bits_stored=14,
+        photometric="MONOCHROME1",
+        laterality="L",
+        view="MLO",
+    )
     return m2, m1, box
 
 
@@ -76,7 +93,9 @@ def test_all_black_image_exit_2(tmp_path, capsys):
 def test_subprocess_no_traceback(tmp_path):
     path = tmp_path / "empty.dcm"
     path.write_bytes(b"")
-    r = subprocess.run([sys.executable, "-m", "awm_lib", "inspect", str(path)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "awm_lib", "inspect", str(path)], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
     assert "empty" in r.stderr and str(path) in r.stderr

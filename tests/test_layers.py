@@ -120,7 +120,9 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_every_part_of_the_library_has_a_layer():
     parts = {part_of(m) for m in module_files()}
-    assert parts - set(LAYERS) == set(), "give the new module or package a layer in LAYERS (and awm_lib/__init__.py)"
+    assert parts - set(LAYERS) == set(), (
+        "give the new module or package a layer in LAYERS (and awm_lib/__init__.py)"
+    )
 
 
 def test_no_import_cycle():
@@ -151,8 +153,11 @@ def test_no_import_goes_up_or_sideways_between_layers():
         f"{m} (layer {LAYERS[part_of(m)]}) imports {t} (layer {LAYERS[part_of(t)]})"
         for m, targets in import_graph().items()
         for t in targets
-        if part_of(t) != part_of(m) and LAYERS.get(part_of(t), 99) >= LAYERS.get(part_of(m), -1)
-        and not LAYERS.get(part_of(t)) == LAYERS.get(part_of(m)) == 0  # the foundation's modules use each other
+        if part_of(t) != part_of(m)
+        and LAYERS.get(part_of(t), 99) >= LAYERS.get(part_of(m), -1)
+        and not LAYERS.get(part_of(t))
+        == LAYERS.get(part_of(m))
+        == 0  # the foundation's modules use each other
     )
     assert offenders == [], "\n".join(offenders)
 
@@ -167,9 +172,23 @@ def test_the_layer_table_is_the_one_the_library_documents():
 def test_the_checker_sees_imports_inside_functions_relative_imports_and_cycles(tmp_path):
     (tmp_path / "pkg").mkdir()
     src = tmp_path / "pkg" / "a.py"
-    src.write_text("import os\n\ndef f():\n    from awm_lib.book import viz\n    from . import b\n    import awm_lib.train.loop\n")
-    known = {"awm_lib.book", "awm_lib.book.viz", "awm_lib.train", "awm_lib.train.loop", "awm_lib.pkg.b", "awm_lib.pkg.a"}
-    assert imports_of("awm_lib.pkg.a", src, known) == {"awm_lib.book.viz", "awm_lib.pkg.b", "awm_lib.train.loop"}
+    src.write_text(
+        "import os\n\ndef f():\n    from awm_lib.book import viz\n    from . import b\n    import "
+        "awm_lib.train.loop\n"
+    )
+    known = {
+        "awm_lib.book",
+        "awm_lib.book.viz",
+        "awm_lib.train",
+        "awm_lib.train.loop",
+        "awm_lib.pkg.b",
+        "awm_lib.pkg.a",
+    }
+    assert imports_of("awm_lib.pkg.a", src, known) == {
+        "awm_lib.book.viz",
+        "awm_lib.pkg.b",
+        "awm_lib.train.loop",
+    }
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
 

@@ -1,4 +1,5 @@
-"""One rule for a "located" lesion (awm_lib.data.types.is_located), used by the dataset, the CLI and the book."""
+"""One rule for a "located" lesion (awm_lib.data.types.is_located), used by the dataset, the CLI and the
+book."""
 
 from pathlib import Path
 
@@ -36,7 +37,9 @@ def test_located_uses_the_samples_size_or_asks_for_it():
         Lesion(box=(0.0, 0.0, 50.0, 40.0), kind="CALC", malignant=True),  # whole image
         Lesion(box=(5.0, 5.0, 15.0, 15.0), kind="Mass", malignant=False),  # a real box
     )
-    s = Sample(image_id="x", path=Path("x.png"), patient_id="p", label=1, lesions=lesions, height=40, width=50)
+    s = Sample(
+        image_id="x", path=Path("x.png"), patient_id="p", label=1, lesions=lesions, height=40, width=50
+    )
     assert located(s) == [lesions[1]]
     assert located(s, (100, 100)) == list(lesions)  # in a bigger image the first box is a real box too
     with pytest.raises(ValueError, match="shape"):

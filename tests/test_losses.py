@@ -94,8 +94,12 @@ def test_roi_supcon_uses_only_labelled_rois_and_malignant_anchors():
     assert got.item() == pytest.approx((l10 + l20) / 2, rel=1e-6)
     # with every labelled RoI as an anchor the two "other" RoIs count too
     both = roi_supcon_loss(emb, roi_labels, temperature=1.0, malignant_anchors_only=False)
-    l120 = -math.log(math.exp(c(120, 200)) / (math.exp(c(120, 200)) + math.exp(c(120, 10)) + math.exp(c(120, 20))))
-    l200 = -math.log(math.exp(c(200, 120)) / (math.exp(c(200, 120)) + math.exp(c(200, 10)) + math.exp(c(200, 20))))
+    l120 = -math.log(
+        math.exp(c(120, 200)) / (math.exp(c(120, 200)) + math.exp(c(120, 10)) + math.exp(c(120, 20)))
+    )
+    l200 = -math.log(
+        math.exp(c(200, 120)) / (math.exp(c(200, 120)) + math.exp(c(200, 10)) + math.exp(c(200, 20)))
+    )
     assert both.item() == pytest.approx((l10 + l20 + l120 + l200) / 4, rel=1e-6)
 
 
@@ -113,7 +117,13 @@ def test_label_rois_by_hand():
 
 
 def _output(logits, emb, mask=None, pooled=None):
-    return RoIOutput(logits=logits, roi_embeddings=emb, tokens=emb, pooled=pooled if pooled is not None else emb[:, 0], roi_mask=mask)
+    return RoIOutput(
+        logits=logits,
+        roi_embeddings=emb,
+        tokens=emb,
+        pooled=pooled if pooled is not None else emb[:, 0],
+        roi_mask=mask,
+    )
 
 
 def test_compute_loss_combines_the_parts():
@@ -145,7 +155,12 @@ def test_compute_loss_errors():
 def test_repulsive_defaults_are_the_reference_s_and_where_it_acts_is_an_option():
     """The reference: on the last block's outputs (tokens), anchor excluded; ours: on the embeddings."""
     cfg = LossConfig()
-    assert (cfg.repulsive_on, cfg.repulsive_include_anchor, cfg.repulsive_weight, cfg.pos_weight) == ("tokens", False, 0.3, 10.0)
+    assert (cfg.repulsive_on, cfg.repulsive_include_anchor, cfg.repulsive_weight, cfg.pos_weight) == (
+        "tokens",
+        False,
+        0.3,
+        10.0,
+    )
     # embeddings: 3 RoIs at 0, 0 and 90 degrees; tokens: three orthogonal directions
     emb = torch.stack([torch.tensor([unit(0), unit(0), unit(90)])])  # (1, 3, 2)
     tok = torch.eye(3)[None]  # (1, 3, 3)
@@ -154,8 +169,14 @@ def test_repulsive_defaults_are_the_reference_s_and_where_it_acts_is_an_option()
     _, on_tokens = compute_loss(out, batch, LossConfig())
     assert on_tokens["repulsive"].item() == pytest.approx(0.0, abs=1e-7)  # tokens are orthogonal
     _, on_emb = compute_loss(out, batch, LossConfig(repulsive_on="embeddings"))
-    assert on_emb["repulsive"].item() == pytest.approx(0.0, abs=1e-7)  # anchor (index 0) left out: 0 vs 90 degrees
-    _, with_anchor = compute_loss(out, batch, LossConfig(repulsive_on="embeddings", repulsive_include_anchor=True))
-    assert with_anchor["repulsive"].item() == pytest.approx(2 / 6, rel=1e-6)  # the pair (0, 1) is identical, both orders
+    assert on_emb["repulsive"].item() == pytest.approx(
+        0.0, abs=1e-7
+    )  # anchor (index 0) left out: 0 vs 90 degrees
+    _, with_anchor = compute_loss(
+        out, batch, LossConfig(repulsive_on="embeddings", repulsive_include_anchor=True)
+    )
+    assert with_anchor["repulsive"].item() == pytest.approx(
+        2 / 6, rel=1e-6
+    )  # the pair (0, 1) is identical, both orders
     with pytest.raises(ConfigError, match="repulsive_on"):
         LossConfig(repulsive_on="pooled").validate()

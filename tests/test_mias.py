@@ -60,7 +60,9 @@ def test_folds_keep_pairs_together_and_are_deterministic(mias_root, mias):
     cancers = Counter(s.fold for s in mias if s.label)
     assert max(cancers.values()) - min(cancers.values()) <= 3  # stratified: cancers spread evenly
     train, test = split_folds(mias, 2)
-    assert len(train) + len(test) == 322 and {s.patient_id for s in train}.isdisjoint({s.patient_id for s in test})
+    assert len(train) + len(test) == 322 and {s.patient_id for s in train}.isdisjoint(
+        {s.patient_id for s in test}
+    )
 
 
 def _tiny_root(tmp_path, rows: str, suffix: str = ".pgm"):

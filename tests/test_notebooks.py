@@ -26,7 +26,10 @@ MAX_CELL_LINES = 15  # cells stay short: helpers live in awm_lib
 # code that belongs in the library, never in a chapter
 LIBRARY_CODE = [
     (re.compile(r"\bclass\s+\w+\s*\([^)]*\bModule\b"), "defines an nn.Module"),
-    (re.compile(r"^\s*def\s+(train|fit|forward|\w*loss\w*|\w*_step)\s*\(", re.M), "defines a training function/loss"),
+    (
+        re.compile(r"^\s*def\s+(train|fit|forward|\w*loss\w*|\w*_step)\s*\(", re.M),
+        "defines a training function/loss",
+    ),
     (re.compile(r"\.backward\s*\("), "runs backpropagation"),
     (re.compile(r"\boptimizer\.step\s*\(|\bopt\.step\s*\("), "steps an optimizer"),
     (re.compile(r"^\s*for\s+\w+\s+in\s+.*(loader|epochs?)\b", re.M), "loops over epochs/batches"),
@@ -46,7 +49,13 @@ def _parameters_cell(nb) -> nbformat.NotebookNode:
 def _assigned_names(source: str) -> set[str]:
     names = set()
     for node in ast.parse(source).body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (
+            node.targets
+            if isinstance(node, ast.Assign)
+            else [node.target]
+            if isinstance(node, ast.AnnAssign)
+            else []
+        )
         names |= {t.id for t in targets if isinstance(t, ast.Name)}
     return names
 
@@ -84,7 +93,9 @@ def test_notebook_defines_no_library_code_and_cells_stay_short(path):
         for pattern, what in LIBRARY_CODE:
             assert not pattern.search(cell.source), f"cell {i} {what}: move it into awm_lib"
         n_lines = len(cell.source.strip().splitlines())
-        assert n_lines <= MAX_CELL_LINES, f"cell {i} has {n_lines} lines (at most {MAX_CELL_LINES}): move code to awm_lib"
+        assert n_lines <= MAX_CELL_LINES, (
+            f"cell {i} has {n_lines} lines (at most {MAX_CELL_LINES}): move code to awm_lib"
+        )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
@@ -94,7 +105,9 @@ def test_figures_have_captions_and_alt_text(path):
         if "figure" in meta or "image" in meta:
             assert meta.get("figure", {}).get("caption", "").strip(), f"cell {i}: figure without caption"
             assert meta.get("figure", {}).get("name", "").strip(), f"cell {i}: figure without a name"
-            assert len(meta.get("image", {}).get("alt", "").strip()) >= 20, f"cell {i}: figure without alt text"
+            assert len(meta.get("image", {}).get("alt", "").strip()) >= 20, (
+                f"cell {i}: figure without alt text"
+            )
             # a figure cell must output only its figure: a trailing expression (the returned
             # Axes) would become a second output under the same figure name, and -W fails
             last = ast.parse(cell.source).body[-1]
@@ -132,7 +145,9 @@ def test_every_notebook_has_a_profile_entry_with_known_parameters():
             assert path.stem in entries, f"profile {profile!r} has no entry for {path.stem}"
             known = _assigned_names(_parameters_cell(_read(path)).source)
             unknown = set(entries[path.stem] or {}) - known
-            assert not unknown, f"profile {profile!r} sets {sorted(unknown)} not in {path.stem}'s parameters cell"
+            assert not unknown, (
+                f"profile {profile!r} sets {sorted(unknown)} not in {path.stem}'s parameters cell"
+            )
         stale = set(entries) - set(IDS)
         assert not stale, f"profile {profile!r} names notebooks that do not exist: {sorted(stale)}"
 

@@ -52,7 +52,9 @@ def test_rope2d_logits_depend_only_on_relative_position():
     moved[:, 2] += torch.tensor([0.2, 0.0])  # one box moves relative to the others
     assert not torch.allclose(base, _logits(q, k, rope2d_angles(moved, 16)), atol=1e-3)
     # rotations keep lengths
-    assert torch.allclose(apply_rope(q, rope2d_angles(centres, 16)[:, None]).norm(dim=-1), q.norm(dim=-1), atol=1e-5)
+    assert torch.allclose(
+        apply_rope(q, rope2d_angles(centres, 16)[:, None]).norm(dim=-1), q.norm(dim=-1), atol=1e-5
+    )
 
 
 def test_rope2d_uses_x_for_first_half_and_y_for_second():

@@ -21,7 +21,9 @@ SAMPLES = paths.gdino_vindr_root() / "samples"
 
 
 def test_round_trip(tmp_path):
-    p = Proposals(torch.tensor([[10.0, 20.0, 30.0, 60.0], [0.5, 0.25, 100.0, 80.0]]), torch.tensor([0.2, 0.9]))
+    p = Proposals(
+        torch.tensor([[10.0, 20.0, 30.0, 60.0], [0.5, 0.25, 100.0, 80.0]]), torch.tensor([0.2, 0.9])
+    )
     f = write_preds(tmp_path / "s" / "img_preds.txt", p)
     text = f.read_text().splitlines()
     assert text[0].split() == ["50.25", "40.125", "99.5", "79.75", "0.9"]  # cx cy w h score, best first

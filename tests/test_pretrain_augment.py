@@ -41,8 +41,12 @@ def test_crop_boxes_centred_on_tissue_inside_breast_box():
         bbox = mask_bounding_boxes(masks)
         assert boxes.shape == (3, 20, 4)
         eps = 1e-4
-        assert (boxes[..., 0] >= bbox[:, None, 0] - eps).all() and (boxes[..., 2] <= bbox[:, None, 2] + eps).all()
-        assert (boxes[..., 1] >= bbox[:, None, 1] - eps).all() and (boxes[..., 3] <= bbox[:, None, 3] + eps).all()
+        assert (boxes[..., 0] >= bbox[:, None, 0] - eps).all() and (
+            boxes[..., 2] <= bbox[:, None, 2] + eps
+        ).all()
+        assert (boxes[..., 1] >= bbox[:, None, 1] - eps).all() and (
+            boxes[..., 3] <= bbox[:, None, 3] + eps
+        ).all()
         cx = ((boxes[..., 0] + boxes[..., 2]) / 2).floor().long()
         cy = ((boxes[..., 1] + boxes[..., 3]) / 2).floor().long()
         for b in range(3):
@@ -76,8 +80,18 @@ def test_plain_crop_reproduces_the_source_pixels():
     H = W = 32
     img = torch.arange(H * W, dtype=torch.float32).view(1, 1, H, W) / (H * W)
     masks = torch.ones(1, H, W, dtype=torch.bool)
-    cfg = MultiCropConfig(n_global=1, n_local=0, global_size=32, global_scale=(1.0, 1.0), flip_p=0.0, max_rotation_deg=0.0,
-                          gamma=(1.0, 1.0), window=0.0, noise_std=(0.0, 0.0), blur_p=0.0)
+    cfg = MultiCropConfig(
+        n_global=1,
+        n_local=0,
+        global_size=32,
+        global_scale=(1.0, 1.0),
+        flip_p=0.0,
+        max_rotation_deg=0.0,
+        gamma=(1.0, 1.0),
+        window=0.0,
+        noise_std=(0.0, 0.0),
+        blur_p=0.0,
+    )
     v = multi_crop(img, masks, cfg)
     grey = v.global_crops[0, 0, 0] * IMAGENET_STD[0] + IMAGENET_MEAN[0]
     assert torch.allclose(grey, img[0, 0], atol=1e-5)

@@ -88,7 +88,14 @@ def test_pretrain_saves_a_dinov2_that_round_trips(tmp_path):
     bank = toy_bank()
     assert pretrain(cfg, tmp_path / "ckpt", bank=bank) is True
     out = tmp_path / "ckpt"
-    for name in ("config.json", "model.safetensors", "README.md", "loss_curve.png", "loss_log.jsonl", "pretrain_config.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "README.md",
+        "loss_curve.png",
+        "loss_log.jsonl",
+        "pretrain_config.json",
+    ):
         assert (out / name).is_file(), name
     assert not (out / "train_state.pt").exists()
     log = [json.loads(x) for x in (out / "loss_log.jsonl").read_text().splitlines()]
@@ -109,7 +116,9 @@ def test_save_round_trip_identical_outputs_and_half_storage(tmp_path):
     save_backbone(backbone, tmp_path / "f32", "float32")
     loaded = Dinov2Model.from_pretrained(tmp_path / "f32").eval()
     with torch.no_grad():
-        assert torch.equal(backbone(pixel_values=x).last_hidden_state, loaded(pixel_values=x).last_hidden_state)
+        assert torch.equal(
+            backbone(pixel_values=x).last_hidden_state, loaded(pixel_values=x).last_hidden_state
+        )
     # float16 storage: half the bytes, loads as float32, equals the fp16-rounded model
     save_backbone(backbone, tmp_path / "f16", "float16")
     half = Dinov2Model.from_pretrained(tmp_path / "f16").eval()
@@ -124,7 +133,9 @@ def test_save_round_trip_identical_outputs_and_half_storage(tmp_path):
     assert len(list((tmp_path / "sharded").glob("model-*.safetensors"))) >= 2
     sharded = Dinov2Model.from_pretrained(tmp_path / "sharded").eval()
     with torch.no_grad():
-        assert torch.equal(backbone(pixel_values=x).last_hidden_state, sharded(pixel_values=x).last_hidden_state)
+        assert torch.equal(
+            backbone(pixel_values=x).last_hidden_state, sharded(pixel_values=x).last_hidden_state
+        )
 
 
 def test_resume_continues_from_saved_state(tmp_path):
@@ -146,12 +157,16 @@ def test_continued_pretraining_from_a_saved_checkpoint(tmp_path):
     cfg = PretrainConfig(**TINY)
     torch.manual_seed(0)
     save_backbone(build_backbone(cfg), tmp_path / "init", "float32")
-    cfg2 = PretrainConfig(**{**TINY, "hidden_size": 999}, init_from=str(tmp_path / "init"))  # arch comes from init
+    cfg2 = PretrainConfig(
+        **{**TINY, "hidden_size": 999}, init_from=str(tmp_path / "init")
+    )  # arch comes from init
     assert build_backbone(cfg2).config.hidden_size == 48
 
 
 def test_config_overrides_and_presets():
-    cfg = preset_config("cpu-smoke", ["lr=0.01", "mask_ratio=0.2,0.3", "init_from=none", "bf16=false", "time_limit_minutes=2"])
+    cfg = preset_config(
+        "cpu-smoke", ["lr=0.01", "mask_ratio=0.2,0.3", "init_from=none", "bf16=false", "time_limit_minutes=2"]
+    )
     assert cfg.lr == 0.01 and cfg.mask_ratio == (0.2, 0.3) and cfg.init_from is None and cfg.bf16 is False
     assert cfg.time_limit_minutes == 2.0
     with pytest.raises(ConfigError):
@@ -179,7 +194,19 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
 
     assert main(["pretrain", "--preset", "cpu-smoke"]) == 2  # no --out
     assert main(["pretrain", "--out", str(tmp_path / "x"), "--set", "no_such=1"]) == 2
-    assert main(["pretrain", "--out", str(tmp_path / "x"), "--init-from", str(tmp_path / "missing"), "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "pretrain",
+                "--out",
+                str(tmp_path / "x"),
+                "--init-from",
+                str(tmp_path / "missing"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert main(["pretrain", "--probe"]) == 2  # no --checkpoint
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4 and all(line.startswith("python -m awm_lib pretrain: error:") for line in err)

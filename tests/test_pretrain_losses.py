@@ -37,7 +37,9 @@ def test_uniform_teacher_gives_logsumexp_minus_mean():
 def test_dino_loss_skips_same_view_pairs():
     # 2 global views; the teacher is one-hot on prototype 0 for view 0 and on 1 for view 1.
     p = torch.tensor([[[1.0, 0, 0]], [[0, 1.0, 0]]])  # (2, 1, K=3)
-    s = torch.tensor([[[0.0, 1.0, 0.0]], [[1.0, 0.0, 0.0]]])  # (2, 1, K): each student view predicts the OTHER
+    s = torch.tensor(
+        [[[0.0, 1.0, 0.0]], [[1.0, 0.0, 0.0]]]
+    )  # (2, 1, K): each student view predicts the OTHER
     T = 1.0
     ls = torch.log_softmax(s / T, -1)
     # pairs (t=0, s=1) and (t=1, s=0) only
@@ -102,7 +104,9 @@ def test_schedules():
     assert cosine_schedule(0.0, 0.996, 1.0) == 0.996
     assert math.isclose(cosine_schedule(1.0, 0.996, 1.0), 1.0)
     assert math.isclose(cosine_schedule(0.5, 0.0, 1.0), 0.5)
-    assert math.isclose(warmup_cosine(0.05, total=1.0, warmup=0.1, peak=1.0, end=0.0), 0.5)  # half-way through warm-up
+    assert math.isclose(
+        warmup_cosine(0.05, total=1.0, warmup=0.1, peak=1.0, end=0.0), 0.5
+    )  # half-way through warm-up
     assert math.isclose(warmup_cosine(0.1, total=1.0, warmup=0.1, peak=1.0, end=0.0), 1.0)  # peak
     assert math.isclose(warmup_cosine(1.0, total=1.0, warmup=0.1, peak=1.0, end=0.0), 0.0)
     assert math.isclose(teacher_temperature(0.15, 0.04, 0.07, 0.3), 0.055)

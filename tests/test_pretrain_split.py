@@ -66,26 +66,36 @@ def test_image_crops_are_whole_breasts_on_a_square(samples):
 
 
 def test_heldout_probe_uses_probe_women_and_flags_leaks(samples, tmp_path):
-    # a dozen women: the halves are computed on them; a tiny random "checkpoint" that claims to have seen one probe image
-    women = sorted({s.patient_id for s in samples if s.label and all(les.center is not None for les in s.lesions)})[:6]
+    # a dozen women: the halves are computed on them; a tiny random "checkpoint" that claims to have seen one
+    # probe image
+    women = sorted(
+        {s.patient_id for s in samples if s.label and all(les.center is not None for les in s.lesions)}
+    )[:6]
     women += sorted({s.patient_id for s in samples if s.lesions and not s.label})[:4]
     women += sorted({s.patient_id for s in samples if not s.lesions})[:4]
     few = [s for s in samples if s.patient_id in women]
     probe_half = samples_of_half(few, "probe")
     torch.manual_seed(0)
     ckpt = tmp_path / "tiny"
-    Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, patch_size=14, image_size=56)).save_pretrained(ckpt)
+    Dinov2Model(
+        Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, patch_size=14, image_size=56)
+    ).save_pretrained(ckpt)
     leaked = probe_half[0].image_id
     (ckpt / "pretrain_config.json").write_text(json.dumps({"image_ids": ["synthetic-0-00000", leaked]}))
     out = tmp_path / "probe.json"
     pcfg = ProbeConfig(crop_size=56, folds=2, n_boot=20, k=3, progress=False)
     res = run_heldout_probe(ckpt, pcfg, image_size=56, samples=few, out_path=out, command="pytest")
     assert json.loads(out.read_text())["command"] == "pytest"
-    assert res["data"]["images"] == len(probe_half) and res["data"]["women"] == len({s.patient_id for s in probe_half})
+    assert res["data"]["images"] == len(probe_half) and res["data"]["women"] == len(
+        {s.patient_id for s in probe_half}
+    )
     assert res["hygiene"]["probe_images_seen_by_pretraining"] == [leaked]
     assert res["hygiene"]["pretraining_mias_images"] == [leaked]
     t = res["tasks"]["lesion_vs_normal"]
-    assert t["n_women"] <= len(set(res["hygiene"]["probe_women"])) and set(t["results"]) == {"random-init", "tiny"}
+    assert t["n_women"] <= len(set(res["hygiene"]["probe_women"])) and set(t["results"]) == {
+        "random-init",
+        "tiny",
+    }
     img = res["tasks"]["malignant_vs_rest_image"]
     assert img["n"] == len(probe_half) and img["n_positive"] == sum(s.label for s in probe_half)
     assert "skipped" not in img, img
@@ -106,8 +116,9 @@ def test_cpu_preset_is_small_and_keeps_the_probe_half_out():
 
 
 def test_model_card_names_the_images_seen_and_the_machine_load(tmp_path):
-    from awm_lib.pretrain.loop import pretrain
     from test_pretrain_loop import TINY, toy_bank
+
+    from awm_lib.pretrain.loop import pretrain
 
     bank = toy_bank(n=4)
     bank.image_ids = ["mdb003", "mdb004", "synthetic-0-00000", "synthetic-0-00001"]
@@ -115,7 +126,11 @@ def test_model_card_names_the_images_seen_and_the_machine_load(tmp_path):
     cfg = PretrainConfig(**TINY, max_steps=2, mias_half="pretrain", threads=1)
     assert pretrain(cfg, tmp_path / "ckpt", bank=bank)
     card = (tmp_path / "ckpt" / "README.md").read_text()
-    assert "2 mini-MIAS images: mdb003, mdb004" in card and "`pretrain` half" in card and "2 synthetic images" in card
+    assert (
+        "2 mini-MIAS images: mdb003, mdb004" in card
+        and "`pretrain` half" in card
+        and "2 synthetic images" in card
+    )
     assert "load average" in card and "with 1 torch threads" in card and "Not DINOv2" in card
     meta = json.loads((tmp_path / "ckpt" / "pretrain_config.json").read_text())
     assert meta["image_ids"] == bank.image_ids
@@ -126,5 +141,10 @@ def test_model_card_names_the_images_seen_and_the_machine_load(tmp_path):
 def test_heldout_probe_cli_takes_one_checkpoint(tmp_path, capsys):
     from awm_lib.cli import main
 
-    assert main(["pretrain", "--probe", "--checkpoint", str(tmp_path / "a"), "--checkpoint", str(tmp_path / "b")]) == 2
+    assert (
+        main(
+            ["pretrain", "--probe", "--checkpoint", str(tmp_path / "a"), "--checkpoint", str(tmp_path / "b")]
+        )
+        == 2
+    )
     assert "one --checkpoint" in capsys.readouterr().err

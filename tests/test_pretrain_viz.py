@@ -1,4 +1,5 @@
-"""The pretraining chapter's figure helpers (awm_lib.book.pretrain_figures): constructed cases with known answers."""
+"""The pretraining chapter's figure helpers (awm_lib.book.pretrain_figures): constructed cases with known
+answers."""
 
 import json
 import math
@@ -34,16 +35,33 @@ def _disc(L=64):
 
 def _tiny_model(seed=0):
     torch.manual_seed(seed)
-    return Dinov2Model(Dinov2Config(hidden_size=24, num_hidden_layers=1, num_attention_heads=2, intermediate_size=48,
-                                    patch_size=14, image_size=28)).eval()
+    return Dinov2Model(
+        Dinov2Config(
+            hidden_size=24,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=48,
+            patch_size=14,
+            image_size=28,
+        )
+    ).eval()
 
 
 def _saved_run(tmp_path, seed=0, steps=7):
     """A folder shaped like a pretraining run: save_pretrained weights + pretrain_config.json."""
     out = tmp_path / "run"
     save_backbone(_tiny_model(seed), out, dtype="float32")
-    meta = {"steps": steps, "train_seconds": 1.0, "n_images": 3, "sources": {"mias": 3}, "seed": seed,
-            "device": "cpu (test)", "date": "2026-01-02T03:04:05", "command": "pytest", "config": {"out_dim": 32}}
+    meta = {
+        "steps": steps,
+        "train_seconds": 1.0,
+        "n_images": 3,
+        "sources": {"mias": 3},
+        "seed": seed,
+        "device": "cpu (test)",
+        "date": "2026-01-02T03:04:05",
+        "command": "pytest",
+        "config": {"out_dim": 32},
+    }
     (out / "pretrain_config.json").write_text(json.dumps(meta))
     return out
 
@@ -58,7 +76,10 @@ def test_to_grey_inverts_to_model_input():
 def test_centering_without_image_information_gives_the_uniform_distribution():
     # every image has the same logits: centering removes everything, so p is uniform whatever the temperature
     logits = pv.toy_teacher_logits(n_images=8, n_prototypes=16, common_std=0.5, image_std=0.0, seed=1)
-    rows = {(r["centering"], r["temperature"]): r for r in pv.centering_sharpening_table(logits, temps=(1.0, 0.04))}
+    rows = {
+        (r["centering"], r["temperature"]): r
+        for r in pv.centering_sharpening_table(logits, temps=(1.0, 0.04))
+    }
     for t in (1.0, 0.04):
         assert rows[("on", t)]["entropy per image (nats)"] == pytest.approx(math.log(16), abs=1e-3)
     # without centering and sharp: every image on the same prototype, nearly one-hot
@@ -71,8 +92,13 @@ def test_centering_without_image_information_gives_the_uniform_distribution():
 def test_centering_and_sharpening_together_spread_images_over_prototypes():
     logits = pv.toy_teacher_logits(n_images=32, n_prototypes=64, common_std=0.3, image_std=0.1, seed=0)
     assert logits.shape == (32, 64)
-    assert torch.equal(logits, pv.toy_teacher_logits(n_images=32, n_prototypes=64, common_std=0.3, image_std=0.1, seed=0))
-    rows = {(r["centering"], r["temperature"]): r for r in pv.centering_sharpening_table(logits, temps=(1.0, 0.04))}
+    assert torch.equal(
+        logits, pv.toy_teacher_logits(n_images=32, n_prototypes=64, common_std=0.3, image_std=0.1, seed=0)
+    )
+    rows = {
+        (r["centering"], r["temperature"]): r
+        for r in pv.centering_sharpening_table(logits, temps=(1.0, 0.04))
+    }
     both, collapsed = rows[("on", 0.04)], rows[("off", 0.04)]
     assert both["entropy of batch mean (nats)"] > collapsed["entropy of batch mean (nats)"] + 1.0
     assert both["entropy per image (nats)"] < rows[("on", 1.0)]["entropy per image (nats)"] - 1.0
@@ -84,7 +110,12 @@ def test_centering_and_sharpening_together_spread_images_over_prototypes():
 def test_plot_multi_crop_draws_every_box_and_every_crop():
     image, mask = _disc()
     cfg = MultiCropConfig(n_global=2, n_local=3, global_size=28, local_size=14)
-    views = multi_crop(torch.from_numpy(image)[None, None], torch.from_numpy(mask)[None], cfg, torch.Generator().manual_seed(0))
+    views = multi_crop(
+        torch.from_numpy(image)[None, None],
+        torch.from_numpy(mask)[None],
+        cfg,
+        torch.Generator().manual_seed(0),
+    )
     fig = pv.plot_multi_crop(image, mask, views)
     assert len(fig.axes) == 1 + 2 + 3
     assert len(fig.axes[0].patches) == 5  # one rectangle per view
@@ -140,7 +171,9 @@ def test_figure_backbones_and_status_with_a_run(tmp_path):
     assert rand_label.startswith("random init (seed 3)") and "7 steps" in pre_label
     saved = _tiny_model(0)
     assert all(torch.equal(a, b) for a, b in zip(pre.state_dict().values(), saved.state_dict().values()))
-    assert not torch.equal(rand.embeddings.patch_embeddings.projection.weight, pre.embeddings.patch_embeddings.projection.weight)
+    assert not torch.equal(
+        rand.embeddings.patch_embeddings.projection.weight, pre.embeddings.patch_embeddings.projection.weight
+    )
     # only the probe missing: the note says exactly that
     assert "does not exist yet" in pv.status_markdown(run, tmp_path / "probe.json")
     (tmp_path / "probe.json").write_text("{}")
@@ -162,13 +195,17 @@ def test_probe_table_and_plot_from_a_constructed_probe():
     y = np.array([0, 1] * 12)
     women = np.repeat(np.arange(12), 2).astype(str)
     features = {"random-init": rng.normal(size=(24, 4)), "good": np.c_[y * 3.0, rng.normal(size=(24, 3))]}
-    task = evaluate_task(features, y, women, ProbeConfig(k=3, folds=3, n_boot=30, progress=False), "random-init")
+    task = evaluate_task(
+        features, y, women, ProbeConfig(k=3, folds=3, n_boot=30, progress=False), "random-init"
+    )
     res = {"tasks": {"lesion_vs_normal": task, "malignant_vs_benign": {"skipped": "too few women"}}}
     table = pv.probe_table(res)
     good = table.loc[("lesion_vs_normal (n = 24, 12 women)", "good", "linear")]
     assert good["balanced accuracy [95% CI]"].startswith("1.000")
     assert ("lesion_vs_normal (n = 24, 12 women)", "good minus random-init", "knn") in table.index
-    assert table.loc[("malignant_vs_benign", "-", "-")]["balanced accuracy [95% CI]"] == "skipped: too few women"
+    assert (
+        table.loc[("malignant_vs_benign", "-", "-")]["balanced accuracy [95% CI]"] == "skipped: too few women"
+    )
     fig = pv.plot_probe(res)
     assert len(fig.axes) == 1  # the skipped task gets no panel
     assert len(fig.axes[0].get_yticklabels()) == 4  # 2 models x 2 probes

@@ -19,8 +19,16 @@ from awm_lib.model.roi_transformer import RoIClassifier, RoIClassifierConfig
 from awm_lib.train import checkpoint as ckpt
 from awm_lib.train.config import make_config
 
-CFG = RoIClassifierConfig(backbone=BackboneConfig(name_or_path=None, random_arch="micro"), crop_size=28, topk=2,
-                          d_model=32, depth=1, heads=2, dropout=0.0, head_dropout=0.0)
+CFG = RoIClassifierConfig(
+    backbone=BackboneConfig(name_or_path=None, random_arch="micro"),
+    crop_size=28,
+    topk=2,
+    d_model=32,
+    depth=1,
+    heads=2,
+    dropout=0.0,
+    head_dropout=0.0,
+)
 
 
 def _model() -> RoIClassifier:
@@ -59,7 +67,9 @@ def test_from_pretrained_on_a_training_run_folder(tmp_path):
     with quiet_random_backbone():
         other = RoIClassifier(CFG)  # a later, worse checkpoint: "last", not "best"
     ckpt.save_checkpoint(tmp_path, 5, other, {"config": run_cfg})
-    assert _same_outputs(model, RoIClassifier.from_pretrained(tmp_path))  # the run folder: its best checkpoint
+    assert _same_outputs(
+        model, RoIClassifier.from_pretrained(tmp_path)
+    )  # the run folder: its best checkpoint
     assert _same_outputs(other, RoIClassifier.from_pretrained(tmp_path, which="last"))
     step = tmp_path / "checkpoints" / "step-00000003"
     assert _same_outputs(model, RoIClassifier.from_pretrained(step))
@@ -77,20 +87,31 @@ def test_wrong_class_missing_weights_and_head_only_checkpoints_are_clear_errors(
         FullImageClassifier.from_pretrained(folder)
     with pytest.raises(CheckpointError, match="no model.safetensors"):
         RoIClassifier.from_pretrained(tmp_path)
-    with pytest.raises(CheckpointError, match="weights do not fit this model"):  # e.g. a run's recorded config
+    with pytest.raises(
+        CheckpointError, match="weights do not fit this model"
+    ):  # e.g. a run's recorded config
         RoIClassifier.from_pretrained(folder, config=dataclasses.replace(CFG, d_model=16, heads=2))
     head_only = tmp_path / "head"
     head_only.mkdir()
     shutil.copy(folder / "config.json", head_only / "config.json")
     from safetensors.torch import save_file
 
-    save_file({k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("backbone.")}, str(head_only / "model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("backbone.")},
+        str(head_only / "model.safetensors"),
+    )
     with pytest.raises(CheckpointError, match="pass backbone="):
         RoIClassifier.from_pretrained(head_only)
-    loaded = RoIClassifier.from_pretrained(head_only, backbone=model.backbone)  # e.g. the frozen ViT that made the tokens
+    loaded = RoIClassifier.from_pretrained(
+        head_only, backbone=model.backbone
+    )  # e.g. the frozen ViT that made the tokens
     assert _same_outputs(model, loaded)
 
 
 def test_the_run_layout_the_model_reads_is_the_one_training_writes():
-    assert (pretrained.RUN_CHECKPOINTS, pretrained.RUN_POINTER, pretrained.RUN_STATE) == (ckpt.CKPT_DIR, ckpt.POINTER, ckpt.STATE)
+    assert (pretrained.RUN_CHECKPOINTS, pretrained.RUN_POINTER, pretrained.RUN_STATE) == (
+        ckpt.CKPT_DIR,
+        ckpt.POINTER,
+        ckpt.STATE,
+    )
     assert (pretrained.WEIGHTS_NAME, pretrained.CONFIG_NAME) == (ckpt.WEIGHTS, ckpt.CONFIG)

@@ -37,7 +37,9 @@ def test_women_bootstrap_keeps_each_woman_whole():
 
 def test_probe_runs_and_writes_its_json(few_samples, tmp_path):
     torch.manual_seed(0)
-    cfg = Dinov2Config(hidden_size=48, num_hidden_layers=2, num_attention_heads=2, patch_size=14, image_size=56)
+    cfg = Dinov2Config(
+        hidden_size=48, num_hidden_layers=2, num_attention_heads=2, patch_size=14, image_size=56
+    )
     Dinov2Model(cfg).save_pretrained(tmp_path / "tiny")
     pcfg = ProbeConfig(crop_size=56, folds=2, n_boot=20, k=3, progress=False, normals_per_image=1)
     out = tmp_path / "probe.json"
@@ -58,7 +60,6 @@ def test_probe_runs_and_writes_its_json(few_samples, tmp_path):
 
 
 def test_pca_rgb_and_cls_attention_on_a_real_mammogram(few_samples):
-    from awm_lib.data.image import load_image
     from awm_lib.book.pretrain_figures import (
         _patch_mask,
         cls_attention,
@@ -66,9 +67,12 @@ def test_pca_rgb_and_cls_attention_on_a_real_mammogram(few_samples):
         pca_rgb,
         prepare_breast,
     )
+    from awm_lib.data.image import load_image
 
     torch.manual_seed(0)
-    model = Dinov2Model(Dinov2Config(hidden_size=48, num_hidden_layers=2, num_attention_heads=2, patch_size=14, image_size=56))
+    model = Dinov2Model(
+        Dinov2Config(hidden_size=48, num_hidden_layers=2, num_attention_heads=2, patch_size=14, image_size=56)
+    )
     image, mask = prepare_breast(load_image(few_samples[0].path).pixels, long_side=112)
     assert image.shape[0] % 14 == 0 and image.shape[1] % 14 == 0 and mask.shape == image.shape
     tok = patch_tokens(model, image)

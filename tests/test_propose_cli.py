@@ -13,7 +13,19 @@ MIAS = paths.mias_root()
 
 def test_single_image_json_and_png(tmp_path, capsys):
     out = tmp_path / "o.png"
-    rc = main(["propose", str(MIAS / "mdb028.png"), "--proposer", "blob", "--topk", "3", "--json", "--save-png", str(out)])
+    rc = main(
+        [
+            "propose",
+            str(MIAS / "mdb028.png"),
+            "--proposer",
+            "blob",
+            "--topk",
+            "3",
+            "--json",
+            "--save-png",
+            str(out),
+        ]
+    )
     assert rc == 0
     d = json.loads(capsys.readouterr().out)
     assert len(d["rois"]) == 4 and d["rois"][0]["kind"] == "anchor"
@@ -29,7 +41,24 @@ def test_text_output_for_none_pads(capsys):
 
 
 def test_eval_mias_subset_json(capsys):
-    rc = main(["propose", "--dataset", "mias", "--root", str(MIAS), "--proposer", "oracle", "--topk", "5", "--eval", "--json", "--limit", "6", "--no-progress"])
+    rc = main(
+        [
+            "propose",
+            "--dataset",
+            "mias",
+            "--root",
+            str(MIAS),
+            "--proposer",
+            "oracle",
+            "--topk",
+            "5",
+            "--eval",
+            "--json",
+            "--limit",
+            "6",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     d = json.loads(capsys.readouterr().out)
     for key in ("recall@1", "recall@5", "recall@10", "n_lesions"):
@@ -40,7 +69,24 @@ def test_eval_mias_subset_json(capsys):
 
 def test_eval_writes_result_file(tmp_path, capsys):
     out = tmp_path / "r.json"
-    assert main(["propose", "--dataset", "mias", "--proposer", "random", "--eval", "--limit", "2", "--no-progress", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "propose",
+                "--dataset",
+                "mias",
+                "--proposer",
+                "random",
+                "--eval",
+                "--limit",
+                "2",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rec = json.loads(out.read_text())
     assert {"command", "seed", "device", "date", "versions", "recall@5", "froc"} <= set(rec)
     assert "recall@1" in capsys.readouterr().out

@@ -88,7 +88,9 @@ def test_random_boxes_inside_breast_and_seeded():
     assert len(a) == 7 and torch.equal(a.boxes, b.boxes) and not torch.equal(a.boxes, c.boxes)
     centres = ((a.boxes[:, :2] + a.boxes[:, 2:]) / 2).long().clamp(0, 127)
     assert (a.boxes[:, 2] <= 128).all() and (a.boxes[:, 0] >= 0).all()
-    assert mask[centres[:, 1], centres[:, 0]].mean() > 0.8  # centred on breast pixels (clipping may move a few)
+    assert (
+        mask[centres[:, 1], centres[:, 0]].mean() > 0.8
+    )  # centred on breast pixels (clipping may move a few)
 
 
 def test_none_and_registry():
@@ -118,7 +120,9 @@ def test_box_mean_matches_a_direct_window_average():
 def test_interleave_reserves_ranks_for_clusters():
     from awm_lib.proposals.blob import _interleave
 
-    mb = torch.tensor([[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10]], dtype=torch.float32)
+    mb = torch.tensor(
+        [[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10]], dtype=torch.float32
+    )
     ms = torch.tensor([5.0, 4.0, 3.0, 2.0])  # masses, best first
     cb = torch.tensor([[0, 50, 5, 55], [10, 50, 15, 55], [20, 50, 25, 55]], dtype=torch.float32)
     cz = torch.tensor([9.0, 1.0, 3.0])  # the 1.0 cluster is below min_z: it goes last

@@ -15,7 +15,11 @@ def test_slope_of_constructed_power_law_noise(beta):
     """Noise made with P(f) ~ f**-beta gives back beta (averaged over patches)."""
     rng = np.random.default_rng(0)
     field = power_law_noise((512, 512), beta, rng, pixel_mm=0.2, largest_mm=1e6)
-    slopes = [realism.spectrum_slope(field[y : y + 128, x : x + 128], 0.2) for y in range(0, 512, 128) for x in range(0, 512, 128)]
+    slopes = [
+        realism.spectrum_slope(field[y : y + 128, x : x + 128], 0.2)
+        for y in range(0, 512, 128)
+        for x in range(0, 512, 128)
+    ]
     assert np.mean(slopes) == pytest.approx(beta, abs=0.25)
 
 

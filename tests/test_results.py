@@ -24,12 +24,28 @@ def record(configuration, auc, f1, lesion_recall=None, **settings):
     """A valid record with AUC/F1 as given (CIs mean ± 0.05) and the other metrics fixed."""
     s = {**BASE_SETTINGS, "arch": "roi", **settings}  # records may carry more settings than the dropdowns
     return {
-        "dataset": "mias", "configuration": configuration, "scale": "cpu-smoke", "settings": s,
-        "auc": metric(auc, auc - 0.05, auc + 0.05), "f1": metric(f1, f1 - 0.05, f1 + 0.05),
-        "sens@fpr0.1": metric(0.2, 0.1, 0.3), "sens@fpr0.3": metric(0.5, 0.4, 0.6), "sens@fpr0.5": metric(0.7, 0.6, 0.8),
-        "lesion_recall": lesion_recall, "n_test": 322, "n_test_pos": 51, "seeds": [0], "folds": [0, 1, 2, 3, 4],
-        "n_runs": 5, "backbone": "random:micro", "roc": {"fpr": [0.0, 0.2, 1.0], "tpr": [0.0, 0.6, 1.0]}, "example_overlay": None,
-        "command": "test", "device": "cpu", "date": "2026-01-01T00:00:00Z", "versions": {},
+        "dataset": "mias",
+        "configuration": configuration,
+        "scale": "cpu-smoke",
+        "settings": s,
+        "auc": metric(auc, auc - 0.05, auc + 0.05),
+        "f1": metric(f1, f1 - 0.05, f1 + 0.05),
+        "sens@fpr0.1": metric(0.2, 0.1, 0.3),
+        "sens@fpr0.3": metric(0.5, 0.4, 0.6),
+        "sens@fpr0.5": metric(0.7, 0.6, 0.8),
+        "lesion_recall": lesion_recall,
+        "n_test": 322,
+        "n_test_pos": 51,
+        "seeds": [0],
+        "folds": [0, 1, 2, 3, 4],
+        "n_runs": 5,
+        "backbone": "random:micro",
+        "roc": {"fpr": [0.0, 0.2, 1.0], "tpr": [0.0, 0.6, 1.0]},
+        "example_overlay": None,
+        "command": "test",
+        "device": "cpu",
+        "date": "2026-01-01T00:00:00Z",
+        "versions": {},
     }
 
 
@@ -38,24 +54,74 @@ def delta(mean, lo, hi):
 
 
 def contrast(name, factor, a, b, d_auc, d_f1, claim=None):
-    return {"dataset": "mias", "scale": "cpu-smoke", "name": name, "factor": factor, "from": a, "to": b, "claim": claim,
-            "d_auc": d_auc, "d_f1": d_f1, "n_women": 161, "n_boot": 1000}
+    return {
+        "dataset": "mias",
+        "scale": "cpu-smoke",
+        "name": name,
+        "factor": factor,
+        "from": a,
+        "to": b,
+        "claim": claim,
+        "d_auc": d_auc,
+        "d_f1": d_f1,
+        "n_women": 161,
+        "n_boot": 1000,
+    }
 
 
 def make_results() -> dict:
-    """Baseline, position none/rope2d, loss bce/bce+repulsive, and an oracle proposer; three paired contrasts."""
-    return {"schema": 2, "notes": "constructed for tests", "contrasts": [
-        # position: marginal intervals overlap, but the paired interval excludes 0 -> held on F1
-        contrast("position: rope2d", "position", "roi-nopos", "roi-rope2d", delta(0.02, 0.005, 0.035), delta(0.03, 0.01, 0.05), "position"),
-        contrast("loss: repulsive", "loss", "roi-rope2d-bce", "roi-rope2d", delta(-0.18, -0.25, -0.11), delta(0.23, -0.01, 0.4), "loss"),
-        contrast("method", "method", R.BASELINE, "roi-rope2d", delta(0.12, 0.05, 0.2), delta(0.13, 0.02, 0.25), "method"),
-    ], "records": [
-        record(R.BASELINE, 0.60, 0.30, proposer="none", position="none", pooling="cls", loss="bce", arch="full_image"),
-        record("roi-nopos", 0.70, 0.40, lesion_recall=0.5, position="none"),
-        record("roi-rope2d", 0.72, 0.43, lesion_recall=0.5),  # the full recipe
-        record("roi-rope2d-bce", 0.90, 0.20, lesion_recall=0.5, loss="bce", contrastive_weight=0.0),
-        record("oracle", 0.80, 0.50, lesion_recall=1.0, proposer="oracle"),
-    ]}
+    """Baseline, position none/rope2d, loss bce/bce+repulsive, and an oracle proposer; three paired
+    contrasts."""
+    return {
+        "schema": 2,
+        "notes": "constructed for tests",
+        "contrasts": [
+            # position: marginal intervals overlap, but the paired interval excludes 0 -> held on F1
+            contrast(
+                "position: rope2d",
+                "position",
+                "roi-nopos",
+                "roi-rope2d",
+                delta(0.02, 0.005, 0.035),
+                delta(0.03, 0.01, 0.05),
+                "position",
+            ),
+            contrast(
+                "loss: repulsive",
+                "loss",
+                "roi-rope2d-bce",
+                "roi-rope2d",
+                delta(-0.18, -0.25, -0.11),
+                delta(0.23, -0.01, 0.4),
+                "loss",
+            ),
+            contrast(
+                "method",
+                "method",
+                R.BASELINE,
+                "roi-rope2d",
+                delta(0.12, 0.05, 0.2),
+                delta(0.13, 0.02, 0.25),
+                "method",
+            ),
+        ],
+        "records": [
+            record(
+                R.BASELINE,
+                0.60,
+                0.30,
+                proposer="none",
+                position="none",
+                pooling="cls",
+                loss="bce",
+                arch="full_image",
+            ),
+            record("roi-nopos", 0.70, 0.40, lesion_recall=0.5, position="none"),
+            record("roi-rope2d", 0.72, 0.43, lesion_recall=0.5),  # the full recipe
+            record("roi-rope2d-bce", 0.90, 0.20, lesion_recall=0.5, loss="bce", contrastive_weight=0.0),
+            record("oracle", 0.80, 0.50, lesion_recall=1.0, proposer="oracle"),
+        ],
+    }
 
 
 @pytest.fixture
@@ -142,9 +208,15 @@ def test_find_record_by_settings(results_file):
     assert R.find_record(res, BASE_SETTINGS)["configuration"] == "roi-rope2d"
     assert R.find_record(res, {**BASE_SETTINGS, "proposer": "oracle"})["configuration"] == "oracle"
     # the contrastive weight is irrelevant (ignored) when the loss is plain BCE
-    assert R.find_record(res, {**BASE_SETTINGS, "loss": "bce", "contrastive_weight": 1.0})["configuration"] == "roi-rope2d-bce"
+    assert (
+        R.find_record(res, {**BASE_SETTINGS, "loss": "bce", "contrastive_weight": 1.0})["configuration"]
+        == "roi-rope2d-bce"
+    )
     # a numeric setting matches across int/float spellings
-    assert R.find_record(res, {**BASE_SETTINGS, "contrastive_weight": 0.30000000000000004})["configuration"] == "roi-rope2d"
+    assert (
+        R.find_record(res, {**BASE_SETTINGS, "contrastive_weight": 0.30000000000000004})["configuration"]
+        == "roi-rope2d"
+    )
     assert R.find_record(res, {**BASE_SETTINGS, "topk": 3}) is None
     assert R.find_record(res, BASE_SETTINGS, dataset="vindr") is None
     assert R.find_record(None, BASE_SETTINGS) is None
@@ -180,12 +252,17 @@ def test_claims_are_decided_on_paired_intervals(results_file):
     position = table.loc[R.PAPER_ABLATION[0]["claim"]]
     # the two marginal AUC intervals overlap ([0.65, 0.75] vs [0.67, 0.77]); the paired F1 interval excludes 0
     assert R.contrasts(res).set_index("factor").loc["position", "overlap_auc"]
-    assert position["ΔF1 (pp) [95% CI]"] == "+3.0 [+1.0, +5.0]" and position["verdict (AUC / F1)"] == "— / held"
+    assert (
+        position["ΔF1 (pp) [95% CI]"] == "+3.0 [+1.0, +5.0]" and position["verdict (AUC / F1)"] == "— / held"
+    )
     loss = table.loc[R.PAPER_ABLATION[1]["claim"]]
     assert loss["ΔAUC (pp) [95% CI]"] == "-18.0 [-25.0, -11.0]"
     assert loss["verdict (AUC / F1)"] == "contradicted / not resolved (interval includes 0)"
     method = table.loc[R.PAPER_ABLATION[2]["claim"]]
-    assert method["verdict (AUC / F1)"] == "held / held" and method["our contrast"] == f"mias: {R.BASELINE} → roi-rope2d"
+    assert (
+        method["verdict (AUC / F1)"] == "held / held"
+        and method["our contrast"] == f"mias: {R.BASELINE} → roi-rope2d"
+    )
     assert not table.isna().any().any()
     md = R.claims_markdown(res)
     assert "3 of 3 claims" in md and "paired bootstrap" in md and "|" not in md
@@ -208,7 +285,10 @@ def test_claim_not_in_grid(tmp_path):
     data = make_results()
     data["contrasts"] = [c for c in data["contrasts"] if c["claim"] != "position"]
     table = R.claims_table(R.validate_ablation(data))
-    assert table.iloc[0]["our contrast"].startswith("not in this grid") and table.iloc[0]["verdict (AUC / F1)"] == "not tested"
+    assert (
+        table.iloc[0]["our contrast"].startswith("not in this grid")
+        and table.iloc[0]["verdict (AUC / F1)"] == "not tested"
+    )
 
 
 def test_the_book_discusses_the_strongest_scale(results_file):
@@ -223,11 +303,17 @@ def test_the_book_discusses_the_strongest_scale(results_file):
 
 def test_paper_table_is_the_papers_numbers():
     df = R.paper_table().set_index("model")
-    assert df.loc["RoI tokens (full method)", "auc"] == 86.6 and df.loc["RoI tokens (full method)", "f1"] == 54.5
+    assert (
+        df.loc["RoI tokens (full method)", "auc"] == 86.6 and df.loc["RoI tokens (full method)", "f1"] == 54.5
+    )
     assert df.loc["Mammo-CLIP EfficientNet-B5", "f1"] == 50.8
     assert set(df["source"]) == {"paper (VinDr-Mammo; F1 threshold chosen on test)"}
-    assert "arXiv 2604.19350" in R.PAPER_CITATION and "Attend what matters: Leveraging vision foundational" in R.PAPER_CITATION
-    # beside the paper's F1: its threshold was picked on the test set; cancer = BI-RADS 4/5; a study is one woman
+    assert (
+        "arXiv 2604.19350" in R.PAPER_CITATION
+        and "Attend what matters: Leveraging vision foundational" in R.PAPER_CITATION
+    )
+    # beside the paper's F1: its threshold was picked on the test set; cancer = BI-RADS 4/5; a study is one
+    # woman
     assert df.attrs["note"] == R.PAPER_F1_NOTE
     for point in ("TEST set", "validation", "BI-RADS 4 or 5", "not biopsy-confirmed", "one woman"):
         assert point in R.PAPER_F1_NOTE
@@ -269,10 +355,15 @@ def test_generated_text_reads_the_numbers(results_file):
     assert "no difference between these configurations" in R.findings_markdown(R.validate_ablation(chance))
     assert "Highest AUC: `roi-rope2d-bce`, 90.0 [85.0, 95.0]" in text
     assert "12.0 points above the full-image baseline" in text
-    assert "paired ΔAUC +12.0 [+5.0, +20.0] pp, an interval that excludes 0." in text  # the paired contrast decides
+    assert (
+        "paired ΔAUC +12.0 [+5.0, +20.0] pp, an interval that excludes 0." in text
+    )  # the paired contrast decides
     assert "5 of 5 have an AUC interval whose lower end is above 0.5" in text
     # the swap is the full method (recall 0.5, AUC 72) and the oracle (recall 1.0, AUC 80) only
-    assert "rises with every step up in lesion recall (`roi-rope2d` recall 0.50 → AUC 72.0; `oracle` recall 1.00" in text
+    assert (
+        "rises with every step up in lesion recall (`roi-rope2d` recall 0.50 → AUC 72.0; `oracle` recall 1.00"
+        in text
+    )
     data = make_results()
     data["records"].append(record("random", 0.75, 0.4, lesion_recall=0.1, proposer="random"))
     assert "does not rise monotonically" in R.findings_markdown(R.validate_ablation(data))
@@ -294,11 +385,29 @@ def test_figures_without_results_say_so():
 
 def test_auc_by_lesion_size_figure_draws_each_configuration():
     data = make_results()
-    bins = lambda m: [{"lo": 0, "hi": 10, "label": "0-10 mm", "n_pos": 3, "auc": {"mean": m, "ci_low": m - 0.1, "ci_high": m + 0.1}},  # noqa: E731
-                      {"lo": 10, "hi": None, "label": ">= 10 mm", "n_pos": 4, "auc": {"mean": 0.9, "ci_low": 0.8, "ci_high": 1.0}}]
-    data["by_lesion_size"] = [{"dataset": "mias", "scale": "cpu-smoke", "configuration": R.BASELINE, "bins": bins(0.55)},
-                              {"dataset": "mias", "scale": "cpu-smoke", "configuration": "roi-rope2d", "bins": bins(0.8)}]
-    ax = R.plot_auc_by_lesion_size(R.validate_ablation(data), dataset="mias", configurations=[R.BASELINE, "roi-rope2d"])
+    bins = lambda m: [  # noqa: E731
+        {
+            "lo": 0,
+            "hi": 10,
+            "label": "0-10 mm",
+            "n_pos": 3,
+            "auc": {"mean": m, "ci_low": m - 0.1, "ci_high": m + 0.1},
+        },
+        {
+            "lo": 10,
+            "hi": None,
+            "label": ">= 10 mm",
+            "n_pos": 4,
+            "auc": {"mean": 0.9, "ci_low": 0.8, "ci_high": 1.0},
+        },
+    ]
+    data["by_lesion_size"] = [
+        {"dataset": "mias", "scale": "cpu-smoke", "configuration": R.BASELINE, "bins": bins(0.55)},
+        {"dataset": "mias", "scale": "cpu-smoke", "configuration": "roi-rope2d", "bins": bins(0.8)},
+    ]
+    ax = R.plot_auc_by_lesion_size(
+        R.validate_ablation(data), dataset="mias", configurations=[R.BASELINE, "roi-rope2d"]
+    )
     assert sorted(ax.get_legend_handles_labels()[1]) == sorted([R.BASELINE, "roi-rope2d", "chance"])
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0-10 mm\n(3 cancers)", ">= 10 mm\n(4 cancers)"]
     assert list(ax.lines[0].get_ydata()) == pytest.approx([0.55, 0.9])

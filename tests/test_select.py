@@ -13,7 +13,9 @@ def props(boxes, scores):
 
 
 def test_anchor_first_nms_topk_and_square():
-    p = props([[10, 10, 30, 20], [11, 11, 31, 21], [100, 100, 110, 140], [0, 0, 200, 200]], [0.9, 0.8, 0.7, 0.95])
+    p = props(
+        [[10, 10, 30, 20], [11, 11, 31, 21], [100, 100, 110, 140], [0, 0, 200, 200]], [0.9, 0.8, 0.7, 0.95]
+    )
     cfg = SelectConfig(topk=2, margin=40, border="pad")
     s = select_rois(p, (200, 200), anchor=(0, 0, 200, 200), cfg=cfg)
     assert s.rois.shape == (3, 4) and s.n_padded == 0
@@ -63,7 +65,9 @@ def test_bad_config_and_anchor():
 
 
 def test_batch_and_coverage():
-    rois, scores, valid = select_batch([Proposals.empty(), props([[0, 0, 10, 10]], [1.0])], [(50, 50), (50, 50)], cfg=SelectConfig(topk=2))
+    rois, scores, valid = select_batch(
+        [Proposals.empty(), props([[0, 0, 10, 10]], [1.0])], [(50, 50), (50, 50)], cfg=SelectConfig(topk=2)
+    )
     assert rois.shape == (2, 3, 4) and valid.tolist() == [[True, False, False], [True, True, False]]
     assert coverage([[0, 0, 50, 100]], (0, 0, 100, 100)) == pytest.approx(0.5)
     assert coverage([], (0, 0, 100, 100)) == 0.0

@@ -51,7 +51,12 @@ def test_csv_columns_and_values(dataset):
     assert set(breast["image_id"]) == set(findings["image_id"])
     # every study is one woman: L/R x CC/MLO, one split, one density
     for _, g in breast.groupby("study_id"):
-        assert sorted(zip(g.laterality, g.view_position)) == [("L", "CC"), ("L", "MLO"), ("R", "CC"), ("R", "MLO")]
+        assert sorted(zip(g.laterality, g.view_position)) == [
+            ("L", "CC"),
+            ("L", "MLO"),
+            ("R", "CC"),
+            ("R", "MLO"),
+        ]
         assert g["split"].nunique() == 1 and g["breast_density"].nunique() == 1
     nofind = findings[findings["finding_categories"] == "['No Finding']"]
     assert nofind[["xmin", "ymin", "xmax", "ymax", "finding_birads"]].isna().all().all()
@@ -138,13 +143,34 @@ def test_ensure_synthetic_dataset_generates_once(tmp_path, monkeypatch):
 
 def test_cli_writes_and_reports(tmp_path, capsys):
     out = tmp_path / "ds"
-    assert main(["synth", str(out), "--n", "4", "--seed", "2", "--size", "128", "--no-progress", "--prevalence", "1"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                str(out),
+                "--n",
+                "4",
+                "--seed",
+                "2",
+                "--size",
+                "128",
+                "--no-progress",
+                "--prevalence",
+                "1",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert str(out) in text and "4 images" in text and "4 BI-RADS 4/5" in text
     assert len(load_vindr(out)) == 4
     assert main(["synth", str(out), "--n", "4", "--seed", "9", "--size", "128", "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("python -m awm_lib synth: error: ") and "other settings" in err and len(err.strip().splitlines()) == 1
+    assert (
+        err.startswith("python -m awm_lib synth: error: ")
+        and "other settings" in err
+        and len(err.strip().splitlines()) == 1
+    )
 
 
 def test_a_split_without_cancer_is_warned_about_in_the_library_and_the_cli(tmp_path, capsys):
@@ -161,6 +187,21 @@ def test_a_split_without_cancer_is_warned_about_in_the_library_and_the_cli(tmp_p
         warnings.simplefilter("error", SplitWithoutCancerWarning)  # every breast a cancer: no warning
         s = write_synthetic_dataset(tmp_path / "all", 8, seed=1, size=SIZE, prevalence=1.0, progress=False)
     assert s.n_test_cancer_images == s.n_test_images == 4
-    assert main(["synth", str(tmp_path / "cli"), "--n", "8", "--size", str(SIZE), "--prevalence", "0", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                str(tmp_path / "cli"),
+                "--n",
+                "8",
+                "--size",
+                str(SIZE),
+                "--prevalence",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "warning:" in err and "the test split has no cancer" in err and "--prevalence" in err

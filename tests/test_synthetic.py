@@ -58,7 +58,14 @@ def test_full_field_geometry_without_rendering():
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(view="ML"), dict(laterality="X"), dict(density="E"), dict(bits_stored=20), dict(difficulty=1.5), dict(height=10)],
+    [
+        dict(view="ML"),
+        dict(laterality="X"),
+        dict(density="E"),
+        dict(bits_stored=20),
+        dict(difficulty=1.5),
+        dict(height=10),
+    ],
 )
 def test_bad_config_raises_config_error(kw):
     with pytest.raises(ConfigError):
@@ -128,7 +135,9 @@ def test_malignant_finding_iff_label_one_and_birads_rule():
 
 def test_lesions_lie_inside_the_breast_and_are_small():
     for seed in range(6):
-        m = generate_mammogram(_cfg(height=512, malignant=True, n_benign=2, view="MLO" if seed % 2 else "CC"), seed=seed)
+        m = generate_mammogram(
+            _cfg(height=512, malignant=True, n_benign=2, view="MLO" if seed % 2 else "CC"), seed=seed
+        )
         breast_area = m.mask.sum()
         assert len(m.lesions) == 3
         for les in m.lesions:
@@ -163,7 +172,9 @@ def test_lookalikes_are_benign_and_difficulty_fades_the_malignant_cue():
 
     def mean_contrast(d):
         r = np.random.default_rng(2)
-        return np.mean([sample_finding(r, malignant=True, lookalike=False, difficulty=d).contrast for _ in range(200)])
+        return np.mean(
+            [sample_finding(r, malignant=True, lookalike=False, difficulty=d).contrast for _ in range(200)]
+        )
 
     assert mean_contrast(0.9) < 0.7 * mean_contrast(0.0)
 

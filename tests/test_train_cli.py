@@ -33,7 +33,18 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, mias_root, cache_dir):
     out = tmp_path_factory.mktemp("run")
-    args = ["train", "--dataset", "mias", "--root", str(mias_root), "--preset", "smoke", "--out", str(out), "--no-progress"]
+    args = [
+        "train",
+        "--dataset",
+        "mias",
+        "--root",
+        str(mias_root),
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     for s in SMALL:
         args += ["--set", s]
     assert main(args) == 0  # its one-line random-backbone warning: tests/test_cli_user.py
@@ -45,7 +56,13 @@ def _json_out(capsys) -> dict:
 
 
 def test_train_writes_a_complete_run_folder(run_dir):
-    for name in ("config.json", "metrics.jsonl", "results.json", "predictions_val.csv", "predictions_test.csv"):
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "results.json",
+        "predictions_val.csv",
+        "predictions_test.csv",
+    ):
         assert (run_dir / name).is_file(), name
     res = json.loads((run_dir / "results.json").read_text())
     for k in METRIC_KEYS:
@@ -62,7 +79,22 @@ def test_train_writes_a_complete_run_folder(run_dir):
 
 def test_evaluate_json_matches_the_training_results(run_dir, mias_root, capsys):
     capsys.readouterr()
-    assert main(["evaluate", "--checkpoint", str(run_dir), "--dataset", "mias", "--root", str(mias_root), "--json", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(run_dir),
+                "--dataset",
+                "mias",
+                "--root",
+                str(mias_root),
+                "--json",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     res = _json_out(capsys)
     for k in ("auc", "f1", "sens@fpr0.1", "sens@fpr0.3", "sens@fpr0.5"):
         assert set(res[k]) == {"mean", "ci_low", "ci_high"}
@@ -73,7 +105,20 @@ def test_evaluate_json_matches_the_training_results(run_dir, mias_root, capsys):
 def test_predict_json_and_overlay(run_dir, mias_root, tmp_path, capsys):
     png = tmp_path / "overlay.png"
     capsys.readouterr()
-    assert main(["predict", str(mias_root / "mdb028.png"), "--checkpoint", str(run_dir), "--json", "--save-png", str(png)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(mias_root / "mdb028.png"),
+                "--checkpoint",
+                str(run_dir),
+                "--json",
+                "--save-png",
+                str(png),
+            ]
+        )
+        == 0
+    )
     pred = _json_out(capsys)
     assert 0.0 <= pred["probability"] <= 1.0 and pred["fallback_to_anchor"] is False
     assert pred["rois"][0]["kind"] == "anchor" and len(pred["rois"]) == 1 + pred["n_proposals"]
@@ -86,7 +131,10 @@ def test_predict_json_and_overlay(run_dir, mias_root, tmp_path, capsys):
 
 def test_predict_with_the_oracle_proposer_is_a_clear_error(run_dir, mias_root, capsys):
     capsys.readouterr()
-    assert main(["predict", str(mias_root / "mdb028.png"), "--checkpoint", str(run_dir), "--proposer", "oracle"]) == 2
+    assert (
+        main(["predict", str(mias_root / "mdb028.png"), "--checkpoint", str(run_dir), "--proposer", "oracle"])
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "oracle" in err[0] and "--proposer blob" in err[0]
 
@@ -111,7 +159,19 @@ def test_predict_without_proposals_falls_back_to_the_anchor(run_dir, mias_root, 
 
 
 def test_resume_of_a_finished_run_and_a_mismatched_one(run_dir, mias_root, capsys):
-    base = ["train", "--dataset", "mias", "--root", str(mias_root), "--preset", "smoke", "--out", str(run_dir), "--no-progress", "--resume"]
+    base = [
+        "train",
+        "--dataset",
+        "mias",
+        "--root",
+        str(mias_root),
+        "--preset",
+        "smoke",
+        "--out",
+        str(run_dir),
+        "--no-progress",
+        "--resume",
+    ]
     for s in SMALL:
         base += ["--set", s]
     before = json.loads((run_dir / "results.json").read_text())
@@ -121,7 +181,10 @@ def test_resume_of_a_finished_run_and_a_mismatched_one(run_dir, mias_root, capsy
     capsys.readouterr()
     assert main([*base, "--set", "model.d_model=32"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("python -m awm_lib train: error: ") and "model.d_model: 64 (checkpoint) vs 32 (now)" in err
+    assert (
+        err.startswith("python -m awm_lib train: error: ")
+        and "model.d_model: 64 (checkpoint) vs 32 (now)" in err
+    )
     # the refused resume left the run folder as it was
     assert json.loads((run_dir / "config.json").read_text())["config"]["model"]["d_model"] == 64
 
@@ -129,8 +192,14 @@ def test_resume_of_a_finished_run_and_a_mismatched_one(run_dir, mias_root, capsy
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["train", "--dataset", "mias", "--preset", "smoke", "--out", "X", "--set", "optim.lr_hed=1"], "unknown configuration key 'optim.lr_hed'"),
-        (["train", "--dataset", "mias", "--preset", "smoke", "--out", "X", "--set", "optim.epochs=-1"], "epochs must be >= 1"),
+        (
+            ["train", "--dataset", "mias", "--preset", "smoke", "--out", "X", "--set", "optim.lr_hed=1"],
+            "unknown configuration key 'optim.lr_hed'",
+        ),
+        (
+            ["train", "--dataset", "mias", "--preset", "smoke", "--out", "X", "--set", "optim.epochs=-1"],
+            "epochs must be >= 1",
+        ),
         (["evaluate", "--checkpoint", "NOPE", "--json"], "no such checkpoint folder"),
         (["predict", "img.png", "--checkpoint", "NOPE"], "no such checkpoint folder"),
     ],
@@ -183,8 +252,22 @@ def test_help(command, capsys):
 
 def test_full_image_baseline_trains_and_predicts(mias_root, cache_dir, tmp_path, capsys):
     out = tmp_path / "baseline"
-    args = ["train", "--dataset", "mias", "--root", str(mias_root), "--preset", "smoke", "--out", str(out), "--no-progress",
-            "--set", "arch=full_image", "--set", "baseline.long_side=56"]
+    args = [
+        "train",
+        "--dataset",
+        "mias",
+        "--root",
+        str(mias_root),
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        "arch=full_image",
+        "--set",
+        "baseline.long_side=56",
+    ]
     for s in SMALL:
         args += ["--set", s]
     assert main(args) == 0

@@ -25,7 +25,16 @@ def _samples(n_patients=20, per=2, cancer_every=4):
     out = []
     for p in range(n_patients):
         for v in range(per):
-            out.append(Sample(image_id=f"p{p}v{v}", path=f"p{p}v{v}.png", patient_id=f"p{p}", label=int(p % cancer_every == 0 and v == 0), fold=p % 5, split="train"))
+            out.append(
+                Sample(
+                    image_id=f"p{p}v{v}",
+                    path=f"p{p}v{v}.png",
+                    patient_id=f"p{p}",
+                    label=int(p % cancer_every == 0 and v == 0),
+                    fold=p % 5,
+                    split="train",
+                )
+            )
     return out
 
 
@@ -58,7 +67,14 @@ def test_limit_samples_keeps_the_share_of_cancers():
 def _prep(h=100, w=80):
     pixels = np.random.default_rng(0).random((h, w)).astype(np.float32)
     # original image 200 x 160: the cache holds it at half size
-    return Preprocessed(pixels=pixels, box=(0, 0, 160, 200), flipped=False, scale=(0.5, 0.5), original_shape=(200, 160), source="x")
+    return Preprocessed(
+        pixels=pixels,
+        box=(0, 0, 160, 200),
+        flipped=False,
+        scale=(0.5, 0.5),
+        original_shape=(200, 160),
+        source="x",
+    )
 
 
 class Fixed:
@@ -74,14 +90,23 @@ class Fixed:
 
 
 def test_rois_and_their_labels_from_lesion_overlap():
-    sample = Sample("a", "a.png", "p", 1, lesions=(Lesion(box=(40.0, 40.0, 80.0, 80.0), kind="mass", malignant=True),))
+    sample = Sample(
+        "a", "a.png", "p", 1, lesions=(Lesion(box=(40.0, 40.0, 80.0, 80.0), kind="mass", malignant=True),)
+    )
     # in cache pixels the lesion is (20, 20, 40, 40); one proposal on it, one far away
-    rec = rois_for_image(_prep(), sample, Fixed([[20, 20, 40, 40], [50, 60, 70, 80]]), RoISettings(topk=3, margin=0.0))
+    rec = rois_for_image(
+        _prep(), sample, Fixed([[20, 20, 40, 40], [50, 60, 70, 80]]), RoISettings(topk=3, margin=0.0)
+    )
     assert rec["n_proposals"] == 2
     assert rec["rois"][0] == [0.0, 0.0, 80.0, 100.0]  # the anchor: the whole cached image
     assert rec["rois"][1] == [20.0, 20.0, 40.0, 40.0]
     assert rec["valid"] == [True, True, True, False]  # one padded row, masked
-    assert rec["roi_labels"] == [-1, 1, 0, -1]  # anchor ignored, lesion RoI malignant, far RoI not, padding ignored
+    assert rec["roi_labels"] == [
+        -1,
+        1,
+        0,
+        -1,
+    ]  # anchor ignored, lesion RoI malignant, far RoI not, padding ignored
 
 
 def test_no_proposals_leaves_the_anchor_alone_unless_padding_is_random():
@@ -94,7 +119,9 @@ def test_no_proposals_leaves_the_anchor_alone_unless_padding_is_random():
 
 def test_cancer_without_a_located_lesion_has_no_benign_rois():
     # mini-MIAS rows without coordinates become a whole-image box: not a location
-    sample = Sample("a", "a.png", "p", 1, lesions=(Lesion(box=(0.0, 0.0, 160.0, 200.0), kind="CALC", malignant=True),))
+    sample = Sample(
+        "a", "a.png", "p", 1, lesions=(Lesion(box=(0.0, 0.0, 160.0, 200.0), kind="CALC", malignant=True),)
+    )
     rec = rois_for_image(_prep(), sample, Fixed([[20, 20, 40, 40]]), RoISettings(topk=1))
     assert rec["roi_labels"] == [-1, -1]
 
@@ -108,7 +135,14 @@ def tiny_dataset(tmp_path, breast_phantom):
         Image.fromarray(pixels).save(path)
         samples.append(Sample(f"img{i}", path, f"p{i}", i % 2))
     cache = PreprocessCache(tmp_path / "cache", long_side=64)
-    recs = [{"rois": [[0, 0, 30, 60], [5, 5, 25, 25]], "valid": [True, True], "roi_labels": [-1, 0], "n_proposals": 1}] * 2
+    recs = [
+        {
+            "rois": [[0, 0, 30, 60], [5, 5, 25, 25]],
+            "valid": [True, True],
+            "roi_labels": [-1, 0],
+            "n_proposals": 1,
+        }
+    ] * 2
     return samples, cache, recs
 
 

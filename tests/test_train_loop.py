@@ -17,8 +17,15 @@ from awm_lib.train.loop import epoch_batches, fit, lr_factor, read_log
 def _fit(tmp_path, model=None, train=None, val=None, **optim):
     model = model or ToyModel()
     return model, fit(
-        model, train or ToyDataset(32, seed=0), val if val is not None else ToyDataset(16, seed=1), make_optim(**optim), tmp_path,
-        loss_fn=bce_loss, collate_fn=toy_collate, seed=0, run_config={"toy": True},
+        model,
+        train or ToyDataset(32, seed=0),
+        val if val is not None else ToyDataset(16, seed=1),
+        make_optim(**optim),
+        tmp_path,
+        loss_fn=bce_loss,
+        collate_fn=toy_collate,
+        seed=0,
+        run_config={"toy": True},
     )
 
 
@@ -117,18 +124,36 @@ def test_nan_loss_names_step_and_images(tmp_path):
             loss = loss * float("nan")
         return loss, {"bce": loss.detach()}
 
-    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 3 \(epoch 0.*images in the batch: \['toy\d+'") as e:
+    with pytest.raises(
+        NonFiniteLossError, match=r"loss is nan at step 3 \(epoch 0.*images in the batch: \['toy\d+'"
+    ) as e:
         fit(ToyModel(), ToyDataset(32), None, make_optim(), tmp_path, loss_fn=flaky, collate_fn=toy_collate)
     assert "toy" in str(e.value)
 
 
 def test_too_small_dataset_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="fewer than one effective batch"):
-        fit(ToyModel(), ToyDataset(3), None, make_optim(batch_size=4), tmp_path, loss_fn=bce_loss, collate_fn=toy_collate)
+        fit(
+            ToyModel(),
+            ToyDataset(3),
+            None,
+            make_optim(batch_size=4),
+            tmp_path,
+            loss_fn=bce_loss,
+            collate_fn=toy_collate,
+        )
 
 
 def test_without_validation_and_with_max_steps(tmp_path):
-    res = fit(ToyModel(), ToyDataset(32), None, make_optim(epochs=5, max_steps=5), tmp_path, loss_fn=bce_loss, collate_fn=toy_collate)
+    res = fit(
+        ToyModel(),
+        ToyDataset(32),
+        None,
+        make_optim(epochs=5, max_steps=5),
+        tmp_path,
+        loss_fn=bce_loss,
+        collate_fn=toy_collate,
+    )
     assert res.state.step == 5 and res.state.done
     # the learning rate reached the end of its cosine at step 5, not at epoch 5
     assert read_log(tmp_path, "train")[-1]["lr_head"] == pytest.approx(3e-2 * lr_factor(4, 2, 5, 0.01))

@@ -39,10 +39,40 @@ def make_root(tmp_path, n_train: int = 10, n_test: int = 2, touch_images: bool =
             )
             breast.append(row)
             if cancer:
-                findings.append({**row, "finding_categories": "['Mass', 'Suspicious Calcification']", "finding_birads": "BI-RADS 4", "xmin": 10.0, "ymin": 20.0, "xmax": 30.5, "ymax": 40.0})
-                findings.append({**row, "finding_categories": "['Asymmetry']", "finding_birads": "BI-RADS 3", "xmin": 1.0, "ymin": 2.0, "xmax": 3.0, "ymax": 4.0})
+                findings.append(
+                    {
+                        **row,
+                        "finding_categories": "['Mass', 'Suspicious Calcification']",
+                        "finding_birads": "BI-RADS 4",
+                        "xmin": 10.0,
+                        "ymin": 20.0,
+                        "xmax": 30.5,
+                        "ymax": 40.0,
+                    }
+                )
+                findings.append(
+                    {
+                        **row,
+                        "finding_categories": "['Asymmetry']",
+                        "finding_birads": "BI-RADS 3",
+                        "xmin": 1.0,
+                        "ymin": 2.0,
+                        "xmax": 3.0,
+                        "ymax": 4.0,
+                    }
+                )
             else:
-                findings.append({**row, "finding_categories": "['No Finding']", "finding_birads": None, "xmin": None, "ymin": None, "xmax": None, "ymax": None})
+                findings.append(
+                    {
+                        **row,
+                        "finding_categories": "['No Finding']",
+                        "finding_birads": None,
+                        "xmin": None,
+                        "ymin": None,
+                        "xmax": None,
+                        "ymax": None,
+                    }
+                )
             if touch_images:
                 p = tmp_path / "images" / study / f"{row['image_id']}.dicom"
                 p.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +99,11 @@ def test_labels_lesions_and_paths(tmp_path):
     assert (cancer.laterality, cancer.view, cancer.height, cancer.width) == ("L", "CC", 100, 80)
     assert cancer.path == root / "images" / "s00" / "s00-LCC.dicom"
     mass, asym = cancer.lesions
-    assert mass.box == (10.0, 20.0, 30.5, 40.0) and mass.kind == "Mass, Suspicious Calcification" and mass.malignant
+    assert (
+        mass.box == (10.0, 20.0, 30.5, 40.0)
+        and mass.kind == "Mass, Suspicious Calcification"
+        and mass.malignant
+    )
     assert asym.malignant is False and asym.birads == 3
     assert s["s01-LCC"].label == 0 and s["s01-LCC"].birads == 3  # BI-RADS 3 is not cancer
     assert s["s01-RCC"].lesions == ()  # "No Finding" rows carry no box

@@ -24,9 +24,14 @@ def _close():
 
 def test_show_mammogram_draws_boxes_in_xyxy():
     img = np.zeros((40, 30), dtype=np.float32)
-    ax = viz.show_mammogram(img, boxes=[[2, 3, 12, 23], [0, 0, 5, 5]], labels=["mass", "calc"], scores=[0.9, 0.25])
+    ax = viz.show_mammogram(
+        img, boxes=[[2, 3, 12, 23], [0, 0, 5, 5]], labels=["mass", "calc"], scores=[0.9, 0.25]
+    )
     rects = [p for p in ax.patches if isinstance(p, Rectangle)]
-    assert [(r.get_x(), r.get_y(), r.get_width(), r.get_height()) for r in rects] == [(2, 3, 10, 20), (0, 0, 5, 5)]
+    assert [(r.get_x(), r.get_y(), r.get_width(), r.get_height()) for r in rects] == [
+        (2, 3, 10, 20),
+        (0, 0, 5, 5),
+    ]
     assert [t.get_text() for t in ax.texts] == ["mass 0.90", "calc 0.25"]
     shown = ax.images[0].get_array()
     assert shown.shape == (40, 30)
@@ -50,7 +55,9 @@ def test_show_heatmap_stretches_heat_over_the_image():
 
 
 def test_plot_curves_one_line_per_curve_and_log_axes():
-    ax = viz.plot_curves([1, 10, 100], {"a": [1, 2, 3], "b": [3, 2, 1]}, "x", "y", logx=True, xticks=[1, 10, 100])
+    ax = viz.plot_curves(
+        [1, 10, 100], {"a": [1, 2, 3], "b": [3, 2, 1]}, "x", "y", logx=True, xticks=[1, 10, 100]
+    )
     assert [line.get_label() for line in ax.get_lines()] == ["a", "b"]
     assert ax.get_xscale() == "log" and ax.get_yscale() == "linear"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "10", "100"]

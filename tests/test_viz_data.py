@@ -41,7 +41,12 @@ def _rects(ax):
 def test_dicom_variants_load_the_same_way_round(tmp_path):
     img = _breast()
     paths = viz_data.write_dicom_variants(img, tmp_path, laterality="R", view="CC")
-    assert list(paths) == ["12-bit MONOCHROME2", "12-bit MONOCHROME1", "14-bit + rescale", "14-bit + VOI window"]
+    assert list(paths) == [
+        "12-bit MONOCHROME2",
+        "12-bit MONOCHROME1",
+        "14-bit + rescale",
+        "14-bit + VOI window",
+    ]
     stored = {k: viz_data.read_stored(p) for k, p in paths.items()}
     assert stored["12-bit MONOCHROME2"].max() == round(0.75 * 4095)
     np.testing.assert_array_equal(stored["12-bit MONOCHROME1"], 4095 - stored["12-bit MONOCHROME2"])
@@ -50,9 +55,13 @@ def test_dicom_variants_load_the_same_way_round(tmp_path):
     for name, path in paths.items():
         loaded = load_image(path)
         assert loaded.laterality == "R" and loaded.view == "CC"
-        assert loaded.pixels[0, -1] < 0.05 and loaded.pixels[32, 10] > 0.9, name  # dark background, bright tissue
+        assert loaded.pixels[0, -1] < 0.05 and loaded.pixels[32, 10] > 0.9, (
+            name
+        )  # dark background, bright tissue
     np.testing.assert_allclose(load_image(paths["12-bit MONOCHROME1"]).pixels, plain, atol=1e-6)
-    np.testing.assert_allclose(load_image(paths["14-bit + rescale"]).pixels, plain, atol=2e-3)  # linear: same picture
+    np.testing.assert_allclose(
+        load_image(paths["14-bit + rescale"]).pixels, plain, atol=2e-3
+    )  # linear: same picture
     raw = load_image(paths["14-bit + rescale"]).raw
     np.testing.assert_allclose(raw, 0.5 * stored["14-bit + rescale"] - 100)  # the Modality LUT, exactly
 
@@ -63,7 +72,10 @@ def test_describe_dicoms_one_row_per_file(tmp_path):
     assert list(table.index) == list(paths)
     assert list(table["photometric"]) == ["MONOCHROME2", "MONOCHROME1", "MONOCHROME2", "MONOCHROME2"]
     assert list(table["bits"]) == [12, 12, 14, 14]
-    assert table.loc["14-bit + VOI window", "window c, w"] != "-" and table.loc["12-bit MONOCHROME2", "window c, w"] == "-"
+    assert (
+        table.loc["14-bit + VOI window", "window c, w"] != "-"
+        and table.loc["12-bit MONOCHROME2", "window c, w"] == "-"
+    )
     assert (table["background"] < table["breast"]).all()
 
 
@@ -88,7 +100,9 @@ def test_show_segmentation_maps_boxes_into_the_mirrored_crop():
     assert len(_rects(ax0)) == 1
     (r2,) = _rects(ax2)
     expected = crop.to_crop(box)[0]
-    assert (r2.get_x(), r2.get_y(), r2.get_x() + r2.get_width()) == pytest.approx((expected[0], expected[1], expected[2]))
+    assert (r2.get_x(), r2.get_y(), r2.get_x() + r2.get_width()) == pytest.approx(
+        (expected[0], expected[1], expected[2])
+    )
     assert len(_rects(ax1)) == 1  # the crop box
     assert fig.get_suptitle() == "t"
 
@@ -98,7 +112,11 @@ def test_lesion_annotations_spell_out_kinds():
                Lesion((2, 2, 4, 4), "calcification", False, birads=2)]
     boxes, labels = viz_data.lesion_annotations(lesions)
     assert boxes.shape == (3, 4) and boxes[0].tolist() == [1, 2, 3, 4]
-    assert labels == ["spiculated mass, malignant", "spiculated mass, malignant B5", "calcification, benign B2"]
+    assert labels == [
+        "spiculated mass, malignant",
+        "spiculated mass, malignant B5",
+        "calcification, benign B2",
+    ]
     assert viz_data.lesion_annotations([])[0].shape == (0, 4)
 
 
@@ -154,7 +172,9 @@ def test_plot_histograms_two_stairs_and_the_distances():
 
 def test_labels_of_boxes_on_the_right_are_right_aligned_to_stay_on_the_image():
     img = np.zeros((20, 40))
-    fig = viz_data.show_side_by_side([img], boxes=[[[2, 2, 6, 6], [30, 10, 36, 14]]], labels=[["left", "right"]])
+    fig = viz_data.show_side_by_side(
+        [img], boxes=[[[2, 2, 6, 6], [30, 10, 36, 14]]], labels=[["left", "right"]]
+    )
     left, right = fig.axes[0].texts
     assert left.get_horizontalalignment() == "left" and left.get_position()[0] == 2
     assert right.get_horizontalalignment() == "right" and right.get_position()[0] == 36

@@ -17,7 +17,9 @@ import torch  # noqa: E402
 from awm_lib.book import model_figures as vm  # noqa: E402
 from awm_lib.errors import ConfigError  # noqa: E402
 
-BOXES = torch.tensor([[0.5, 0.5, 1.0, 1.0], [0.3, 0.35, 0.15, 0.15], [0.7, 0.6, 0.15, 0.15], [0.45, 0.8, 0.1, 0.1]])
+BOXES = torch.tensor(
+    [[0.5, 0.5, 1.0, 1.0], [0.3, 0.35, 0.15, 0.15], [0.7, 0.6, 0.15, 0.15], [0.45, 0.8, 0.1, 0.1]]
+)
 
 
 @pytest.fixture(autouse=True)
@@ -79,14 +81,18 @@ def test_sine_sees_absolute_positions_and_none_sees_nothing():
 
 
 def test_plot_position_logits_grid():
-    fig = vm.plot_position_logits({"a": BOXES, "b": BOXES[[0, 2, 1, 3]]}, ("sine", "rope2d", "rope1d_index"), head_dim=16)
+    fig = vm.plot_position_logits(
+        {"a": BOXES, "b": BOXES[[0, 2, 1, 3]]}, ("sine", "rope2d", "rope1d_index"), head_dim=16
+    )
     assert len(fig.axes) == 6
     assert fig.axes[0].get_title() == "sine"
 
 
 def test_show_roi_attention_draws_one_box_per_valid_roi():
     img = np.zeros((64, 48), np.float32)
-    rois = torch.tensor([[0, 0, 48, 64], [5, 5, 20, 20], [20, 30, 40, 50], [0, 0, 48, 64]], dtype=torch.float32)
+    rois = torch.tensor(
+        [[0, 0, 48, 64], [5, 5, 20, 20], [20, 30, 40, 50], [0, 0, 48, 64]], dtype=torch.float32
+    )
     w = torch.tensor([0.1, 0.6, 0.3, 0.0])
     ax = vm.show_roi_attention(img, rois, w, valid=torch.tensor([True, True, True, False]),
                                lesion=torch.tensor([False, False, True, False]))
@@ -102,7 +108,9 @@ def test_plot_attention_matrices_one_panel_per_block():
     fig = vm.plot_attention_matrices(att)
     image_axes = [a for a in fig.axes if a.images and a.get_title()]
     assert [a.get_title() for a in image_axes] == ["block 1", "block 2"]
-    assert np.allclose(image_axes[0].images[0].get_array().sum(1), 1.0, atol=1e-5)  # head mean of softmax rows
+    assert np.allclose(
+        image_axes[0].images[0].get_array().sum(1), 1.0, atol=1e-5
+    )  # head mean of softmax rows
 
 
 def test_show_patch_attention():
@@ -143,13 +151,24 @@ def test_collect_roi_embeddings_flattens_real_rois():
 
             b, k = rois.shape[:2]
             emb = rois[..., :2].clone()  # (B, K, 2)
-            return RoIOutput(logits=torch.zeros(b), roi_embeddings=emb, tokens=emb, pooled=emb[:, 0], roi_mask=roi_mask)
+            return RoIOutput(
+                logits=torch.zeros(b), roi_embeddings=emb, tokens=emb, pooled=emb[:, 0], roi_mask=roi_mask
+            )
 
     items = []
     for i in range(3):
-        items.append({"image": torch.zeros(1, 8, 8), "rois": torch.tensor([[0.0, i, 8, 8], [1, i, 2, 3], [2, i, 3, 4]]),
-                      "roi_mask": torch.tensor([True, True, i != 1]), "roi_labels": torch.tensor([-1, i % 2, 0]),
-                      "label": i % 2, "image_id": f"im{i}", "patient_id": "p", "image_size": torch.tensor([8, 8])})
+        items.append(
+            {
+                "image": torch.zeros(1, 8, 8),
+                "rois": torch.tensor([[0.0, i, 8, 8], [1, i, 2, 3], [2, i, 3, 4]]),
+                "roi_mask": torch.tensor([True, True, i != 1]),
+                "roi_labels": torch.tensor([-1, i % 2, 0]),
+                "label": i % 2,
+                "image_id": f"im{i}",
+                "patient_id": "p",
+                "image_size": torch.tensor([8, 8]),
+            }
+        )
     out = vm.collect_roi_embeddings(Tiny(), items, batch_size=2)
     assert out["embeddings"].shape == (8, 2)
     assert out["image_index"].tolist() == [0, 0, 0, 1, 1, 2, 2, 2]
@@ -160,7 +179,10 @@ def test_collect_roi_embeddings_flattens_real_rois():
 
 
 def test_plot_loss_curves_and_metrics_table():
-    logs = {"a": [{"step": s, "loss": 1.0 / s, "bce": 0.5} for s in range(1, 11)], "b": [{"step": 1, "bce": 0.3}]}
+    logs = {
+        "a": [{"step": s, "loss": 1.0 / s, "bce": 0.5} for s in range(1, 11)],
+        "b": [{"step": 1, "bce": 0.3}],
+    }
     ax = vm.plot_loss_curves(logs, "loss", smooth=3)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a"]  # "b" has no loss
     assert len(ax.lines) == 2  # raw (faint) + smoothed
@@ -178,7 +200,10 @@ def test_collect_marks_rois_on_benign_lesions():
 
     prep = Preprocessed(pixels=np.zeros((100, 100), np.float32), box=(0, 0, 100, 100), flipped=False,
                         scale=(1.0, 1.0), original_shape=(100, 100), source="x")
-    lesions = (Lesion(box=(10, 10, 30, 30), kind="CIRC", malignant=False), Lesion(box=(60, 60, 80, 80), kind="SPIC", malignant=True))
+    lesions = (
+        Lesion(box=(10, 10, 30, 30), kind="CIRC", malignant=False),
+        Lesion(box=(60, 60, 80, 80), kind="SPIC", malignant=True),
+    )
     sample = Sample(image_id="a", path="a.png", patient_id="p", label=1, lesions=lesions)
     ds = SimpleNamespace(samples=[sample], cache=SimpleNamespace(get=lambda path: prep))
     rois = torch.tensor([[0.0, 0, 100, 100], [12, 12, 28, 28], [60, 60, 80, 80], [40, 0, 50, 10]])

@@ -59,7 +59,9 @@ def test_show_selection_draws_anchor_rois_padding_and_lesions():
 
 
 def test_show_proposals_draws_the_first_n_boxes_more_opaque_when_better():
-    props = Proposals(torch.tensor([[0.0, 0, 5, 5], [5, 5, 10, 10], [1, 1, 3, 3]]), torch.tensor([0.9, 0.1, 0.5]))
+    props = Proposals(
+        torch.tensor([[0.0, 0, 5, 5], [5, 5, 10, 10], [1, 1, 3, 3]]), torch.tensor([0.9, 0.1, 0.5])
+    )
     ax = vp.show_proposals(np.zeros((16, 16)) + 0.3, props.sorted(), n=2)
     rects = _rects(ax)
     assert len(rects) == 2
@@ -68,8 +70,14 @@ def test_show_proposals_draws_the_first_n_boxes_more_opaque_when_better():
 
 # --------------------------------------------------------------------------- bookkeeping
 def _results():
-    les_a, les_b, les_c = _lesion(0, 0, 10, 10, "CIRC"), _lesion(50, 50, 54, 54, "CALC"), _lesion(80, 80, 90, 90)
-    r1 = ImageResult("a", torch.tensor([[60.0, 60, 70, 70], [0, 0, 10, 10]]), torch.tensor([0.9, 0.8]), [les_a])
+    les_a, les_b, les_c = (
+        _lesion(0, 0, 10, 10, "CIRC"),
+        _lesion(50, 50, 54, 54, "CALC"),
+        _lesion(80, 80, 90, 90),
+    )
+    r1 = ImageResult(
+        "a", torch.tensor([[60.0, 60, 70, 70], [0, 0, 10, 10]]), torch.tensor([0.9, 0.8]), [les_a]
+    )
     r2 = ImageResult("b", torch.tensor([[79.0, 79, 91, 91]]), torch.tensor([0.7]), [les_b, les_c])
     r3 = ImageResult("c", torch.tensor([[0.0, 0, 5, 5]]), torch.tensor([0.6]), [])
     return [r1, r2, r3]
@@ -116,12 +124,16 @@ def test_propose_samples_and_select_for_on_a_tiny_image(tmp_path):
     none = vp.propose_samples([sample], make_proposer("none"), cfg, max_k=3, progress=False)
     assert none[0].boxes.shape == (0, 4) and vp.recall_curve(none, [3]) == [0.0]
     sel = vp.select_for(make_proposer("oracle"), _breast(), [lesion], cfg)
-    assert sel.rois.shape == (3, 4) and torch.allclose(sel.rois[1], torch.tensor(lesion.box, dtype=torch.float32))
+    assert sel.rois.shape == (3, 4) and torch.allclose(
+        sel.rois[1], torch.tensor(lesion.box, dtype=torch.float32)
+    )
 
 
 # --------------------------------------------------------------------------- recall figures
 def test_plot_recall_at_k_one_line_per_proposer_plus_reference_lines():
-    ax = vp.plot_recall_at_k({"blob": ([1, 2], [0.2, 0.5]), "oracle": ([1, 2], [1.0, 1.0])}, topk=5, target=0.7)
+    ax = vp.plot_recall_at_k(
+        {"blob": ([1, 2], [0.2, 0.5]), "oracle": ([1, 2], [1.0, 1.0])}, topk=5, target=0.7
+    )
     assert len(ax.get_lines()) == 4  # two curves + k line + target line
     assert ax.get_ylim() == (0, 1.02)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["blob", "oracle"]
@@ -138,8 +150,10 @@ def test_plot_froc_draws_a_step_curve_per_proposer():
 
 
 def test_plot_recall_by_group_grouped_bars_with_counts():
-    groups = {"blob": {"CALC": {"recall@5": 0.1, "n_lesions": 10}, "CIRC": {"recall@5": 0.8, "n_lesions": 4}},
-              "random": {"CALC": {"recall@5": 0.0, "n_lesions": 10}, "CIRC": {"recall@5": 0.2, "n_lesions": 4}}}
+    groups = {
+        "blob": {"CALC": {"recall@5": 0.1, "n_lesions": 10}, "CIRC": {"recall@5": 0.8, "n_lesions": 4}},
+        "random": {"CALC": {"recall@5": 0.0, "n_lesions": 10}, "CIRC": {"recall@5": 0.2, "n_lesions": 4}},
+    }
     ax = vp.plot_recall_by_group(groups, k=5)
     heights = [round(p.get_height(), 3) for p in ax.patches]
     assert heights == [0.1, 0.8, 0.0, 0.2]

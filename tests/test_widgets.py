@@ -91,7 +91,9 @@ def stub_trainer(calls):
         with open(out_dir / "metrics.jsonl", "w") as f:
             for step, loss in enumerate([0.9, 0.7, 0.5, 0.4], start=1):
                 f.write(json.dumps({"kind": "train", "step": step, "loss": loss}) + "\n")
-        (out_dir / "predictions_test.csv").write_text("image_id,label,prob\na,0,0.1\nb,1,0.8\nc,0,0.6\nd,1,0.4\n")
+        (out_dir / "predictions_test.csv").write_text(
+            "image_id,label,prob\na,0,0.1\nb,1,0.8\nc,0,0.6\nd,1,0.4\n"
+        )
         return {m: {"mean": 0.61, "ci_low": 0.5, "ci_high": 0.7} for m in R.METRICS}
 
     return trainer
@@ -131,7 +133,9 @@ def test_train_failure_is_shown_not_raised(res, tmp_path):
 
 def test_background_training_finishes(res, tmp_path):
     calls = []
-    panel = widgets.AblationPanel(res, background=True, trainer=stub_trainer(calls), runs_dir=tmp_path, poll_s=0.01)
+    panel = widgets.AblationPanel(
+        res, background=True, trainer=stub_trainer(calls), runs_dir=tmp_path, poll_s=0.01
+    )
     panel.start_training()
     panel.thread.join(10)
     for _ in range(200):  # the watcher thread finishes right after the trainer
@@ -146,10 +150,18 @@ def test_background_training_finishes(res, tmp_path):
 def test_settings_to_overrides_build_a_valid_config():
     from awm_lib.train.config import make_config
 
-    s = {**BASE_SETTINGS, "loss": "bce+repulsive+supcon", "contrastive_weight": 1.0, "topk": 3, "crop_size": 56}
+    s = {
+        **BASE_SETTINGS,
+        "loss": "bce+repulsive+supcon",
+        "contrastive_weight": 1.0,
+        "topk": 3,
+        "crop_size": 56,
+    }
     cfg = make_config("smoke", widgets.settings_to_overrides(s), dataset="mias")
     assert (cfg.model.topk, cfg.model.crop_size, cfg.model.position) == (3, 56, "rope2d")
-    assert cfg.loss.repulsive_weight == 1.0 and cfg.loss.roi_supcon_weight == 1.0 and cfg.data.proposer == "blob"
+    assert (
+        cfg.loss.repulsive_weight == 1.0 and cfg.loss.roi_supcon_weight == 1.0 and cfg.data.proposer == "blob"
+    )
     cfg = make_config("smoke", widgets.settings_to_overrides({**s, "loss": "bce"}), dataset="mias")
     assert cfg.loss.repulsive_weight == 0.0 and cfg.loss.supcon_weight == 0.0
     cfg = make_config("smoke", widgets.settings_to_overrides({**s, "loss": "bce", "proposer": "oracle"}))
@@ -157,7 +169,9 @@ def test_settings_to_overrides_build_a_valid_config():
     full = {**s, "proposer": "none", "topk": 0, "crop_size": 252, "pooling": "mean"}
     cfg = make_config("smoke", widgets.settings_to_overrides(full))
     assert cfg.arch == "full_image" and cfg.baseline.pooling == "mean" and cfg.baseline.long_side == 252
-    cfg = make_config("smoke", widgets.settings_to_overrides({**full, "topk": 3, "crop_size": 56, "pooling": "anchor"}))
+    cfg = make_config(
+        "smoke", widgets.settings_to_overrides({**full, "topk": 3, "crop_size": 56, "pooling": "anchor"})
+    )
     assert cfg.arch == "roi" and cfg.data.proposer == "none"  # the anchor alone
     ssl = widgets.settings_to_overrides({**s, "backbone_init": "ssl"})
     assert any(o.startswith("model.backbone.name_or_path=") and o.endswith("awm-dino-s14") for o in ssl)
@@ -166,8 +180,11 @@ def test_settings_to_overrides_build_a_valid_config():
 def test_roc_title_carries_the_auc_interval():
     from unittest import mock
 
-    rec = {"roc": {"fpr": [0, 0.5, 1], "tpr": [0, 0.8, 1]}, "auc": {"mean": 0.7, "ci_low": 0.6, "ci_high": 0.8}}
-    with mock.patch("awm_lib.book.viz.plot_roc") as plot:
+    rec = {
+        "roc": {"fpr": [0, 0.5, 1], "tpr": [0, 0.8, 1]},
+        "auc": {"mean": 0.7, "ci_low": 0.6, "ci_high": 0.8},
+    }
+    with mock.patch("awm_lib.book.widgets.plot_roc") as plot:
         assert widgets._roc_png(rec, "live run").startswith(PNG_MAGIC)
     assert plot.call_args.kwargs["title"] == "live run\nAUC 0.700 [0.600, 0.800]"
     assert widgets._roc_png({"auc": rec["auc"]}, "x") == b""
@@ -176,13 +193,25 @@ def test_roc_title_carries_the_auc_interval():
 def test_frozen_overrides_pin_the_backbone_and_match_the_grid():
     from awm_lib.train.config import make_config
 
-    paper = {**BASE_SETTINGS, "position": "sinecat+rope1d", "loss": "bce+repulsive", "crop_size": 112, "topk": 5}
+    paper = {
+        **BASE_SETTINGS,
+        "position": "sinecat+rope1d",
+        "loss": "bce+repulsive",
+        "crop_size": 112,
+        "topk": 5,
+    }
     ov = widgets.settings_to_overrides(paper, frozen=True)
     assert "model.backbone.name_or_path=none" in ov and "loss.repulsive_on=tokens" in ov
-    base = widgets.settings_to_overrides({**paper, "proposer": "none", "topk": 0, "crop_size": 224, "position": "none",
-                                          "loss": "bce"}, frozen=True)
+    base = widgets.settings_to_overrides(
+        {**paper, "proposer": "none", "topk": 0, "crop_size": 224, "position": "none", "loss": "bce"},
+        frozen=True,
+    )
     assert base[:4] == ["arch=roi", "data.proposer=none", "model.topk=0", "model.crop_size=224"]
     ssl = widgets.settings_to_overrides({**paper, "backbone_init": "ssl"}, frozen=True)
     assert any(o.endswith("awm-dino-cpu") for o in ssl)
     cfg = make_config("frozen", ov, dataset="mias")
-    assert cfg.features.cached and cfg.model.position == "sinecat+rope1d" and cfg.model.backbone.name_or_path is None
+    assert (
+        cfg.features.cached
+        and cfg.model.position == "sinecat+rope1d"
+        and cfg.model.backbone.name_or_path is None
+    )

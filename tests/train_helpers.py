@@ -33,7 +33,12 @@ class ToyDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int) -> dict:
-        return {"image": self.images[i], "rois": self.rois[i], "label": int(self.labels[i]), "image_id": f"toy{i:03d}"}
+        return {
+            "image": self.images[i],
+            "rois": self.rois[i],
+            "label": int(self.labels[i]),
+            "image_id": f"toy{i:03d}",
+        }
 
 
 def toy_collate(items: list[dict]) -> dict:
@@ -69,7 +74,16 @@ def bce_loss(output, batch):
 def make_optim(**kw):
     from awm_lib.train.config import OptimConfig
 
-    base = dict(epochs=3, batch_size=4, lr_backbone=1e-2, lr_head=3e-2, warmup_steps=2, patience=0, progress=False, deterministic=True)
+    base = dict(
+        epochs=3,
+        batch_size=4,
+        lr_backbone=1e-2,
+        lr_head=3e-2,
+        warmup_steps=2,
+        patience=0,
+        progress=False,
+        deterministic=True,
+    )
     base.update(kw)
     return OptimConfig(**base)
 
@@ -85,7 +99,13 @@ def ddp_worker(rank: int, world: int, port: int, out_dir: str, result_path: str)
     """One process of the two-process DDP test (spawned by torch.multiprocessing)."""
     import os
 
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     torch.set_num_threads(1)
     from awm_lib.train.distributed import cleanup, init_from_env
     from awm_lib.train.loop import fit
@@ -94,8 +114,18 @@ def ddp_worker(rank: int, world: int, port: int, out_dir: str, result_path: str)
     assert dist.backend == "gloo" and dist.world_size == world
     torch.manual_seed(0)
     model = ToyModel()  # same seed on every rank: same initial weights (DDP also broadcasts them)
-    fit(model, ToyDataset(32, seed=0), ToyDataset(12, seed=1), make_optim(epochs=2, batch_size=4 // world), out_dir,
-        loss_fn=bce_loss, collate_fn=toy_collate, seed=0, run_config={"toy": 1}, dist=dist)
+    fit(
+        model,
+        ToyDataset(32, seed=0),
+        ToyDataset(12, seed=1),
+        make_optim(epochs=2, batch_size=4 // world),
+        out_dir,
+        loss_fn=bce_loss,
+        collate_fn=toy_collate,
+        seed=0,
+        run_config={"toy": 1},
+        dist=dist,
+    )
     if rank == 0:
         torch.save({k: v.clone() for k, v in model.state_dict().items()}, result_path)
     cleanup(dist)

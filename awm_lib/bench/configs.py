@@ -30,6 +30,8 @@ from awm_lib.model.backbone import (
     RandomBackboneWarning,
     build_backbone,
 )
+from awm_lib.model.baseline import FullImageClassifier, FullImageConfig
+from awm_lib.model.roi_transformer import RoIClassifier, RoIClassifierConfig
 
 MODELS = ("roi", "full")
 PATHS = ("fast", "reference")
@@ -79,13 +81,21 @@ class BenchConfig:
         for field, allowed in (("model", MODELS), ("path", PATHS), ("data", DATA), ("mode", MODES),
                                ("compile", COMPILE_MODES), ("precision", ("bf16", "fp32"))):
             if getattr(self, field) not in allowed:
-                raise ConfigError(f"bench config {self.name!r}: {field}={getattr(self, field)!r}; choose one of {allowed}")
+                raise ConfigError(
+                    f"bench config {self.name!r}: {field}={getattr(self, field)!r}; choose one of {allowed}"
+                )
         if self.arch not in ARCHITECTURES:
-            raise ConfigError(f"bench config {self.name!r}: arch={self.arch!r}; choose one of {sorted(ARCHITECTURES)}")
+            raise ConfigError(
+                f"bench config {self.name!r}: arch={self.arch!r}; choose one of {sorted(ARCHITECTURES)}"
+            )
         if self.path == "reference" and (self.data != "dicom" or self.model != "roi"):
-            raise ConfigError(f"bench config {self.name!r}: the reference path is the RoI model reading DICOMs")
+            raise ConfigError(
+                f"bench config {self.name!r}: the reference path is the RoI model reading DICOMs"
+            )
         if self.mode == "infer" and (self.data != "cache" or self.model != "roi"):
-            raise ConfigError(f"bench config {self.name!r}: inference mode runs the RoI model on cached images")
+            raise ConfigError(
+                f"bench config {self.name!r}: inference mode runs the RoI model on cached images"
+            )
         if self.batch_size < 1 or self.workers < 0:
             raise ConfigError(f"bench config {self.name!r}: batch_size must be >= 1 and workers >= 0")
 
@@ -104,30 +114,73 @@ _PAPER = dict(arch="base", crop_size=448, topk=5, image_size=(2048, 2048))
 _DEFAULT = dict(arch="small", crop_size=224, topk=5, image_size=(1024, 1024))
 
 #: The configurations at GPU scale (``--all`` runs them in this order).
-CONFIGS: dict[str, BenchConfig] = {c.name: c for c in [
-    BenchConfig("full-518", model="full", arch="base", image_size=_FULL, long_side=518, batch_size=32),
-    BenchConfig("full-1036", model="full", arch="base", image_size=_FULL, long_side=1036, batch_size=8),
-    BenchConfig("full-2072", model="full", arch="base", image_size=_FULL, long_side=2072, batch_size=2),
-    BenchConfig("full-3514", model="full", arch="base", image_size=_FULL, long_side=3514, batch_size=1,
-                note="the whole 3514x2800 mammogram, one image per step (the issue's first row)"),
-    BenchConfig("paper-b1", **_PAPER, batch_size=1, note="paper setting, one image per step (launch-bound)"),
-    BenchConfig("paper", **_PAPER, batch_size=16, note="paper setting: ViT-B/14, 5 RoIs + anchor, 448 px"),
-    BenchConfig("paper-e2e", **_PAPER, batch_size=16, data="cache", note="paper setting, data from the cache"),
-    BenchConfig("reference", **_PAPER, batch_size=4, precision="fp32", path="reference", data="dicom",
-                note="paper setting the public implementation's way"),
-    BenchConfig("default-b1", **_DEFAULT, batch_size=1, note="our default, one image per step"),
-    BenchConfig("default", **_DEFAULT, batch_size=128, note="our default: ViT-S/14, 5 RoIs + anchor, 224 px"),
-    BenchConfig("default-e2e", **_DEFAULT, batch_size=128, data="cache", note="our default, data from the cache"),
-    BenchConfig("default-infer", **_DEFAULT, batch_size=128, data="cache", mode="infer", workers=14,
-                note="inference with the blob proposer run on every image in the loader"),
-    BenchConfig("reference-default", **_DEFAULT, batch_size=4, precision="fp32", path="reference", data="dicom",
-                note="our default model the public implementation's way"),
-]}
+CONFIGS: dict[str, BenchConfig] = {
+    c.name: c
+    for c in [
+        BenchConfig("full-518", model="full", arch="base", image_size=_FULL, long_side=518, batch_size=32),
+        BenchConfig("full-1036", model="full", arch="base", image_size=_FULL, long_side=1036, batch_size=8),
+        BenchConfig("full-2072", model="full", arch="base", image_size=_FULL, long_side=2072, batch_size=2),
+        BenchConfig(
+            "full-3514",
+            model="full",
+            arch="base",
+            image_size=_FULL,
+            long_side=3514,
+            batch_size=1,
+            note="the whole 3514x2800 mammogram, one image per step (the issue's first row)",
+        ),
+        BenchConfig(
+            "paper-b1", **_PAPER, batch_size=1, note="paper setting, one image per step (launch-bound)"
+        ),
+        BenchConfig(
+            "paper", **_PAPER, batch_size=16, note="paper setting: ViT-B/14, 5 RoIs + anchor, 448 px"
+        ),
+        BenchConfig(
+            "paper-e2e", **_PAPER, batch_size=16, data="cache", note="paper setting, data from the cache"
+        ),
+        BenchConfig(
+            "reference",
+            **_PAPER,
+            batch_size=4,
+            precision="fp32",
+            path="reference",
+            data="dicom",
+            note="paper setting the public implementation's way",
+        ),
+        BenchConfig("default-b1", **_DEFAULT, batch_size=1, note="our default, one image per step"),
+        BenchConfig(
+            "default", **_DEFAULT, batch_size=128, note="our default: ViT-S/14, 5 RoIs + anchor, 224 px"
+        ),
+        BenchConfig(
+            "default-e2e", **_DEFAULT, batch_size=128, data="cache", note="our default, data from the cache"
+        ),
+        BenchConfig(
+            "default-infer",
+            **_DEFAULT,
+            batch_size=128,
+            data="cache",
+            mode="infer",
+            workers=14,
+            note="inference with the blob proposer run on every image in the loader",
+        ),
+        BenchConfig(
+            "reference-default",
+            **_DEFAULT,
+            batch_size=4,
+            precision="fp32",
+            path="reference",
+            data="dicom",
+            note="our default model the public implementation's way",
+        ),
+    ]
+}
 
 
 def get_config(name: str) -> BenchConfig:
     if name not in CONFIGS:
-        raise ConfigError(f"unknown bench config {name!r}; choose from {', '.join(CONFIGS)}{did_you_mean(name, CONFIGS)}")
+        raise ConfigError(
+            f"unknown bench config {name!r}; choose from {', '.join(CONFIGS)}{did_you_mean(name, CONFIGS)}"
+        )
     return CONFIGS[name]
 
 
@@ -150,9 +203,6 @@ def build_model(cfg: BenchConfig):
     """The model of ``cfg`` with random weights (the benchmark measures speed, not accuracy)."""
     import logging
 
-    from awm_lib.model.baseline import FullImageClassifier, FullImageConfig
-    from awm_lib.model.roi_transformer import RoIClassifier, RoIClassifierConfig
-
     log = logging.getLogger("awm_lib.model.backbone")
     level = log.level
     log.setLevel(logging.ERROR)  # random weights are the point here: no loud warning
@@ -163,7 +213,9 @@ def build_model(cfg: BenchConfig):
     finally:
         log.setLevel(level)
     if cfg.model == "full":
-        return FullImageClassifier(FullImageConfig(backbone=backbone.cfg, long_side=cfg.long_side), backbone=backbone)
+        return FullImageClassifier(
+            FullImageConfig(backbone=backbone.cfg, long_side=cfg.long_side), backbone=backbone
+        )
     mcfg = RoIClassifierConfig(backbone=backbone.cfg, crop_size=cfg.crop_size, topk=cfg.topk)
     return RoIClassifier(mcfg, backbone=backbone)
 
@@ -173,7 +225,9 @@ def vit_spec(backbone) -> cost.ViTSpec:
     """A :class:`awm_lib.model.cost.ViTSpec` describing a built :class:`~awm_lib.model.backbone.Backbone`."""
     mc = backbone.model.config
     return cost.ViTSpec(
-        name=f"ViT-{backbone.cfg.random_arch}/{mc.patch_size}" if not backbone.is_pretrained else str(backbone.source),
+        name=f"ViT-{backbone.cfg.random_arch}/{mc.patch_size}"
+        if not backbone.is_pretrained
+        else str(backbone.source),
         embed_dim=mc.hidden_size,
         depth=mc.num_hidden_layers,
         num_heads=mc.num_attention_heads,
@@ -197,8 +251,12 @@ def roi_forward_flops(model, batch_size: int) -> dict[str, float]:
     head = (cost.linear_flops(k, model.backbone.embed_dim, mc.d_model)
             + mc.depth * cost.transformer_layer_flops(k, mc.d_model, mc.mlp_ratio).total
             + cost.linear_flops(1, mc.d_model, 1))
-    return {"backbone": batch_size * backbone, "head": batch_size * head, "total": batch_size * (backbone + head),
-            "tokens_per_image": cost.roi_path_tokens(k, mc.crop_size, spec.patch_size)}
+    return {
+        "backbone": batch_size * backbone,
+        "head": batch_size * head,
+        "total": batch_size * (backbone + head),
+        "tokens_per_image": cost.roi_path_tokens(k, mc.crop_size, spec.patch_size),
+    }
 
 
 def full_forward_flops(model, canvas: tuple[int, int], batch_size: int) -> dict[str, float]:
@@ -207,8 +265,12 @@ def full_forward_flops(model, canvas: tuple[int, int], batch_size: int) -> dict[
     h, w = canvas
     backbone = cost.vit_forward_flops(spec, h, w).total
     head = cost.linear_flops(1, model.backbone.hidden_size, 1)
-    return {"backbone": batch_size * backbone, "head": batch_size * head, "total": batch_size * (backbone + head),
-            "tokens_per_image": cost.num_tokens(h, w, spec.patch_size)}
+    return {
+        "backbone": batch_size * backbone,
+        "head": batch_size * head,
+        "total": batch_size * (backbone + head),
+        "tokens_per_image": cost.num_tokens(h, w, spec.patch_size),
+    }
 
 
 def full_canvas(cfg: BenchConfig, patch_size: int = 14) -> tuple[int, int]:

@@ -29,7 +29,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from awm_lib.data.cache import PreprocessCache, preprocess
+from awm_lib.data.synth_dataset import write_synthetic_dataset
 from awm_lib.model.crops import IMAGENET_MEAN, IMAGENET_STD
+from awm_lib.model.position import boxes_to_cxcywh_norm
+from awm_lib.proposals.select import SelectConfig, select_rois
 
 # --- synthetic tensors on the device ----------------------------------------------------------
 
@@ -68,18 +72,16 @@ def device_batch(batch_size: int, image_size: tuple[int, int], topk: int, device
 def prepare_sources(root: str | Path, n_images: int = 16, size: int = 2048, seed: int = 0,
                     progress: bool = True) -> list[Path]:
     """``n_images`` synthetic DICOM mammograms (long side ``size``) under ``root``; made once, then reused."""
-    from awm_lib.data.synth_dataset import write_synthetic_dataset
-
     root = Path(root) / f"synthetic-n{n_images}-s{size}-seed{seed}"
     write_synthetic_dataset(root, n_images, seed=seed, size=size, progress=progress)
     files = sorted(p for p in root.rglob("*.dicom"))
     return files[:n_images] if len(files) >= n_images else files
 
 
-def warm_cache(sources: list[Path], root: str | Path, long_side: int, workers: int = 1, progress: bool = True):
+def warm_cache(
+    sources: list[Path], root: str | Path, long_side: int, workers: int = 1, progress: bool = True
+):
     """The preprocessing cache of ``sources`` at ``long_side`` (filled on first use)."""
-    from awm_lib.data.cache import PreprocessCache
-
     # one folder per long side: the cache replaces an entry made with other settings
     cache = PreprocessCache(Path(root) / f"preprocessed-{long_side}", long_side=long_side)
     cache.warm(list(sources), workers=workers, progress=progress)
@@ -143,8 +145,6 @@ def to_unit(images: torch.Tensor, max_value: torch.Tensor | float) -> torch.Tens
 
 def propose_rois(proposer, pixels: np.ndarray, topk: int) -> np.ndarray:
     """Blob proposals -> NMS, top-k, anchor, squares (:func:`awm_lib.proposals.select.select_rois`)."""
-    from awm_lib.proposals.select import SelectConfig, select_rois
-
     img = pixels.astype(np.float32) / (255.0 if pixels.dtype == np.uint8 else 65535.0)
     props = proposer.propose(img)
     sel = select_rois(props, img.shape, cfg=SelectConfig(topk=topk))
@@ -160,7 +160,11 @@ def _single_thread_worker(_: int) -> None:
 
 def cache_loader(dataset: Dataset, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
     """Workers, pinned memory and a few batches in flight: the GPU should never wait."""
-    kw = dict(persistent_workers=True, prefetch_factor=PREFETCH_FACTOR, worker_init_fn=_single_thread_worker) if workers else {}
+    kw = (
+        dict(persistent_workers=True, prefetch_factor=PREFETCH_FACTOR, worker_init_fn=_single_thread_worker)
+        if workers
+        else {}
+    )
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                       pin_memory=pin_memory, drop_last=True, **kw)
 
@@ -223,7 +227,9 @@ def reference_crops(pixels: np.ndarray, rois: np.ndarray, crop_size: int, resamp
     h, w = pixels.shape
     r = np.asarray(rois, dtype=np.float64)
     pad = int(np.ceil(max(0.0, -r[:, :2].min(), (r[:, 2] - w).max(), (r[:, 3] - h).max())))
-    img = Image.fromarray(np.pad(pixels.astype(np.float32), pad) if pad else pixels.astype(np.float32), mode="F")
+    img = Image.fromarray(
+        np.pad(pixels.astype(np.float32), pad) if pad else pixels.astype(np.float32), mode="F"
+    )
     out = np.empty((len(r), 3, crop_size, crop_size), dtype=np.float32)
     m = np.asarray(mean, dtype=np.float32)[:, None, None]
     s = np.asarray(std, dtype=np.float32)[:, None, None]
@@ -248,13 +254,14 @@ class ReferenceDataset(Dataset):
         return self.length
 
     def __getitem__(self, i: int) -> dict:
-        from awm_lib.data.cache import preprocess
-        from awm_lib.model.position import boxes_to_cxcywh_norm
-
         j = i % len(self.sources)
         prep, _ = preprocess(self.sources[j], long_side=self.long_side)  # decode + breast crop + resize
         rois = self.rois[j]
         crops = reference_crops(prep.pixels, rois, self.crop_size)  # (K, 3, S, S) float32
         h, w = prep.pixels.shape
         boxes_norm = boxes_to_cxcywh_norm(torch.from_numpy(rois)[None], torch.tensor([[h, w]]))[0]
-        return {"crops": torch.from_numpy(crops), "boxes_norm": boxes_norm, "labels": torch.tensor(float(j % 2))}
+        return {
+            "crops": torch.from_numpy(crops),
+            "boxes_norm": boxes_norm,
+            "labels": torch.tensor(float(j % 2)),
+        }

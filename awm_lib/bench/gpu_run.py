@@ -38,8 +38,11 @@ import sys
 import tarfile
 from pathlib import Path
 
+from awm_lib.bench.results import RUN_KEY, goals, load_results, merge_runs
 from awm_lib.errors import CheckpointError, ConfigError, DataError
 from awm_lib.io_utils import atomic_path, write_json_atomic, write_text_atomic
+from awm_lib.pretrain.heldout import run_heldout_probe
+from awm_lib.pretrain.probe import ProbeConfig
 
 MANIFEST = "manifest.json"
 BENCH = "bench.json"
@@ -70,15 +73,23 @@ def tree_bytes(root: str | Path = ".") -> int:
     """Bytes of what the device tool sends besides ``carry``: tracked and untracked-not-ignored files."""
     root = Path(root)
     try:
-        out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
-                             check=True, capture_output=True).stdout
+        out = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=root,
+            check=True,
+            capture_output=True,
+        ).stdout
     except (OSError, subprocess.CalledProcessError) as e:
-        raise ConfigError(f"cannot list the working tree with git ({e}); run from the project's checkout") from e
+        raise ConfigError(
+            f"cannot list the working tree with git ({e}); run from the project's checkout"
+        ) from e
     files = {root / f for f in out.decode().split("\0") if f}
     return sum(p.stat().st_size for p in files if p.is_file() and not p.is_symlink())
 
 
-def travel_check(root: str | Path, carry: list[str], limit: int = MAX_TRAVEL_BYTES, with_tree: bool = True) -> dict:
+def travel_check(
+    root: str | Path, carry: list[str], limit: int = MAX_TRAVEL_BYTES, with_tree: bool = True
+) -> dict:
     """Sizes of what travels; raises :class:`ConfigError` (naming the biggest part) when over ``limit``."""
     root = Path(root)
     sizes = {c: folder_bytes(root / c) for c in carry}
@@ -87,9 +98,12 @@ def travel_check(root: str | Path, carry: list[str], limit: int = MAX_TRAVEL_BYT
     report = {"tree_bytes": tree, "carry_bytes": sizes, "total_bytes": total, "limit_bytes": limit}
     if total > limit:
         biggest = max(sizes, key=sizes.get) if sizes else "the working tree"
-        raise ConfigError(f"what travels to the GPU machine is {total / 2**20:.1f} MiB, over the {limit / 2**20:.0f} MiB "
-                          f"limit (working tree {tree / 2**20:.1f} MiB, carried {', '.join(f'{k} {v / 2**20:.1f} MiB' for k, v in sizes.items())}); "
-                          f"shrink {biggest}")
+        raise ConfigError(
+            f"what travels to the GPU machine is {total / 2**20:.1f} MiB, over the {limit / 2**20:.0f} MiB "
+            f"limit (working tree {tree / 2**20:.1f} MiB, carried "
+            f"{', '.join(f'{k} {v / 2**20:.1f} MiB' for k, v in sizes.items())}); "
+            f"shrink {biggest}"
+        )
     return report
 
 
@@ -97,19 +111,40 @@ def travel_check(root: str | Path, carry: list[str], limit: int = MAX_TRAVEL_BYT
 def read_manifest(run_dir: str | Path) -> dict:
     path = Path(run_dir) / MANIFEST
     if not path.is_file():
-        raise DataError(f"no {MANIFEST}: not the output folder of scripts/gpu_run.sh (give the folder the run's files came back to)", path)
+        raise DataError(
+            f"no {MANIFEST}: not the output folder of scripts/gpu_run.sh (give the folder the run's files "
+            "came back to)",
+            path,
+        )
     try:
         return json.loads(path.read_text())
     except ValueError as e:
         raise DataError(f"cannot read the run's manifest ({e})", path) from e
 
 
-def manifest_init(out: str | Path, dry: bool, budget_s: float, device: str, command: str, commit: str | None = None,
-                  steps: list[str] | None = None, versions: dict | None = None) -> dict:
+def manifest_init(
+    out: str | Path,
+    dry: bool,
+    budget_s: float,
+    device: str,
+    command: str,
+    commit: str | None = None,
+    steps: list[str] | None = None,
+    versions: dict | None = None,
+) -> dict:
     """Start ``OUT/manifest.json``: the run's device, date, command, budget and planned steps."""
-    data = {"script": "scripts/gpu_run.sh", "dry": bool(dry), "device": device, "date": _now(), "command": command,
-            "commit": commit, "budget_s": budget_s, "planned_steps": list(steps or STEPS), "versions": versions or {},
-            "steps": {}}
+    data = {
+        "script": "scripts/gpu_run.sh",
+        "dry": bool(dry),
+        "device": device,
+        "date": _now(),
+        "command": command,
+        "commit": commit,
+        "budget_s": budget_s,
+        "planned_steps": list(steps or STEPS),
+        "versions": versions or {},
+        "steps": {},
+    }
     Path(out).mkdir(parents=True, exist_ok=True)
     write_json_atomic(Path(out) / MANIFEST, data)
     return data
@@ -121,15 +156,24 @@ def manifest_step(out: str | Path, name: str, status: str, seconds: float, rc: i
     if status not in ("ok", "failed", "timeout", "skipped"):
         raise ConfigError(f"step status {status!r}; use ok, failed, timeout or skipped")
     data = read_manifest(out)
-    data["steps"][name] = {"status": status, "seconds": round(float(seconds), 1), "rc": rc, "command": command,
-                           "note": note, "finished": _now(), **extra}
+    data["steps"][name] = {
+        "status": status,
+        "seconds": round(float(seconds), 1),
+        "rc": rc,
+        "command": command,
+        "note": note,
+        "finished": _now(),
+        **extra,
+    }
     data["files"] = sorted(p.name for p in Path(out).iterdir() if p.is_file())
     write_json_atomic(Path(out) / MANIFEST, data)
     return data
 
 
 # --- a folder as a few files ----------------------------------------------------------------------
-def pack_folder(src: str | Path, out_dir: str | Path, stem: str = CHECKPOINT_STEM, part_bytes: int = PART_BYTES) -> list[Path]:
+def pack_folder(
+    src: str | Path, out_dir: str | Path, stem: str = CHECKPOINT_STEM, part_bytes: int = PART_BYTES
+) -> list[Path]:
     """Tar ``src`` (uncompressed: safetensors do not compress) and cut it into ``stem.tar.partNN`` files."""
     src, out_dir = Path(src), Path(out_dir)
     if not src.is_dir():
@@ -173,7 +217,9 @@ def unpack_parts(parts: list[Path], dest: str | Path) -> Path:
             tar.extractall(tmp_dir, filter="data")  # no absolute paths, links out, or devices
     except (tarfile.TarError, OSError) as e:
         shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise DataError(f"the checkpoint parts do not form a tar file ({e}); was a part left out?", parts[0]) from e
+        raise DataError(
+            f"the checkpoint parts do not form a tar file ({e}); was a part left out?", parts[0]
+        ) from e
     finally:
         joined.unlink(missing_ok=True)
     if dest.exists():
@@ -194,8 +240,6 @@ def merge_bench(run_bench: str | Path, results_path: str | Path, run_info: dict)
     A row that failed on the GPU (``error``) does not replace a measured row of the same (device, config).
     Returns the merged rows.
     """
-    from awm_lib.bench.results import RUN_KEY, goals, load_results, merge_runs
-
     new = load_results(run_bench)
     data = load_results(results_path)
     have = {tuple(r.get(k) for k in RUN_KEY) for r in data["runs"] if "error" not in r}
@@ -214,18 +258,18 @@ def card_section(info: dict) -> str:
 ## GPU run
 
 This checkpoint came back from one prepared GPU run (`scripts/gpu_run.sh`) and was
-imported with `{info['import_command']}`.
+imported with `{info["import_command"]}`.
 
 | | |
 |---|---|
-| device | {info['device']} |
-| date | {info['date']} |
-| run command | `{info['run_command']}` |
-| pretraining command | `{info['pretrain_command']}` |
-| minutes | {info['train_minutes']} of training, {info['step_minutes']} for the whole step (data, model, saving) |
-| commit | {info.get('commit') or 'not recorded'} |
-| imported | {info['imported']} |
-"""
+| device | {info["device"]} |
+| date | {info["date"]} |
+| run command | `{info["run_command"]}` |
+| pretraining command | `{info["pretrain_command"]}` |
+| minutes | {info["train_minutes"]} of training, {info["step_minutes"]} for the whole step (data, model, saving) |
+| commit | {info.get("commit") or "not recorded"} |
+| imported | {info["imported"]} |
+"""  # noqa: E501 - Markdown table rows are one line each
 
 
 def place_checkpoint(run_dir: str | Path, manifest: dict, dest: str | Path, import_command: str) -> dict:
@@ -271,13 +315,22 @@ def place_checkpoint(run_dir: str | Path, manifest: dict, dest: str | Path, impo
     return info
 
 
-def import_run(run_dir: str | Path, results_dir: str | Path = "results", checkpoints_dir: str | Path = "checkpoints",
-               probe: bool = True, probe_cfg=None, probe_samples=None, allow_dry: bool = False,
-               command: str | None = None, progress: bool = True) -> dict:
+def import_run(
+    run_dir: str | Path,
+    results_dir: str | Path = "results",
+    checkpoints_dir: str | Path = "checkpoints",
+    probe: bool = True,
+    probe_cfg=None,
+    probe_samples=None,
+    allow_dry: bool = False,
+    command: str | None = None,
+    progress: bool = True,
+) -> dict:
     """Bring one GPU run home; returns what was done (also written to ``results_dir/gpu_run/import.json``).
 
     * ``bench.json`` -> merged into ``results_dir/bench.json``;
-    * the checkpoint parts -> ``checkpoints_dir/awm-dino-gpu/`` (+ ``gpu_run.json`` and the card's GPU section);
+    * the checkpoint parts -> ``checkpoints_dir/awm-dino-gpu/`` (+ ``gpu_run.json`` and the card's GPU
+    section);
     * the held-out probe of that checkpoint -> ``results_dir/pretrain_probe_gpu.json``;
     * ``manifest.json``, ``log.txt`` and the executed chapter 2 -> ``results_dir/gpu_run/``.
 
@@ -287,13 +340,24 @@ def import_run(run_dir: str | Path, results_dir: str | Path = "results", checkpo
     run_dir, results_dir = Path(run_dir), Path(results_dir)
     manifest = read_manifest(run_dir)
     if manifest.get("dry") and not allow_dry:
-        raise ConfigError("this is a dry run's output (GPU_DRY=1, tiny CPU settings): its figures are not GPU figures; "
-                          "import it only into a scratch folder (--allow-dry with --results/--checkpoints)", run_dir / MANIFEST)
+        raise ConfigError(
+            "this is a dry run's output (GPU_DRY=1, tiny CPU settings): its figures are not GPU figures; "
+            "import it only into a scratch folder (--allow-dry with --results/--checkpoints)",
+            run_dir / MANIFEST,
+        )
     command = command or f"python -m awm_lib gpu-import {run_dir}"
-    run_info = {"script": manifest.get("script"), "command": manifest.get("command"), "date": manifest.get("date"),
-                "commit": manifest.get("commit"), "dry": bool(manifest.get("dry"))}
-    done: dict = {"run": str(run_dir), "manifest": {k: manifest.get(k) for k in ("device", "date", "command", "dry")},
-                  "steps": {k: v.get("status") for k, v in manifest.get("steps", {}).items()}}
+    run_info = {
+        "script": manifest.get("script"),
+        "command": manifest.get("command"),
+        "date": manifest.get("date"),
+        "commit": manifest.get("commit"),
+        "dry": bool(manifest.get("dry")),
+    }
+    done: dict = {
+        "run": str(run_dir),
+        "manifest": {k: manifest.get(k) for k in ("device", "date", "command", "dry")},
+        "steps": {k: v.get("status") for k, v in manifest.get("steps", {}).items()},
+    }
 
     if (run_dir / BENCH).is_file():
         rows = merge_bench(run_dir / BENCH, results_dir / "bench.json", run_info)
@@ -304,11 +368,11 @@ def import_run(run_dir: str | Path, results_dir: str | Path = "results", checkpo
     if checkpoint_parts(run_dir):
         dest = Path(checkpoints_dir) / CHECKPOINT_STEM
         info = place_checkpoint(run_dir, manifest, dest, command)
-        done["checkpoint"] = {"path": str(dest), **{k: info[k] for k in ("device", "train_minutes", "steps", "size_bytes")}}
+        done["checkpoint"] = {
+            "path": str(dest),
+            **{k: info[k] for k in ("device", "train_minutes", "steps", "size_bytes")},
+        }
         if probe:
-            from awm_lib.pretrain.heldout import run_heldout_probe
-            from awm_lib.pretrain.probe import ProbeConfig
-
             cfg = probe_cfg or ProbeConfig(progress=progress)
             out = results_dir / "pretrain_probe_gpu.json"
             res = run_heldout_probe(dest, cfg, samples=probe_samples, out_path=out, command=command)
@@ -343,7 +407,9 @@ def summary(out: str | Path) -> int:
 
 # --- the script's helpers ---------------------------------------------------------------------------
 def _main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m awm_lib.bench.gpu_run", description="helpers of scripts/gpu_run.sh")
+    p = argparse.ArgumentParser(
+        prog="python -m awm_lib.bench.gpu_run", description="helpers of scripts/gpu_run.sh"
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("init")
     a.add_argument("out")
@@ -376,17 +442,37 @@ def _main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         if args.cmd == "init":
-            manifest_init(args.out, bool(args.dry), args.budget, args.device, args.command, args.commit or None,
-                          [s for s in args.steps.split(",") if s], json.loads(args.versions))
+            manifest_init(
+                args.out,
+                bool(args.dry),
+                args.budget,
+                args.device,
+                args.command,
+                args.commit or None,
+                [s for s in args.steps.split(",") if s],
+                json.loads(args.versions),
+            )
         elif args.cmd == "step":
-            manifest_step(args.out, args.name, args.status, float(args.seconds), int(args.rc) if args.rc != "-" else None,
-                          args.command, args.note)
+            manifest_step(
+                args.out,
+                args.name,
+                args.status,
+                float(args.seconds),
+                int(args.rc) if args.rc != "-" else None,
+                args.command,
+                args.note,
+            )
         elif args.cmd == "pack":
             size = folder_bytes(args.src)
             if size > args.max_bytes:
-                raise ConfigError(f"the checkpoint is {size / 1e6:.1f} MB, over {args.max_bytes / 1e6:.0f} MB", args.src)
+                raise ConfigError(
+                    f"the checkpoint is {size / 1e6:.1f} MB, over {args.max_bytes / 1e6:.0f} MB", args.src
+                )
             parts = pack_folder(args.src, args.out, args.stem)
-            print(f"packed {args.src} ({size / 1e6:.1f} MB) into {len(parts)} part(s): {' '.join(p.name for p in parts)}")
+            print(
+                f"packed {args.src} ({size / 1e6:.1f} MB) into {len(parts)} part(s): "
+                f"{' '.join(p.name for p in parts)}"
+            )
         elif args.cmd == "merge-bench":
             rows = merge_bench(args.run_bench, args.results, {"script": "scripts/gpu_run.sh", "date": _now()})
             print(f"merged {len(rows)} benchmark row(s) into {args.results}")
@@ -394,8 +480,12 @@ def _main(argv: list[str] | None = None) -> int:
             return summary(args.out)
         else:
             r = travel_check(args.root, args.paths, with_tree=not args.no_tree)
-            print(f"travels: {r['total_bytes'] / 2**20:.1f} MiB of {r['limit_bytes'] / 2**20:.0f} MiB "
-                  f"(tree {r['tree_bytes'] / 2**20:.1f} MiB; " + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in r["carry_bytes"].items()) + ")")
+            print(
+                f"travels: {r['total_bytes'] / 2**20:.1f} MiB of {r['limit_bytes'] / 2**20:.0f} MiB "
+                f"(tree {r['tree_bytes'] / 2**20:.1f} MiB; "
+                + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in r["carry_bytes"].items())
+                + ")"
+            )
     except (ConfigError, DataError) as e:
         print(f"gpu_run: error: {e.one_line()}", file=sys.stderr)
         return 2

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from awm_lib import paths
 from awm_lib.bench import data as bdata
 from awm_lib.bench.configs import (
     BenchConfig,
@@ -53,8 +54,10 @@ from awm_lib.bench.timing import (
     time_steps,
     time_wall,
 )
-from awm_lib.model.cost import training_flops
+from awm_lib.io_utils import write_text_atomic
 from awm_lib.losses import LossConfig, compute_loss, weighted_bce
+from awm_lib.model.cost import training_flops
+from awm_lib.proposals.blob import BlobProposer
 
 
 # --- pieces of a step ------------------------------------------------------------------------
@@ -124,7 +127,9 @@ def _measure(fn, device, steps, warmup, images, flops, peak, wall=False, queue=0
     that many warm-up steps drain it, and at least that many are timed, so the figure is the steady
     state (a queue filled while the GPU warmed up would otherwise hide a slow loader)."""
     reset_peak_memory(device)
-    timing = (time_wall if wall else time_steps)(fn, device, steps=max(steps, queue), warmup=max(warmup, queue))
+    timing = (time_wall if wall else time_steps)(
+        fn, device, steps=max(steps, queue), warmup=max(warmup, queue)
+    )
     return {**_rates(timing, images, flops, peak), "peak_memory_bytes": peak_memory_bytes(device)}
 
 
@@ -185,7 +190,9 @@ def run_config(cfg: BenchConfig, device: str | torch.device = "cuda", steps: int
     if cfg.data == "dicom" or cfg.data == "cache":
         root = Path(data_root) if data_root else default_data_root()
         sources = bdata.prepare_sources(root, cfg.n_images, source_size, progress=progress)
-        cache = bdata.warm_cache(sources, root, cfg.image_size[0], workers=max(1, cfg.workers), progress=progress)
+        cache = bdata.warm_cache(
+            sources, root, cfg.image_size[0], workers=max(1, cfg.workers), progress=progress
+        )
         rois = _source_rois(cache, sources, cfg.topk, seed)
         record["data_source"] = {"n_images": len(sources), "source_size": source_size, "workers": cfg.workers}
 
@@ -194,9 +201,13 @@ def run_config(cfg: BenchConfig, device: str | torch.device = "cuda", steps: int
         batch = _crop_batch(cfg, device, seed)
         record["train"] = run(lambda: train_step(model, model, opt, batch, device, "fp32"), train_fl)
         ds = bdata.ReferenceDataset(sources, rois, cfg.image_size[0], cfg.crop_size, length=10**9)
-        loader = torch.utils.data.DataLoader(ds, batch_size=b, num_workers=cfg.workers,
-                                             prefetch_factor=bdata.PREFETCH_FACTOR if cfg.workers else None,
-                                             worker_init_fn=bdata._single_thread_worker if cfg.workers else None)
+        loader = torch.utils.data.DataLoader(
+            ds,
+            batch_size=b,
+            num_workers=cfg.workers,
+            prefetch_factor=bdata.PREFETCH_FACTOR if cfg.workers else None,
+            worker_init_fn=bdata._single_thread_worker if cfg.workers else None,
+        )
         it = _cycle(loader)
 
         def ref_step():
@@ -219,11 +230,13 @@ def run_config(cfg: BenchConfig, device: str | torch.device = "cuda", steps: int
     if cfg.data == "cache":  # end to end: the loader from the preprocessing cache feeds every step
         proposer = None
         if cfg.mode == "infer":
-            from awm_lib.proposals.blob import BlobProposer
-
             proposer = BlobProposer()
-        ds = bdata.CacheDataset(cache, sources, cfg.image_size, rois, length=10**9, topk=cfg.topk, proposer=proposer)
-        pref = bdata.Prefetcher(bdata.cache_loader(ds, b, cfg.workers, pin_memory=device.type == "cuda"), device)
+        ds = bdata.CacheDataset(
+            cache, sources, cfg.image_size, rois, length=10**9, topk=cfg.topk, proposer=proposer
+        )
+        pref = bdata.Prefetcher(
+            bdata.cache_loader(ds, b, cfg.workers, pin_memory=device.type == "cuda"), device
+        )
 
         def next_batch():
             raw = pref.next()
@@ -253,8 +266,6 @@ def _crop_batch(cfg: BenchConfig, device: torch.device, seed: int) -> dict:
 
 def default_data_root() -> Path:
     """Where generated sources and their cache live: ``$AWM_BENCH_DATA`` or ``.cache/bench``."""
-    from awm_lib import paths
-
     env = os.environ.get("AWM_BENCH_DATA")
     return Path(env) if env else paths.cache_root() / "bench"
 
@@ -313,10 +324,15 @@ def profile_steps(model, fwd, opt, batch: dict, device: torch.device, precision:
     dev = "cuda" if device.type == "cuda" else "cpu"
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", cfg.run_name)  # plain file names travel everywhere
     path = out / f"profile-{dev}-{safe}.txt"
-    from awm_lib.io_utils import write_text_atomic
 
     write_text_atomic(path, table)
     rows = sorted(events, key=lambda e: getattr(e, sort, 0.0), reverse=True)[:10]
-    return {"table": str(path), "sorted_by": sort, "steps": steps,
-            "top_ops": [{"name": e.key, "self_ms": getattr(e, sort, 0.0) / 1e3 / steps, "calls": e.count // steps}
-                        for e in rows]}
+    return {
+        "table": str(path),
+        "sorted_by": sort,
+        "steps": steps,
+        "top_ops": [
+            {"name": e.key, "self_ms": getattr(e, sort, 0.0) / 1e3 / steps, "calls": e.count // steps}
+            for e in rows
+        ],
+    }

@@ -33,7 +33,9 @@ def load_results(path: str | Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise DataError(f"cannot read benchmark results ({e}); fix or move the file, then re-run", path) from e
+        raise DataError(
+            f"cannot read benchmark results ({e}); fix or move the file, then re-run", path
+        ) from e
     if not isinstance(data, dict) or not isinstance(data.get("runs", []), list):
         raise DataError("not a benchmark results file (expected a dict with a 'runs' list)", path)
     data.setdefault("runs", [])
@@ -49,8 +51,10 @@ def merge_runs(old: list[dict], new: list[dict]) -> list[dict]:
 def write_results(path: str | Path, header: dict, new_runs: list[dict]) -> dict:
     """Merge ``new_runs`` (each stamped with ``header``: device, date, command, versions) into ``path``."""
     data = load_results(path)
-    stamped = [{**{k: header[k] for k in ("device", "date", "command", "seed", "versions") if k in header}, **r}
-               for r in new_runs]
+    stamped = [
+        {**{k: header[k] for k in ("device", "date", "command", "seed", "versions") if k in header}, **r}
+        for r in new_runs
+    ]
     data.update({k: v for k, v in header.items() if k != "runs"})
     data["runs"] = merge_runs(data["runs"], stamped)
     data["goals"] = goals(data["runs"])
@@ -90,13 +94,22 @@ def goals(runs: list[dict]) -> dict:
         out[device] = {
             "paper_train_mfu": {"target": 0.45, "measured": _best(rs, "paper", "train", "mfu")},
             "end_to_end_fraction_paper": {
-                "target": 0.90, "measured": _best(rs, "paper-e2e", "train_end_to_end", "fraction_of_model_only")},
+                "target": 0.90,
+                "measured": _best(rs, "paper-e2e", "train_end_to_end", "fraction_of_model_only"),
+            },
             "end_to_end_fraction_default": {
-                "target": 0.90, "measured": _best(rs, "default-e2e", "train_end_to_end", "fraction_of_model_only")},
+                "target": 0.90,
+                "measured": _best(rs, "default-e2e", "train_end_to_end", "fraction_of_model_only"),
+            },
             "speedup_vs_reference": {"target": 10.0, "measured": (fast / ref) if fast and ref else None},
             "default_inference_images_per_s": {
-                "target": 200.0, "measured": _best(rs, "default-infer", "infer_end_to_end", "images_per_s")},
-            "default_train_step_s": {"target": None, "measured": _best(rs, "default", "train", "median_s", better=min)},
+                "target": 200.0,
+                "measured": _best(rs, "default-infer", "infer_end_to_end", "images_per_s"),
+            },
+            "default_train_step_s": {
+                "target": None,
+                "measured": _best(rs, "default", "train", "median_s", better=min),
+            },
         }
     return out
 
@@ -108,7 +121,11 @@ def is_gpu_device(device) -> bool:
 
 
 def _gpu_runs(data: dict) -> list[dict]:
-    return [r for r in data.get("runs", []) if is_gpu_device(r.get("device")) and "@tiny" not in str(r.get("config"))]
+    return [
+        r
+        for r in data.get("runs", [])
+        if is_gpu_device(r.get("device")) and "@tiny" not in str(r.get("config"))
+    ]
 
 
 def gpu_table(path: str | Path):
@@ -131,15 +148,26 @@ def gpu_table(path: str | Path):
     rows = []
     for r in runs:
         mem = get(r, "train", "peak_memory_bytes")
-        rows.append({
-            "device": r.get("device"), "configuration": r.get("config"), "batch": r.get("batch_size"),
-            "precision": r.get("precision"), "tokens / image": r.get("tokens_per_image"),
-            "train ms / step": None if get(r, "train", "median_s") is None else 1e3 * get(r, "train", "median_s"),
-            "train images/s": get(r, "train", "images_per_s"), "train TFLOP/s": get(r, "train", "tflops"),
-            "train MFU": get(r, "train", "mfu"), "end-to-end images/s": get(r, "train_end_to_end", "images_per_s"),
-            "peak memory GiB": None if mem is None else mem / 2**30, "error": r.get("error"),
-            "date": r.get("date"), "command": r.get("command"),
-        })
+        rows.append(
+            {
+                "device": r.get("device"),
+                "configuration": r.get("config"),
+                "batch": r.get("batch_size"),
+                "precision": r.get("precision"),
+                "tokens / image": r.get("tokens_per_image"),
+                "train ms / step": None
+                if get(r, "train", "median_s") is None
+                else 1e3 * get(r, "train", "median_s"),
+                "train images/s": get(r, "train", "images_per_s"),
+                "train TFLOP/s": get(r, "train", "tflops"),
+                "train MFU": get(r, "train", "mfu"),
+                "end-to-end images/s": get(r, "train_end_to_end", "images_per_s"),
+                "peak memory GiB": None if mem is None else mem / 2**30,
+                "error": r.get("error"),
+                "date": r.get("date"),
+                "command": r.get("command"),
+            }
+        )
     table = pd.DataFrame(rows)
     if table["error"].isna().all():
         table = table.drop(columns="error")

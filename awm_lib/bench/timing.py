@@ -68,10 +68,18 @@ class Timing:
         return min(self.times_s)
 
     def summary(self) -> dict:
-        return {"steps": self.steps, "warmup": self.warmup, "median_s": self.median_s, "mean_s": self.mean_s, "min_s": self.min_s}
+        return {
+            "steps": self.steps,
+            "warmup": self.warmup,
+            "median_s": self.median_s,
+            "mean_s": self.mean_s,
+            "min_s": self.min_s,
+        }
 
 
-def time_steps(fn: Callable[[], object], device: torch.device | str, steps: int = 10, warmup: int = 3) -> Timing:
+def time_steps(
+    fn: Callable[[], object], device: torch.device | str, steps: int = 10, warmup: int = 3
+) -> Timing:
     """Call ``fn`` ``warmup`` times (discarded), then ``steps`` times, timing each call.
 
     On CUDA each step is bracketed by events recorded on the current stream;
@@ -102,7 +110,9 @@ def time_steps(fn: Callable[[], object], device: torch.device | str, steps: int 
     return Timing(times, warmup)
 
 
-def time_wall(fn: Callable[[], object], device: torch.device | str, steps: int = 10, warmup: int = 3) -> Timing:
+def time_wall(
+    fn: Callable[[], object], device: torch.device | str, steps: int = 10, warmup: int = 3
+) -> Timing:
     """Like :func:`time_steps` but wall-clock over ALL ``steps`` (synchronised at both ends).
 
     For loops whose host side matters (a data loader feeding the GPU): the GPU

@@ -10,5 +10,6 @@ the tests do.
 - :mod:`~awm_lib.book.model_figures`    -- chapters 4 and 5: RoI attention and embeddings of a trained model
 - :mod:`~awm_lib.book.pretrain_figures` -- chapter 6: PCA of patch features, CLS attention maps
 - :mod:`~awm_lib.book.widgets`          -- chapter 7: the interactive ablation panel
-- :mod:`~awm_lib.book.results`          -- chapters 7 and 8: the ablation results file as tables, figures, claims
+- :mod:`~awm_lib.book.results`          -- chapters 7 and 8: the ablation results file as tables, figures,
+claims
 """

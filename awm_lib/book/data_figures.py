@@ -25,6 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from awm_lib.book import viz
+from awm_lib.data import realism
+from awm_lib.data.breast import segment_breast
+from awm_lib.data.dicom import write_mammo_dicom
+from awm_lib.data.image import load_image
+
 __all__ = [
     "write_dicom_variants",
     "read_stored",
@@ -56,8 +62,6 @@ def write_dicom_variants(image, folder, *, laterality: str = "L", view: str = "M
 
     Returns ``{name: path}`` in that order.
     """
-    from awm_lib.data.dicom import write_mammo_dicom
-
     v = np.clip(np.asarray(image, dtype=np.float64), 0.0, 1.0)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -99,9 +103,6 @@ def describe_dicoms(paths: Mapping[str, Path]):
     import pandas as pd
     import pydicom
 
-    from awm_lib.data.breast import segment_breast
-    from awm_lib.data.image import load_image
-
     rows = []
     for name, path in paths.items():
         ds = pydicom.dcmread(path)
@@ -126,20 +127,21 @@ def show_dicom_variants(paths: Mapping[str, Path], size: float = 2.6):
     Bottom row: the same file through :func:`load_image`. Returns the figure."""
     import pydicom
 
-    from awm_lib.book import viz
-    from awm_lib.data.image import load_image
-
     n = len(paths)
     fig, axes = viz.subplots(2, n, width=size, height=size * 1.15, squeeze=False)
     for j, (name, path) in enumerate(paths.items()):
         bits = int(pydicom.dcmread(path, stop_before_pixels=True).BitsStored)
-        viz.show_mammogram(read_stored(path) / (2**bits - 1), ax=axes[0, j], title=f"{name}\nstored, shown as is")
+        viz.show_mammogram(
+            read_stored(path) / (2**bits - 1), ax=axes[0, j], title=f"{name}\nstored, shown as is"
+        )
         viz.show_mammogram(load_image(path).pixels, ax=axes[1, j], title="after load_image")
     return fig
 
 
 # --------------------------------------------------------------------------- breast cropping
-def show_segmentation(pixels, crop, boxes=None, labels: Sequence[str] | None = None, size: float = 3.2, title: str | None = None):
+def show_segmentation(
+    pixels, crop, boxes=None, labels: Sequence[str] | None = None, size: float = 3.2, title: str | None = None
+):
     """Three panels: the input; the breast mask (tinted) and crop box (dashed); the crop, oriented.
 
     ``crop`` is the :class:`~awm_lib.data.breast.BreastCrop` of ``pixels``;
@@ -147,8 +149,6 @@ def show_segmentation(pixels, crop, boxes=None, labels: Sequence[str] | None = N
     mapped by ``crop.to_crop``, on the crop. Returns the figure.
     """
     from matplotlib.patches import Rectangle
-
-    from awm_lib.book import viz
 
     pixels = np.asarray(pixels, dtype=np.float32)
     boxes = None if boxes is None else np.asarray(boxes, dtype=float).reshape(-1, 4)
@@ -161,7 +161,11 @@ def show_segmentation(pixels, crop, boxes=None, labels: Sequence[str] | None = N
     tint[crop.full_mask()] = (0.0, 0.45, 0.7, 0.35)  # PALETTE blue, translucent
     ax1.imshow(tint, extent=(0, w, h, 0))
     x0, y0, x1, y1 = crop.box
-    ax1.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=viz.PALETTE[1], linewidth=1.5, linestyle="--"))
+    ax1.add_patch(
+        Rectangle(
+            (x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=viz.PALETTE[1], linewidth=1.5, linestyle="--"
+        )
+    )
     mapped = None if boxes is None else crop.to_crop(boxes)
     flip = " (mirrored)" if crop.flipped else ""
     viz.show_mammogram(crop.crop(pixels), boxes=mapped, labels=labels, ax=ax2, title=f"cropped{flip}")
@@ -224,14 +228,14 @@ def show_side_by_side(images, titles: Sequence[str] | None = None, boxes: Sequen
     Unlike :func:`awm_lib.book.viz.show_grid` it labels the boxes (``labels[i]`` goes with
     ``boxes[i]``) and gives each panel its image's aspect ratio. Returns the figure.
     """
-    from awm_lib.book import viz
-
     n = len(images)
     ncols = max(1, min(ncols or n, n))
     nrows = -(-n // ncols)
     aspect = max(np.asarray(im).shape[1] / max(np.asarray(im).shape[0], 1) for im in images)  # width / height
     width = size * min(max(aspect, 0.6), 1.6)
-    fig, axes = viz.subplots(nrows, ncols, width=width, height=width / aspect + 0.4, squeeze=False)  # + a title
+    fig, axes = viz.subplots(
+        nrows, ncols, width=width, height=width / aspect + 0.4, squeeze=False
+    )  # + a title
     for i, ax in enumerate(axes.flat):
         if i >= n:
             ax.set_axis_off()
@@ -265,8 +269,6 @@ def show_lesion_zooms(images, boxes, titles: Sequence[str] | None = None, contex
     side. The grey scale is the image's own (no stretch), so a faint finding
     looks faint. Returns the figure.
     """
-    from awm_lib.book import viz
-
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
@@ -276,7 +278,9 @@ def show_lesion_zooms(images, boxes, titles: Sequence[str] | None = None, contex
             ax.set_axis_off()
             continue
         patch, box = _zoom(np.asarray(images[i], dtype=np.float32), boxes[i], context)
-        viz.show_mammogram(patch, boxes=box, ax=ax, title=None if titles is None else titles[i], linewidth=1.0)
+        viz.show_mammogram(
+            patch, boxes=box, ax=ax, title=None if titles is None else titles[i], linewidth=1.0
+        )
     return fig
 
 
@@ -288,8 +292,6 @@ def mean_spectrum(images: Sequence[np.ndarray], pixel_mm: float) -> tuple[np.nda
     each patch's spectrum is divided by its own mean first, so images stored
     with different grey ranges (8-bit film, 12-bit detector) average fairly.
     """
-    from awm_lib.data import realism
-
     logs, freqs = [], None
     for img in images:
         img = np.asarray(img, dtype=np.float64)
@@ -308,9 +310,6 @@ def plot_spectrum_comparison(groups: Mapping[str, tuple[Sequence[np.ndarray], fl
     :data:`awm_lib.data.realism.DEFAULT_BAND`) is shaded and is where the line
     ``P ~ f**-beta`` is fitted (the legend gives beta). Returns the axis.
     """
-    from awm_lib.book import viz
-    from awm_lib.data import realism
-
     band = tuple(band or realism.DEFAULT_BAND)
     ax = ax if ax is not None else viz.subplots(1, 1, width=5.0, height=3.8)[1]
     for i, (name, (images, pixel_mm)) in enumerate(groups.items()):
@@ -336,8 +335,6 @@ def plot_histograms(cmp: Mapping, ax=None):
     the *shapes* are compared; the title gives the Wasserstein and KS distances.
     Returns the axis.
     """
-    from awm_lib.book import viz
-
     ax = ax if ax is not None else viz.subplots(1, 1, width=5.0, height=3.8)[1]
     names = {"mini_mias": "mini-MIAS (real, film)", "synthetic": "synthetic"}
     for i, (key, name) in enumerate(names.items()):

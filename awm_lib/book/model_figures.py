@@ -32,7 +32,23 @@ from matplotlib.patches import Rectangle
 
 from awm_lib.book import viz
 from awm_lib.errors import ConfigError
-from awm_lib.model.position import check_mode, rope_angles, sine_box_embedding, uses_rope, uses_sine
+from awm_lib.features import token_input
+from awm_lib.losses import label_rois
+from awm_lib.model.position import (
+    apply_rope,
+    boxes_to_cxcywh_norm,
+    check_mode,
+    rope_angles,
+    sine_box_embedding,
+    uses_rope,
+    uses_sine,
+)
+from awm_lib.model.roi_transformer import RoIClassifier
+from awm_lib.train.batch import to_device
+from awm_lib.train.dataset import collate as collate_images
+from awm_lib.train.dataset import lesion_boxes_in
+from awm_lib.train.experiment import forward_batch
+from awm_lib.train.tokens import collate_tokens
 
 __all__ = [
     "attention_stats",
@@ -97,7 +113,9 @@ def show_roi_attention(image, rois, weights, ax: Axes | None = None, title: str 
     if len(w) != len(rois):
         raise ConfigError(f"{len(rois)} RoIs but {len(w)} weights; give one weight per RoI")
     keep = np.ones(len(rois), bool) if valid is None else np.asarray(torch.as_tensor(valid).cpu(), bool)
-    on_lesion = np.zeros(len(rois), bool) if lesion is None else np.asarray(torch.as_tensor(lesion).cpu(), bool)
+    on_lesion = (
+        np.zeros(len(rois), bool) if lesion is None else np.asarray(torch.as_tensor(lesion).cpu(), bool)
+    )
     ax = viz.show_mammogram(image, ax=ax, title=title, size=size)
     top = max(float(w[keep].max()) if keep.any() else 1.0, 1e-12)
     colours = mpl.colormaps[cmap]
@@ -109,8 +127,15 @@ def show_roi_attention(image, rois, weights, ax: Axes | None = None, title: str 
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=c,
                                linewidth=1.0 + 3.0 * w[j] / top, linestyle="--" if j == 0 else "-"))
         name = "anchor" if j == 0 else f"#{j}"
-        ax.text(x0 + 2, y0 + 2, f"{name}: {w[j]:.2f}" + (" (lesion)" if on_lesion[j] else ""), color="black", fontsize=7, va="top",
-                bbox={"facecolor": c, "edgecolor": "none", "pad": 1.0, "alpha": 0.85})
+        ax.text(
+            x0 + 2,
+            y0 + 2,
+            f"{name}: {w[j]:.2f}" + (" (lesion)" if on_lesion[j] else ""),
+            color="black",
+            fontsize=7,
+            va="top",
+            bbox={"facecolor": c, "edgecolor": "none", "pad": 1.0, "alpha": 0.85},
+        )
     if colorbar:
         sm = mpl.cm.ScalarMappable(cmap=cmap, norm=mpl.colors.Normalize(0, top))
         ax.figure.colorbar(sm, ax=ax, fraction=0.046, pad=0.02, label="weight")
@@ -196,15 +221,18 @@ def position_logits(mode: str, boxes_norm, head_dim: int = 32, seed: int = 0) ->
         tok = tok + sine_box_embedding(b, head_dim)  # (1, K, hd)
     q, kk = tok @ wq.T, tok @ wk.T  # (1, K, hd)
     if uses_rope(mode):
-        from awm_lib.model.position import apply_rope
-
         ang = rope_angles(mode, b, head_dim)  # (1, K, hd/2)
         q, kk = apply_rope(q, ang), apply_rope(kk, ang)
     return ((q @ kk.transpose(-2, -1)) * head_dim**-0.5)[0].numpy()  # (K, K)
 
 
-def plot_position_logits(layouts: Mapping[str, np.ndarray], modes: Sequence[str] = ("sine", "rope2d", "rope1d_index"),
-                         head_dim: int = 32, seed: int = 0, size: float = 2.6):
+def plot_position_logits(
+    layouts: Mapping[str, np.ndarray],
+    modes: Sequence[str] = ("sine", "rope2d", "rope1d_index"),
+    head_dim: int = 32,
+    seed: int = 0,
+    size: float = 2.6,
+):
     """A grid of :func:`position_logits` matrices: one row per box layout, one column per mode.
 
     layouts: name -> (K, 4) normalised cxcywh boxes (e.g. "original", "all shifted",
@@ -246,11 +274,6 @@ def collect_roi_embeddings(model, dataset, batch_size: int = 8, device: str | to
     RoI overlaps a BENIGN lesion (same overlap rule as the RoI labels; needs a dataset
     with ``samples`` and ``cache``, else all False).
     """
-    from awm_lib.train.batch import to_device
-    from awm_lib.train.dataset import collate as collate_images
-    from awm_lib.train.experiment import forward_batch
-    from awm_lib.train.tokens import collate_tokens
-
     collate = collate_tokens if hasattr(dataset, "tokens") else collate_images  # cached tokens or pixels
 
     model = model.to(device).eval()
@@ -279,8 +302,6 @@ def _benign_overlap(dataset, i: int, rois: torch.Tensor, min_overlap: float = 0.
     """(K,) bool: which RoIs of item ``i`` overlap one of its benign lesions (the anchor never)."""
     if not (hasattr(dataset, "samples") and hasattr(dataset, "cache")):
         return torch.zeros(len(rois), dtype=torch.bool)
-    from awm_lib.losses import label_rois
-    from awm_lib.train.dataset import lesion_boxes_in
 
     sample = dataset.samples[i]
     boxes, malignant = lesion_boxes_in(dataset.cache.get(sample.path), sample)
@@ -352,11 +373,26 @@ def plot_embeddings(points, roi_labels, hard=None, lookalike=None, ax: Axes | No
     for value, name, colour, s in groups:
         sel = lab == value
         if sel.any():
-            ax.scatter(p[sel, 0], p[sel, 1], s=s, c=colour, label=f"{name} ({int(sel.sum())})", alpha=0.8, linewidths=0)
+            ax.scatter(
+                p[sel, 0],
+                p[sel, 1],
+                s=s,
+                c=colour,
+                label=f"{name} ({int(sel.sum())})",
+                alpha=0.8,
+                linewidths=0,
+            )
     if lookalike is not None and np.asarray(lookalike).any():
         b = np.asarray(lookalike, bool)
-        ax.scatter(p[b, 0], p[b, 1], s=36, marker="D", c=viz.PALETTE[2], label=f"on a benign lesion ({int(b.sum())})",
-                   linewidths=0)
+        ax.scatter(
+            p[b, 0],
+            p[b, 1],
+            s=36,
+            marker="D",
+            c=viz.PALETTE[2],
+            label=f"on a benign lesion ({int(b.sum())})",
+            linewidths=0,
+        )
     if hard is not None and np.asarray(hard).any():
         h = np.asarray(hard, bool)
         ax.scatter(p[h, 0], p[h, 1], s=60, facecolors="none", edgecolors="black", linewidths=1.0,
@@ -411,7 +447,9 @@ def metrics_table(results: Mapping[str, dict], keys: Sequence[str] = ("auc", "f1
         ci = "" if lo is None or hi is None else f" [{lo:.2f}, {hi:.2f}]"
         return f"{m['mean']:.3f}{ci}"
 
-    rows = {name: {k: cell(r.get(k)) for k in keys} | {"n test": r.get("n_test")} for name, r in results.items()}
+    rows = {
+        name: {k: cell(r.get(k)) for k in keys} | {"n test": r.get("n_test")} for name, r in results.items()
+    }
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -421,22 +459,18 @@ def load_trained(run_dir, cfg, device: str | torch.device = "cpu"):
     A head trained on cached tokens of a frozen backbone (``features.cached``, the ``frozen``
     preset) holds no ViT weights: it is loaded with a token input in place of the backbone.
     """
-    from awm_lib.features import token_input
-    from awm_lib.model.roi_transformer import RoIClassifier
-
     backbone = token_input(cfg.model.backbone, cfg.features.random_seed) if cfg.features.cached else None
     return RoIClassifier.from_pretrained(run_dir, device=device, backbone=backbone)
 
 
-def forward_one(model, dataset, index: int, device: str | torch.device = "cpu", return_attention: bool = True):
+def forward_one(
+    model, dataset, index: int, device: str | torch.device = "cpu", return_attention: bool = True
+):
     """The model on one item of a dataset of pixels or of cached tokens, with its attention.
 
     Returns ``(output, batch)``: the :class:`~awm_lib.model.roi_transformer.RoIOutput` (``pool_weights``,
     ``attention`` per block) and the collated one-item batch (``rois``, ``roi_mask``, ``roi_labels``).
     """
-    from awm_lib.model.position import boxes_to_cxcywh_norm
-    from awm_lib.train.batch import to_device
-
     model = model.to(device).eval()
     with torch.no_grad():
         if hasattr(dataset, "tokens"):  # cached tokens of a frozen backbone
@@ -444,23 +478,33 @@ def forward_one(model, dataset, index: int, device: str | torch.device = "cpu", 
 
             batch = to_device(collate_tokens([dataset[index]]), torch.device(device))
             boxes = boxes_to_cxcywh_norm(batch["rois"].float(), batch["image_sizes"])
-            out = model.forward_tokens(batch["tokens"], boxes, batch["roi_mask"], return_attention=return_attention)
+            out = model.forward_tokens(
+                batch["tokens"], boxes, batch["roi_mask"], return_attention=return_attention
+            )
         else:
             from awm_lib.train.dataset import collate
 
             batch = to_device(collate([dataset[index]]), torch.device(device))
-            out = model(batch["images"], batch["rois"], image_sizes=batch["image_sizes"], roi_mask=batch["roi_mask"],
-                        return_attention=return_attention)
+            out = model(
+                batch["images"],
+                batch["rois"],
+                image_sizes=batch["image_sizes"],
+                roi_mask=batch["roi_mask"],
+                return_attention=return_attention,
+            )
     return out, batch
 
 
-def attention_change(trained, initial) -> "pd.DataFrame":
+def attention_change(trained, initial):  # -> pandas.DataFrame
     """How far training moved the attention of one image: per block (and the pooling weights),
     the mean and largest absolute change of a weight, and the largest weight before and after."""
     import pandas as pd
 
     rows = {}
-    pairs = [(f"block {i + 1}", a[0], b[0]) for i, (a, b) in enumerate(zip(trained.attention or [], initial.attention or []))]
+    pairs = [
+        (f"block {i + 1}", a[0], b[0])
+        for i, (a, b) in enumerate(zip(trained.attention or [], initial.attention or []))
+    ]
     if trained.pool_weights is not None and initial.pool_weights is not None:
         pairs.append(("pooling weights", trained.pool_weights[0], initial.pool_weights[0]))
     for name, a, b in pairs:

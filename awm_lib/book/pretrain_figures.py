@@ -26,28 +26,46 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from awm_lib.pretrain.augment import to_model_input
+from awm_lib.book.viz import PALETTE, hline, plot_curves, show_mammogram, subplots, vline
+from awm_lib.pretrain.augment import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    intensity_augment,
+    sample_crop_boxes,
+    to_model_input,
+)
+from awm_lib.pretrain.dino import entropy, teacher_probs
+from awm_lib.pretrain.loop import build_backbone, preset_config
+from awm_lib.pretrain.probe import crop_resize, random_init_like
+from awm_lib.pretrain.tissue import breast_tissue
 
 
-def prepare_breast(pixels: np.ndarray, long_side: int = 448, patch: int = 14) -> tuple[np.ndarray, np.ndarray]:
+def prepare_breast(
+    pixels: np.ndarray, long_side: int = 448, patch: int = 14
+) -> tuple[np.ndarray, np.ndarray]:
     """Breast crop of ``(H, W)`` in ``[0, 1]`` (chest wall left), resized so sides are multiples of ``patch``.
 
     Returns the resized image and its breast mask, both ``(h, w)``.
     """
-    from awm_lib.pretrain.tissue import breast_tissue
-
     crop, mask = breast_tissue(pixels)
     h, w = crop.shape
     s = long_side / max(h, w)
     nh, nw = max(patch, round(h * s / patch) * patch), max(patch, round(w * s / patch) * patch)
-    img = F.interpolate(torch.from_numpy(crop.astype(np.float32))[None, None], size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)[0, 0]
+    img = F.interpolate(
+        torch.from_numpy(crop.astype(np.float32))[None, None],
+        size=(nh, nw),
+        mode="bilinear",
+        antialias=True,
+        align_corners=False,
+    )[0, 0]
     m = F.interpolate(torch.from_numpy(mask)[None, None].float(), size=(nh, nw), mode="nearest")[0, 0] > 0.5
     return img.clamp(0, 1).numpy(), m.numpy()
 
 
 @torch.no_grad()
 def patch_tokens(model, image: np.ndarray) -> torch.Tensor:
-    """``(h, w)`` image in ``[0, 1]`` (sides multiples of the patch) -> ``(h/p, w/p, D)`` final patch tokens."""
+    """``(h, w)`` image in ``[0, 1]`` (sides multiples of the patch) -> ``(h/p, w/p, D)`` final patch
+    tokens."""
     p = model.config.patch_size
     x = to_model_input(torch.from_numpy(np.asarray(image, np.float32))[None, None])  # (1, 3, h, w)
     hidden = model.eval()(pixel_values=x).last_hidden_state[0, 1:]  # (P, D)
@@ -142,19 +160,19 @@ def plot_pca_and_attention(models: dict, pixels: np.ndarray, long_side: int = 44
 GPU_RUN_COMMANDS = """\
 python -m awm_lib pretrain --build-bank .cache/pretrain/mias512.npz --long-side 512
 python -m awm_lib pretrain --out checkpoints/awm-dino-s14 --preset gpu-20min --set bank_path=.cache/pretrain/mias512.npz
-python -m awm_lib pretrain --probe --checkpoint checkpoints/awm-dino-s14"""
+python -m awm_lib pretrain --probe --checkpoint checkpoints/awm-dino-s14"""  # noqa: E501 - whole commands a reader copies
 
-# The committed CPU run (checkpoints/awm-dino-cpu): mini-MIAS women of the "pretrain" half plus synthetic images.
+# The committed CPU run (checkpoints/awm-dino-cpu): mini-MIAS women of the "pretrain" half plus synthetic
+# images.
 CPU_RUN_COMMANDS = """\
 python -m awm_lib pretrain --build-bank .cache/pretrain/bank512-half-syn240.npz --long-side 512 --n-synthetic 240 --set mias_half=pretrain
 python -m awm_lib pretrain --out checkpoints/awm-dino-cpu --preset cpu-75min --set bank_path=.cache/pretrain/bank512-half-syn240.npz
-python -m awm_lib pretrain --probe --checkpoint checkpoints/awm-dino-cpu   # the held-out half of the women only"""
+python -m awm_lib pretrain --probe --checkpoint checkpoints/awm-dino-cpu   # the held-out half of the women only"""  # noqa: E501 - whole commands a reader copies
 
 
 def to_grey(x: torch.Tensor) -> np.ndarray:
-    """Undo :func:`~awm_lib.pretrain.augment.to_model_input`: ``(..., 3, S, S)`` -> grey ``(..., S, S)`` in ``[0, 1]``."""
-    from awm_lib.pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
-
+    """Undo :func:`~awm_lib.pretrain.augment.to_model_input`: ``(..., 3, S, S)`` -> grey ``(..., S, S)`` in
+    ``[0, 1]``."""
     grey = x[..., 0, :, :].float() * IMAGENET_STD[0] + IMAGENET_MEAN[0]  # every channel holds the same grey
     return grey.clamp(0, 1).cpu().numpy()
 
@@ -176,13 +194,13 @@ def plot_multi_crop(image, mask, views, index: int = 0, local_cols: int = 4):
     """
     import matplotlib.pyplot as plt
 
-    from awm_lib.book.viz import PALETTE, show_mammogram
-
     n_g, n_l = views.global_crops.shape[0], views.local_crops.shape[0]
     boxes = torch.cat([views.global_boxes[index], views.local_boxes[index]]).cpu().numpy()
     labels = [f"G{i + 1}" for i in range(n_g)] + [f"L{i + 1}" for i in range(n_l)]
     colors = [PALETTE[0]] * n_g + [PALETTE[1]] * n_l
-    crops = [to_grey(views.global_crops[i, index]) for i in range(n_g)] + [to_grey(views.local_crops[i, index]) for i in range(n_l)]
+    crops = [to_grey(views.global_crops[i, index]) for i in range(n_g)] + [
+        to_grey(views.local_crops[i, index]) for i in range(n_l)
+    ]
     cols = max(n_g, min(local_cols, max(n_l, 1)))
     rows = 1 + -(-n_l // cols)
     fig = plt.figure(figsize=(3.2 + 1.9 * cols, 1.9 * rows + 0.6), layout="constrained")
@@ -208,12 +226,10 @@ def plot_intensity_augmentations(image, mask, cfg, size: int = 224, scale: float
     """
     import dataclasses
 
-    from awm_lib.pretrain.augment import intensity_augment, sample_crop_boxes
-    from awm_lib.pretrain.probe import crop_resize
-    from awm_lib.book.viz import show_mammogram, subplots
-
     g = torch.Generator().manual_seed(seed)
-    box = sample_crop_boxes(torch.as_tensor(np.asarray(mask, bool))[None], 1, (scale, scale), generator=g)[0, 0]
+    box = sample_crop_boxes(torch.as_tensor(np.asarray(mask, bool))[None], 1, (scale, scale), generator=g)[
+        0, 0
+    ]
     crop = crop_resize(np.asarray(image, np.float32), box.tolist(), size)[None]  # (1, 1, S, S)
     none = dataclasses.replace(cfg, window=0.0, gamma=(1.0, 1.0), blur_p=0.0, noise_std=(0.0, 0.0))
     panels = {
@@ -221,7 +237,9 @@ def plot_intensity_augmentations(image, mask, cfg, size: int = 224, scale: float
         f"gamma {cfg.gamma[0]:g} (brighter)": dataclasses.replace(none, gamma=(cfg.gamma[0],) * 2),
         f"gamma {cfg.gamma[1]:g} (darker)": dataclasses.replace(none, gamma=(cfg.gamma[1],) * 2),
         f"random window (w = {cfg.window:g})": dataclasses.replace(none, window=cfg.window),
-        f"blur, sigma {cfg.blur_sigma[1]:g} px": dataclasses.replace(none, blur_p=1.0, blur_sigma=(cfg.blur_sigma[1],) * 2),
+        f"blur, sigma {cfg.blur_sigma[1]:g} px": dataclasses.replace(
+            none, blur_p=1.0, blur_sigma=(cfg.blur_sigma[1],) * 2
+        ),
         f"noise, std {cfg.noise_std[1]:g}": dataclasses.replace(none, noise_std=(cfg.noise_std[1],) * 2),
         "all of them, draw 1": cfg,
         "all of them, draw 2": cfg,
@@ -235,8 +253,6 @@ def plot_intensity_augmentations(image, mask, cfg, size: int = 224, scale: float
 
 def plot_patch_masks(crops: torch.Tensor, masks: torch.Tensor, patch: int = 14):
     """Global crops ``(N, 3, S, S)`` with the iBOT-masked patches ``(N, P)`` painted over."""
-    from awm_lib.book.viz import show_mammogram, subplots
-
     n, S = crops.shape[0], crops.shape[-1]
     gh = S // patch
     fig, axes = subplots(1, n, width=2.6, height=2.9, squeeze=False)
@@ -249,8 +265,11 @@ def plot_patch_masks(crops: torch.Tensor, masks: torch.Tensor, patch: int = 14):
     return fig
 
 
-def toy_teacher_logits(n_images: int = 32, n_prototypes: int = 64, common_std: float = 0.3, image_std: float = 0.1, seed: int = 0) -> torch.Tensor:
-    """Constructed teacher logits ``(n_images, n_prototypes)``: one part shared by every image plus a smaller part of its own.
+def toy_teacher_logits(
+    n_images: int = 32, n_prototypes: int = 64, common_std: float = 0.3, image_std: float = 0.1, seed: int = 0
+) -> torch.Tensor:
+    """Constructed teacher logits ``(n_images, n_prototypes)``: one part shared by every image plus a smaller
+    part of its own.
 
     That is what a network on the way to collapse outputs: a bias towards some
     prototypes whatever the image (``common_std``), and a little information
@@ -261,7 +280,9 @@ def toy_teacher_logits(n_images: int = 32, n_prototypes: int = 64, common_std: f
     return common + torch.randn(n_images, n_prototypes, generator=g) * image_std
 
 
-def centering_sharpening_table(teacher_logits: torch.Tensor, temps: tuple[float, ...] = (1.0, 0.04)) -> list[dict]:
+def centering_sharpening_table(
+    teacher_logits: torch.Tensor, temps: tuple[float, ...] = (1.0, 0.04)
+) -> list[dict]:
     """Teacher distributions with centering off / on at each temperature, summarised.
 
     For ``(B, K)`` logits, each row reports the mean per-image entropy (low =
@@ -270,8 +291,6 @@ def centering_sharpening_table(teacher_logits: torch.Tensor, temps: tuple[float,
     prototype is the most common top prototype. The center is the batch mean
     (the EMA the loop keeps converges to it).
     """
-    from awm_lib.pretrain.dino import entropy, teacher_probs
-
     center = teacher_logits.mean(dim=0)
     rows = []
     for centered in (False, True):
@@ -290,9 +309,6 @@ def centering_sharpening_table(teacher_logits: torch.Tensor, temps: tuple[float,
 
 def plot_centering_sharpening(teacher_logits: torch.Tensor, temps: tuple[float, float] = (1.0, 0.04)):
     """2 x 2 heat maps of teacher probabilities (images x prototypes): centering off/on x two temperatures."""
-    from awm_lib.pretrain.dino import teacher_probs
-    from awm_lib.book.viz import subplots
-
     center = teacher_logits.mean(dim=0)
     rows = centering_sharpening_table(teacher_logits, temps)
     fig, axes = subplots(2, 2, width=3.6, height=2.9)
@@ -300,9 +316,12 @@ def plot_centering_sharpening(teacher_logits: torch.Tensor, temps: tuple[float, 
         c = center if row["centering"] == "on" else torch.zeros_like(center)
         p = teacher_probs(teacher_logits, c, row["temperature"]).numpy()
         im = ax.imshow(p, cmap="viridis", vmin=0, vmax=1, aspect="auto", interpolation="nearest")
-        ax.set_title(f"centering {row['centering']}, T = {row['temperature']:g}\n"
-                     f"H per image {row['entropy per image (nats)']:.2f}, H of mean {row['entropy of batch mean (nats)']:.2f}",
-                     fontsize=9)
+        ax.set_title(
+            f"centering {row['centering']}, T = {row['temperature']:g}\n"
+            f"H per image {row['entropy per image (nats)']:.2f}, H of mean "
+            f"{row['entropy of batch mean (nats)']:.2f}",
+            fontsize=9,
+        )
         ax.set_xlabel("prototype")
         ax.set_ylabel("image")
         ax.grid(False)
@@ -317,16 +336,32 @@ def plot_pretrain_logs(logs: dict[str, list[dict]], n_prototypes: dict[str, int]
     ``n_prototypes`` (label -> K) adds the ``log K`` line: the entropy of a
     uniform distribution, the ceiling of both entropies.
     """
-    from awm_lib.book.viz import hline, plot_curves, subplots
-
     fig, axes = subplots(len(logs), 2, width=4.4, height=3.0, squeeze=False)
     for (ax, ax2), (label, log) in zip(axes, logs.items()):
         steps = [r["step"] for r in log]
         marker = "o" if len(log) <= 30 else None
-        plot_curves(steps, {k: [r[k] for r in log] for k in ("loss", "dino", "ibot") if k in log[0]}, "step", "loss",
-                    title=f"{label}\nself-distillation loss", ax=ax, marker=marker)
-        entropies = {"per image": [r["teacher_entropy"] for r in log], "of the batch mean": [r["teacher_mean_entropy"] for r in log]}
-        plot_curves(steps, entropies, "step", "nats", title="teacher entropy (collapse monitor)", ax=ax2, marker=marker)
+        plot_curves(
+            steps,
+            {k: [r[k] for r in log] for k in ("loss", "dino", "ibot") if k in log[0]},
+            "step",
+            "loss",
+            title=f"{label}\nself-distillation loss",
+            ax=ax,
+            marker=marker,
+        )
+        entropies = {
+            "per image": [r["teacher_entropy"] for r in log],
+            "of the batch mean": [r["teacher_mean_entropy"] for r in log],
+        }
+        plot_curves(
+            steps,
+            entropies,
+            "step",
+            "nats",
+            title="teacher entropy (collapse monitor)",
+            ax=ax2,
+            marker=marker,
+        )
         k = (n_prototypes or {}).get(label)
         if k:
             hline(ax2, float(np.log(k)), f"log K, K = {k}")
@@ -337,7 +372,8 @@ def plot_pretrain_logs(logs: dict[str, list[dict]], n_prototypes: dict[str, int]
 
 # --- which weights: the checkpoint when it exists, always a random init beside it -------------
 def checkpoint_summary(checkpoint: str | Path) -> dict | None:
-    """What the model card of a pretraining run records (``pretrain_config.json``), or None if there is no run."""
+    """What the model card of a pretraining run records (``pretrain_config.json``), or None if there is no
+    run."""
     import json
 
     path = Path(checkpoint) / "pretrain_config.json"
@@ -358,19 +394,18 @@ def figure_backbones(checkpoint: str | Path | None = None, seed: int = 0) -> dic
     """
     from transformers import Dinov2Model
 
-    from awm_lib.pretrain.loop import build_backbone, preset_config
-    from awm_lib.pretrain.probe import random_init_like
-
     info = checkpoint_summary(checkpoint) if checkpoint else None
     if info is None:
         torch.manual_seed(seed)
         model = build_backbone(preset_config("gpu-20min")).eval()
         c = model.config
-        return {f"random init (seed {seed}), width {c.hidden_size}, {c.num_hidden_layers} blocks, untrained": model}
+        name = f"random init (seed {seed}), width {c.hidden_size}, {c.num_hidden_layers} blocks, untrained"
+        return {name: model}
     pre = Dinov2Model.from_pretrained(str(checkpoint), dtype=torch.float32).eval()
     c = pre.config
+    untrained = f"random init (seed {seed}), width {c.hidden_size}, {c.num_hidden_layers} blocks, untrained"
     return {
-        f"random init (seed {seed}), width {c.hidden_size}, {c.num_hidden_layers} blocks, untrained": random_init_like(pre, seed),
+        untrained: random_init_like(pre, seed),
         f"{Path(checkpoint).name}: {info['steps']} steps, {info['device']}, {str(info['date'])[:10]}": pre,
     }
 
@@ -385,11 +420,11 @@ def max_weight_change(checkpoint: str | Path, seed: int = 0) -> float:
     """
     from transformers import Dinov2Model
 
-    from awm_lib.pretrain.probe import random_init_like
-
     model = Dinov2Model.from_pretrained(str(checkpoint), dtype=torch.float32)
     init = random_init_like(model, seed)
-    return max(float((a - b).abs().max()) for a, b in zip(model.state_dict().values(), init.state_dict().values()))
+    return max(
+        float((a - b).abs().max()) for a, b in zip(model.state_dict().values(), init.state_dict().values())
+    )
 
 
 def status_markdown(checkpoint: str | Path, probe_path: str | Path) -> str:
@@ -397,15 +432,27 @@ def status_markdown(checkpoint: str | Path, probe_path: str | Path) -> str:
     info = checkpoint_summary(checkpoint)
     has_probe = Path(probe_path).is_file()
     if info is not None and has_probe:
-        return (f"> **Pretrained weights present.** `{checkpoint}`: {info['steps']} steps on {info['n_images']} images, "
-                f"{info['device']}, {info['date']}, seed {info['seed']}; probe results in `{probe_path}`.\n>\n"
-                f"> Command: `{info['command']}`")
+        return (
+            f"> **Pretrained weights present.** `{checkpoint}`: {info['steps']} steps on {info['n_images']} "
+            "images, "
+            f"{info['device']}, {info['date']}, seed {info['seed']}; probe results in `{probe_path}`.\n>\n"
+            f"> Command: `{info['command']}`"
+        )
     missing = [f"`{p}`" for p, ok in ((checkpoint, info is not None), (probe_path, has_probe)) if not ok]
-    lines = [f"> **Pending a GPU run.** {' and '.join(missing)} {'does' if len(missing) == 1 else 'do'} not exist yet, "
-             "so the pretrained figures and numbers of this chapter are not shown: every picture of a backbone "
-             "below comes from a randomly initialised one (or from the few CPU steps run here), "
-             "and is labelled so. On a machine with one GPU (about 20 minutes on an H100):", ">", "> ```"]
-    lines += [f"> {c}" for c in GPU_RUN_COMMANDS.splitlines()] + ["> ```", ">", "> Rebuild the book afterwards and this chapter shows them."]
+    lines = [
+        f"> **Pending a GPU run.** {' and '.join(missing)} {'does' if len(missing) == 1 else 'do'} not exist "
+        "yet, "
+        "so the pretrained figures and numbers of this chapter are not shown: every picture of a backbone "
+        "below comes from a randomly initialised one (or from the few CPU steps run here), "
+        "and is labelled so. On a machine with one GPU (about 20 minutes on an H100):",
+        ">",
+        "> ```",
+    ]
+    lines += [f"> {c}" for c in GPU_RUN_COMMANDS.splitlines()] + [
+        "> ```",
+        ">",
+        "> Rebuild the book afterwards and this chapter shows them.",
+    ]
     return "\n".join(lines)
 
 
@@ -421,33 +468,68 @@ def probe_table(res: dict):
     rows = []
     for task, t in res["tasks"].items():
         if "skipped" in t:
-            rows.append({"task": task, "model": "-", "probe": "-", "balanced accuracy [95% CI]": f"skipped: {t['skipped']}", "AUC [95% CI]": ""})
+            rows.append(
+                {
+                    "task": task,
+                    "model": "-",
+                    "probe": "-",
+                    "balanced accuracy [95% CI]": f"skipped: {t['skipped']}",
+                    "AUC [95% CI]": "",
+                }
+            )
             continue
         label = f"{task} (n = {t['n']}, {t['n_women']} women)"
         for name, per in t["results"].items():
             for method, r in per.items():
-                rows.append({"task": label, "model": name, "probe": method,
-                             "balanced accuracy [95% CI]": _fmt(r["balanced_accuracy"]), "AUC [95% CI]": _fmt(r["auc"])})
+                rows.append(
+                    {
+                        "task": label,
+                        "model": name,
+                        "probe": method,
+                        "balanced accuracy [95% CI]": _fmt(r["balanced_accuracy"]),
+                        "AUC [95% CI]": _fmt(r["auc"]),
+                    }
+                )
         for name, per in t.get("difference_vs_random_init", {}).items():
             for method, d in per.items():
-                rows.append({"task": label, "model": f"{name} minus random-init", "probe": method,
-                             "balanced accuracy [95% CI]": _fmt(d["balanced_accuracy"]), "AUC [95% CI]": _fmt(d["auc"])})
+                rows.append(
+                    {
+                        "task": label,
+                        "model": f"{name} minus random-init",
+                        "probe": method,
+                        "balanced accuracy [95% CI]": _fmt(d["balanced_accuracy"]),
+                        "AUC [95% CI]": _fmt(d["auc"]),
+                    }
+                )
     return pd.DataFrame(rows).set_index(["task", "model", "probe"])
 
 
 def plot_probe(res: dict, metric: str = "balanced_accuracy"):
-    """Point estimates with 95% bootstrap CIs, one panel per task, one row per (model, probe); 0.5 = chance."""
-    from awm_lib.book.viz import PALETTE, subplots, vline
-
+    """Point estimates with 95% bootstrap CIs, one panel per task, one row per (model, probe); 0.5 =
+    chance."""
     tasks = {k: t for k, t in res["tasks"].items() if "skipped" not in t}
-    fig, axes = subplots(1, max(1, len(tasks)), width=4.6, height=0.5 + 0.45 * max((sum(len(p) for p in t["results"].values()) for t in tasks.values()), default=1), squeeze=False)
+    fig, axes = subplots(
+        1,
+        max(1, len(tasks)),
+        width=4.6,
+        height=0.5
+        + 0.45 * max((sum(len(p) for p in t["results"].values()) for t in tasks.values()), default=1),
+        squeeze=False,
+    )
     for ax, (task, t) in zip(axes[0], tasks.items()):
         labels, y = [], 0
         for j, (name, per) in enumerate(t["results"].items()):
             for method, r in per.items():
                 m = r[metric]
                 lo, hi = m["ci95"]
-                ax.errorbar(m["value"], y, xerr=[[m["value"] - lo], [hi - m["value"]]], fmt="o", color=PALETTE[j % len(PALETTE)], capsize=3)
+                ax.errorbar(
+                    m["value"],
+                    y,
+                    xerr=[[m["value"] - lo], [hi - m["value"]]],
+                    fmt="o",
+                    color=PALETTE[j % len(PALETTE)],
+                    capsize=3,
+                )
                 labels.append(f"{name}, {method}")
                 y += 1
         ax.set_yticks(range(len(labels)), labels)
@@ -459,50 +541,74 @@ def plot_probe(res: dict, metric: str = "balanced_accuracy"):
 
 
 def plot_probe_differences(res: dict, metric: str = "auc"):
-    """Pretrained minus random init, per task and probe: paired bootstrap 95% CIs (women resampled); 0 = no gain."""
-    from awm_lib.book.viz import PALETTE, subplots, vline
-
+    """Pretrained minus random init, per task and probe: paired bootstrap 95% CIs (women resampled); 0 = no
+    gain."""
     rows = []
     for task, t in res["tasks"].items():
         for name, per in t.get("difference_vs_random_init", {}).items():
             for method, d in per.items():
-                rows.append((f"{task.replace('_', ' ')}\n{method} (n = {t['n']}, {t['n_women']} women)", d[metric], name))
+                rows.append(
+                    (
+                        f"{task.replace('_', ' ')}\n{method} (n = {t['n']}, {t['n_women']} women)",
+                        d[metric],
+                        name,
+                    )
+                )
     fig, ax = subplots(1, 1, width=6.4, height=0.6 + 0.55 * max(1, len(rows)))
-    for y, (label, d, _name) in enumerate(rows):
+    for y, (_label, d, _name) in enumerate(rows):
         lo, hi = d["ci95"]
         color = PALETTE[2] if lo > 0 else (PALETTE[3] if hi < 0 else PALETTE[0])
-        ax.errorbar(d["value"], y, xerr=[[d["value"] - lo], [hi - d["value"]]], fmt="o", color=color, capsize=3)
+        ax.errorbar(
+            d["value"], y, xerr=[[d["value"] - lo], [hi - d["value"]]], fmt="o", color=color, capsize=3
+        )
     ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
     ax.invert_yaxis()
     vline(ax, 0.0, "no difference")
     name = rows[0][2] if rows else "pretrained"
-    ax.set_xlabel(f"{metric.upper() if metric == 'auc' else metric.replace('_', ' ')}: {name} minus random init (paired 95% CI)")
+    ax.set_xlabel(
+        f"{metric.upper() if metric == 'auc' else metric.replace('_', ' ')}: {name} minus random init "
+        "(paired "
+        "95% CI)"
+    )
     return fig
 
 
 def probe_verdict(res: dict, metric: str = "auc") -> str:
-    """One Markdown line per task and probe: the paired difference and whether its 95% CI excludes 0, read from ``res``."""
+    """One Markdown line per task and probe: the paired difference and whether its 95% CI excludes 0, read
+    from ``res``."""
     lines = []
     for task, t in res["tasks"].items():
         for name, per in t.get("difference_vs_random_init", {}).items():
             for method, d in per.items():
                 lo, hi = d[metric]["ci95"]
                 word = "better than" if lo > 0 else ("worse than" if hi < 0 else "not distinguishable from")
-                lines.append(f"* **{task}**, {method}: `{name}` is {word} random init "
-                             f"({metric.upper()} difference {d[metric]['value']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}], {t['n_women']} held-out women)")
+                lines.append(
+                    f"* **{task}**, {method}: `{name}` is {word} random init "
+                    f"({metric.upper()} difference {d[metric]['value']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}], "
+                    f"{t['n_women']} held-out women)"
+                )
     return "\n".join(lines)
 
 
 def hygiene_markdown(res: dict) -> str:
-    """Which mini-MIAS images pretraining saw and whether any probe image is among them (from the probe's ``hygiene`` record)."""
+    """Which mini-MIAS images pretraining saw and whether any probe image is among them (from the probe's
+    ``hygiene`` record)."""
     h = res.get("hygiene")
     if not h:
         return "> This probe file records no data-hygiene check (made with `--all-women`)."
     seen = h["pretraining_mias_images"]
     leaked = h["probe_images_seen_by_pretraining"]
     n_seen = len(seen) if isinstance(seen, list) else seen
-    verdict = ("none of them: every probe figure is on women pretraining never saw" if leaked == []
-               else f"**{len(leaked)} of them were seen by pretraining** ({', '.join(leaked[:6])}...): the probe figures are flattered")
-    return (f"> Pretraining saw **{n_seen} mini-MIAS images** (the women of the `pretrain` half, split seed "
-            f"{res['data'].get('split_seed')}) plus the synthetic images listed in the model card. The probe uses the other "
-            f"half: {res['data']['images']} images of {res['data']['women']} women, {verdict}.")
+    verdict = (
+        "none of them: every probe figure is on women pretraining never saw"
+        if leaked == []
+        else f"**{len(leaked)} of them were seen by pretraining** ({', '.join(leaked[:6])}...): "
+        "the probe figures are flattered"
+    )
+    return (
+        f"> Pretraining saw **{n_seen} mini-MIAS images** (the women of the `pretrain` half, split seed "
+        f"{res['data'].get('split_seed')}) plus the synthetic images listed in the model card. The probe "
+        "uses "
+        "the other "
+        f"half: {res['data']['images']} images of {res['data']['women']} women, {verdict}."
+    )

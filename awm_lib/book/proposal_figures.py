@@ -25,7 +25,13 @@ from matplotlib.axes import Axes
 from matplotlib.patches import Rectangle
 
 from awm_lib.book import viz
+from awm_lib.book.data_figures import _zoom
+from awm_lib.data.breast import segment_breast
+from awm_lib.data.image import load_image
+from awm_lib.data.types import located
+from awm_lib.proposals.gdino_vindr import per_image
 from awm_lib.proposals.recall import ImageResult, first_hit_rank, recall_at_k
+from awm_lib.proposals.select import SelectConfig, coverage, select_rois
 
 ANCHOR_COLOUR = viz.PALETTE[0]  # blue
 ROI_COLOUR = viz.PALETTE[2]  # green
@@ -81,7 +87,9 @@ def show_proposals(image, proposals, n: int | None = None, ax: Axes | None = Non
 
 
 # --------------------------------------------------------------------------- recall bookkeeping
-def propose_samples(samples, proposer, select_cfg, max_k: int = 20, progress: bool = True) -> list[ImageResult]:
+def propose_samples(
+    samples, proposer, select_cfg, max_k: int = 20, progress: bool = True
+) -> list[ImageResult]:
     """Run ``proposer`` + selection on each sample; keep up to ``max_k`` RoIs (anchor and padding dropped).
 
     The same loop as ``awm_lib.cli.propose_cmd.evaluate`` (lesions without a
@@ -92,11 +100,6 @@ def propose_samples(samples, proposer, select_cfg, max_k: int = 20, progress: bo
 
     from tqdm.auto import tqdm
 
-    from awm_lib.data.breast import segment_breast
-    from awm_lib.data.image import load_image
-    from awm_lib.data.types import located
-    from awm_lib.proposals.select import select_rois
-
     cfg = replace(select_cfg, topk=max(max_k, select_cfg.topk))
     out = []
     for s in tqdm(samples, disable=not progress, desc=f"propose[{proposer.name}]"):
@@ -105,7 +108,9 @@ def propose_samples(samples, proposer, select_cfg, max_k: int = 20, progress: bo
         crop = segment_breast(pixels)
         kw = {"gt_boxes": [les.box for les in lesions]} if proposer.needs_ground_truth else {}
         sel = select_rois(proposer.propose(pixels, crop.full_mask(), **kw), pixels.shape, crop.box, cfg)
-        out.append(ImageResult(s.image_id, sel.rois[1 : 1 + sel.n_kept], sel.scores[1 : 1 + sel.n_kept], lesions))
+        out.append(
+            ImageResult(s.image_id, sel.rois[1 : 1 + sel.n_kept], sel.scores[1 : 1 + sel.n_kept], lesions)
+        )
     return out
 
 
@@ -207,8 +212,6 @@ def plot_recall_by_group(groups: Mapping[str, Mapping[str, Mapping]], k: int = 5
 def show_misses(images, lesion_boxes, rois, titles: Sequence[str] | None = None, context: float = 2.0,
                 ncols: int = 4, size: float = 2.6):
     """Close-ups of missed lesions: the lesion box (red) and the kept RoIs (green) that fall in the window."""
-    from awm_lib.book.data_figures import _zoom
-
     n = len(images)
     ncols = max(1, min(ncols, n))
     fig, axes = viz.subplots(-(-n // ncols), ncols, width=size, height=size * 1.1, squeeze=False)
@@ -245,9 +248,6 @@ def vindr_selection_table(boxes: pd.DataFrame, n_images: int | None = None, topk
     Uses the same recipe as :func:`awm_lib.proposals.gdino_vindr.analyse`, on
     ``n_images`` images drawn at random (seeded), or all of them.
     """
-    from awm_lib.proposals.gdino_vindr import per_image
-    from awm_lib.proposals.select import SelectConfig, coverage, select_rois
-
     ids = boxes["image_id"].unique()
     if n_images is not None and n_images < len(ids):
         ids = np.random.default_rng(seed).choice(ids, n_images, replace=False)
@@ -331,9 +331,6 @@ __all__ = [
 
 def select_for(proposer, pixels, lesions=(), cfg=None, crop=None):
     """Propose on ``pixels`` (the oracle gets the ``lesions``' boxes) and select RoIs inside the breast."""
-    from awm_lib.data.breast import segment_breast
-    from awm_lib.proposals.select import select_rois
-
     crop = crop if crop is not None else segment_breast(pixels)
     kw = {"gt_boxes": [getattr(les, "box", les) for les in lesions]} if proposer.needs_ground_truth else {}
     return select_rois(proposer.propose(pixels, crop.full_mask(), **kw), pixels.shape, crop.box, cfg)

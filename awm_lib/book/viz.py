@@ -67,7 +67,9 @@ def use_book_style(dpi: int = 100) -> None:
 def subplots(nrows: int = 1, ncols: int = 1, width: float = 6.4, height: float = 4.0, **kw):
     """``plt.subplots`` with a size per panel (inches) instead of per figure."""
     kw.setdefault("squeeze", True)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), layout="constrained", **kw)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(width * ncols, height * nrows), layout="constrained", **kw
+    )
     return fig, axes
 
 
@@ -223,7 +225,9 @@ def hline(ax: Axes, y: float, text: str = "", color: str = "grey", style: str = 
     """A labelled horizontal reference line (e.g. a GPU's memory)."""
     ax.axhline(y, color=color, linestyle=style, linewidth=1)
     if text:
-        ax.annotate(text, xy=(0.01, y), xycoords=("axes fraction", "data"), va="bottom", fontsize=8, color=color)
+        ax.annotate(
+            text, xy=(0.01, y), xycoords=("axes fraction", "data"), va="bottom", fontsize=8, color=color
+        )
     return ax
 
 
@@ -262,5 +266,9 @@ def _to_numpy_image(img) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if arr.ndim not in (2, 3):
-        raise ImageShapeError(f"expected an image of shape (H, W), (C, H, W) or (H, W, C), got shape {arr.shape}; pass one grey or RGB image")
+        raise ImageShapeError(
+            f"expected an image of shape (H, W), (C, H, W) or (H, W, C), got shape {arr.shape}; pass one "
+            "grey "
+            "or RGB image"
+        )
     return arr

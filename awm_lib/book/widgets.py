@@ -22,7 +22,8 @@ table of the whole grid beside it.
 Who trains is a parameter (``trainer``): the default is :func:`train_short_run`;
 the book's CPU build passes :func:`train_frozen_run`, which retrains the chosen
 configuration on the cached RoI tokens of a frozen backbone (the ``frozen`` preset,
-the same cache as the ``cpu-frozen`` grid) in seconds; tests pass a stub. A trainer is ``trainer(settings, out_dir) -> results`` where
+the same cache as the ``cpu-frozen`` grid) in seconds; tests pass a stub. A trainer is ``trainer(settings,
+out_dir) -> results`` where
 ``results`` has the metric entries of a ``results.json`` (``{"auc": {"mean", ...}}``)
 and, while it runs, it appends training records to ``out_dir/metrics.jsonl``
 (as :func:`awm_lib.train.loop.fit` does) so the panel can plot the loss.
@@ -43,7 +44,11 @@ import ipywidgets as W
 import matplotlib.pyplot as plt
 
 from awm_lib.book import results as R
+from awm_lib.book.viz import plot_curves, plot_roc, subplots
 from awm_lib.paths import checkpoints_root, project_root
+from awm_lib.train.cached import load_or_train
+from awm_lib.train.config import make_config
+from awm_lib.train.loop import read_log
 
 __all__ = ["DEFAULT_SETTINGS", "DEFAULT_CHOICES", "AblationPanel", "settings_to_overrides", "train_short_run",
            "train_frozen_run", "NOT_IN_GRID", "NO_RESULTS"]
@@ -52,12 +57,26 @@ __all__ = ["DEFAULT_SETTINGS", "DEFAULT_CHOICES", "AblationPanel", "settings_to_
 DEFAULT_SETTINGS = {"proposer": "blob", "topk": 3, "crop_size": 56, "position": "rope2d", "pooling": "anchor",
                     "loss": "bce+repulsive", "contrastive_weight": 0.3, "backbone_init": "random"}
 #: Values offered even when the grid lacks them (they can be trained live).
-DEFAULT_CHOICES = {"proposer": ["blob", "oracle", "random", "none"], "topk": [1, 3, 5], "crop_size": [56, 112, 224],
-                   "position": ["none", "sine", "rope2d", "sinecat+rope1d"], "pooling": ["anchor", "attention", "mean", "cls"],
-                   "loss": ["bce", "bce+repulsive", "bce+supcon", "bce+repulsive+supcon"],
-                   "contrastive_weight": [0.1, 0.3, 1.0], "backbone_init": ["random", "ssl", "dinov2"]}
-LABELS = {"proposer": "proposer", "topk": "top-k", "crop_size": "crop size", "position": "position code",
-          "pooling": "pooling", "loss": "loss", "contrastive_weight": "contrastive w.", "backbone_init": "backbone init"}
+DEFAULT_CHOICES = {
+    "proposer": ["blob", "oracle", "random", "none"],
+    "topk": [1, 3, 5],
+    "crop_size": [56, 112, 224],
+    "position": ["none", "sine", "rope2d", "sinecat+rope1d"],
+    "pooling": ["anchor", "attention", "mean", "cls"],
+    "loss": ["bce", "bce+repulsive", "bce+supcon", "bce+repulsive+supcon"],
+    "contrastive_weight": [0.1, 0.3, 1.0],
+    "backbone_init": ["random", "ssl", "dinov2"],
+}
+LABELS = {
+    "proposer": "proposer",
+    "topk": "top-k",
+    "crop_size": "crop size",
+    "position": "position code",
+    "pooling": "pooling",
+    "loss": "loss",
+    "contrastive_weight": "contrastive w.",
+    "backbone_init": "backbone init",
+}
 NOT_IN_GRID = "not in the precomputed grid — press Train to run it live"
 NO_RESULTS = "no precomputed results yet; run <code>python -m awm_lib ablation</code> to make them"
 SSL_CHECKPOINT = "awm-dino-s14"  # checkpoints/<this>: the project's self-supervised backbone
@@ -92,9 +111,18 @@ def settings_to_overrides(settings: Mapping, *, frozen: bool = False) -> list[st
         if s["crop_size"] % 14 == 0:  # the baseline's "crop" is the whole breast at this long side
             out.append(f"baseline.long_side={s['crop_size']}")
     else:
-        out = ["arch=roi", f"data.proposer={s['proposer']}", f"model.topk={s['topk']}", f"model.crop_size={s['crop_size']}",
-               f"model.position={s['position']}", f"model.pooling={s['pooling']}"]
-        if s["proposer"] in ("oracle", "random"):  # pad with random boxes: the RoI count must not leak the label
+        out = [
+            "arch=roi",
+            f"data.proposer={s['proposer']}",
+            f"model.topk={s['topk']}",
+            f"model.crop_size={s['crop_size']}",
+            f"model.position={s['position']}",
+            f"model.pooling={s['pooling']}",
+        ]
+        if s["proposer"] in (
+            "oracle",
+            "random",
+        ):  # pad with random boxes: the RoI count must not leak the label
             out.append("data.pad_rois=random")
     w = float(s["contrastive_weight"])
     out += [f"loss.repulsive_weight={w if 'repulsive' in s['loss'] else 0.0}",
@@ -105,7 +133,10 @@ def settings_to_overrides(settings: Mapping, *, frozen: bool = False) -> list[st
         out.append("loss.repulsive_on=tokens")
     init = s["backbone_init"]
     if init == "ssl":
-        out.append(f"model.backbone.name_or_path={checkpoints_root() / (SSL_CPU_CHECKPOINT if frozen else SSL_CHECKPOINT)}")
+        out.append(
+            "model.backbone.name_or_path="
+            f"{checkpoints_root() / (SSL_CPU_CHECKPOINT if frozen else SSL_CHECKPOINT)}"
+        )
     elif init == "dinov2":
         out.append("model.backbone.name_or_path=facebook/dinov2-small")
     elif frozen:  # pinned random ViT-S/14, as in the cpu-frozen grid (never a checkpoint that appears later)
@@ -124,9 +155,6 @@ def train_short_run(settings: Mapping, out_dir: Path, *, steps: int = 20, max_im
 
     Explained in the book: chapter 7, *Interactive ablations* (``notebooks/07_interactive_ablations.ipynb``).
     """
-    from awm_lib.train.cached import load_or_train
-    from awm_lib.train.config import make_config
-
     overrides = settings_to_overrides(settings) + [
         f"optim.max_steps={steps}", "optim.epochs=1000", "optim.eval_every=" + str(max(steps // 2, 1)),
         f"data.max_images={max_images}", "eval.n_boot=200"]
@@ -147,13 +175,12 @@ def train_frozen_run(settings: Mapping, out_dir: Path, *, dataset: str = "mias",
 
     Explained in the book: chapter 7, *Interactive ablations* (``notebooks/07_interactive_ablations.ipynb``).
     """
-    from awm_lib.train.cached import load_or_train
-    from awm_lib.train.config import make_config
-
     overrides = settings_to_overrides(settings, frozen=True) + [
         f"data.fold={fold}", f"seed={seed}", f"eval.n_boot={n_boot}", "optim.device=cpu", *extra]
     cfg = make_config("frozen", overrides, dataset=dataset)
-    return load_or_train(cfg, out_dir, progress=False, command=f"AblationPanel live run (frozen): {overrides}").results
+    return load_or_train(
+        cfg, out_dir, progress=False, command=f"AblationPanel live run (frozen): {overrides}"
+    ).results
 
 
 # =====================================================================================
@@ -207,8 +234,12 @@ class AblationPanel:
                                      tooltip="train these settings now, on this machine (live kernel only)")
         self.progress = W.IntProgress(value=0, min=0, max=total_steps, description="steps",
                                       layout=W.Layout(width="300px"))
-        self.loss_plot = W.Image(format="png", layout=W.Layout(width="300px", display="none"))  # until a run logs
-        self.live_roc = W.Image(format="png", layout=W.Layout(width="300px", display="none"))  # until a run ends
+        self.loss_plot = W.Image(
+            format="png", layout=W.Layout(width="300px", display="none")
+        )  # until a run logs
+        self.live_roc = W.Image(
+            format="png", layout=W.Layout(width="300px", display="none")
+        )  # until a run ends
         self.train_status = W.HTML()
         for d in self.dropdowns.values():
             d.observe(self._on_change, names="value")
@@ -218,7 +249,9 @@ class AblationPanel:
 
     # --- layout ------------------------------------------------------------------------
     def _layout(self) -> W.Widget:
-        controls = W.VBox(list(self.dropdowns.values()), layout=W.Layout(min_width="270px", margin="0 12px 0 0"))
+        controls = W.VBox(
+            list(self.dropdowns.values()), layout=W.Layout(min_width="270px", margin="0 12px 0 0")
+        )
         shown = W.VBox([self.status, self.metrics])
         train = W.VBox([W.HBox([self.train_button, self.progress]), self.train_status,
                         W.HBox([self.loss_plot, self.live_roc])])
@@ -257,9 +290,11 @@ class AblationPanel:
         elif rec is None:
             self.status.value = f"<b>{NOT_IN_GRID}</b>."
         else:
-            self.status.value = (f"<b>{html.escape(rec['configuration'])}</b> — {html.escape(rec['dataset'])}, "
-                                 f"scale <code>{html.escape(rec['scale'])}</code>, {R._runs(rec)}, "
-                                 f"n_test {rec['n_test']}")
+            self.status.value = (
+                f"<b>{html.escape(rec['configuration'])}</b> — {html.escape(rec['dataset'])}, "
+                f"scale <code>{html.escape(rec['scale'])}</code>, {R._runs(rec)}, "
+                f"n_test {rec['n_test']}"
+            )
         self.metrics.value = _metrics_html(rec) if rec else ""
         self._show_roc(rec)
         self._show_overlay(rec)
@@ -270,7 +305,9 @@ class AblationPanel:
 
     def _show_overlay(self, rec: dict | None) -> None:
         path = rec.get("example_overlay") if rec else None
-        full = project_root() / path if path and not Path(path).is_absolute() else (Path(path) if path else None)
+        full = (
+            project_root() / path if path and not Path(path).is_absolute() else (Path(path) if path else None)
+        )
         if full is None or not full.is_file():
             self.overlay.value, self.overlay.layout.display = b"", "none"
             return
@@ -287,7 +324,9 @@ class AblationPanel:
             return
         settings = self.settings
         base = self.runs_dir or Path(tempfile.mkdtemp(prefix="awm-live-"))
-        key = hashlib.sha256(json.dumps([settings, self.total_steps], sort_keys=True).encode()).hexdigest()[:10]
+        key = hashlib.sha256(json.dumps([settings, self.total_steps], sort_keys=True).encode()).hexdigest()[
+            :10
+        ]
         out_dir = base / f"live-{key}"  # the same settings reuse their finished run
         out_dir.mkdir(parents=True, exist_ok=True)
         self.progress.value, self.progress.bar_style = 0, ""
@@ -316,14 +355,11 @@ class AblationPanel:
         self._finish(out_dir, box, settings)
 
     def _show_log(self, out_dir: Path) -> None:
-        from awm_lib.train.loop import read_log
-
         recs = [r for r in read_log(out_dir, "train") if "loss" in r]
         if not recs:
             return
         self.progress.max = max(self.total_steps, recs[-1]["step"])
         self.progress.value = recs[-1]["step"]
-        from awm_lib.book.viz import plot_curves, subplots
 
         fig, ax = subplots(width=3.6, height=2.6)
         plot_curves([r["step"] for r in recs], {"loss": [r["loss"] for r in recs]}, "step", "training loss",
@@ -335,7 +371,9 @@ class AblationPanel:
         if "error" in box:
             e = box["error"]
             self.progress.bar_style = "danger"
-            self.train_status.value = f"<b>the run failed</b>: {html.escape(type(e).__name__)}: {html.escape(str(e))}"
+            self.train_status.value = (
+                f"<b>the run failed</b>: {html.escape(type(e).__name__)}: {html.escape(str(e))}"
+            )
             return
         res = dict(box.get("results") or {})
         if res.get("roc") is None:
@@ -343,7 +381,7 @@ class AblationPanel:
         res["configuration"] = "live run"
         self.last_run = {"settings": settings, "out_dir": out_dir, "results": res}
         self.progress.bar_style = "success"
-        self.train_status.value = (f"<b>live run done</b> ({html.escape(self.live_note)})" + _metrics_html(res))
+        self.train_status.value = f"<b>live run done</b> ({html.escape(self.live_note)})" + _metrics_html(res)
         self.live_roc.value, self.live_roc.layout.display = _roc_png(res, "live run"), None
 
 
@@ -351,7 +389,6 @@ def _roc_png(rec: Mapping | None, title: str) -> bytes:
     """A record's test ROC as PNG bytes, titled with its AUC and 95% interval (b"" without a curve)."""
     if not rec or not rec.get("roc"):
         return b""
-    from awm_lib.book.viz import plot_roc, subplots
 
     fig, ax = subplots(width=3.6, height=3.6)
     plot_roc(rec["roc"]["fpr"], rec["roc"]["tpr"], auc=R._get(rec, "auc", "mean"), ax=ax,

@@ -11,6 +11,7 @@
 * keeps the run's manifest, log and executed chapter 2 under ``results/gpu_run/``.
 """
 
+# The library is imported inside the functions, not here: `python -m awm_lib --help` must not wait for torch.
 from __future__ import annotations
 
 import argparse
@@ -21,12 +22,20 @@ HELP = "bring the prepared GPU run's results home: benchmark rows, pretrained ch
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", metavar="DIR", help="the folder $OUT of `bash scripts/gpu_run.sh` came back to")
-    p.add_argument("--results", default="results", help="results folder (bench.json, pretrain_probe_gpu.json, gpu_run/)")
+    p.add_argument(
+        "--results", default="results", help="results folder (bench.json, pretrain_probe_gpu.json, gpu_run/)"
+    )
     p.add_argument("--checkpoints", default="checkpoints", help="where awm-dino-gpu/ goes")
     p.add_argument("--no-probe", action="store_true", help="do not run the held-out probe on the checkpoint")
     p.add_argument("--probe-boot", type=int, default=1000, help="bootstrap resamples of the probe")
-    p.add_argument("--allow-dry", action="store_true",
-                   help="accept a dry run's output (GPU_DRY=1: tiny CPU figures); only into scratch --results/--checkpoints")
+    p.add_argument(
+        "--allow-dry",
+        action="store_true",
+        help=(
+            "accept a dry run's output (GPU_DRY=1: tiny CPU figures); only into scratch "
+            "--results/--checkpoints"
+        ),
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -38,19 +47,34 @@ def run(args) -> int:
     from awm_lib.paths import results_root
 
     if args.allow_dry and Path(args.results).resolve() == results_root().resolve():
-        raise ConfigError("--allow-dry would put a dry run's tiny CPU figures into the project's results; give --results DIR")
+        raise ConfigError(
+            "--allow-dry would put a dry run's tiny CPU figures into the project's results; give --results "
+            "DIR"
+        )
     from awm_lib.pretrain.probe import ProbeConfig
 
     done = import_run(args.dir, args.results, args.checkpoints, probe=not args.no_probe,
                       probe_cfg=ProbeConfig(n_boot=args.probe_boot, progress=not args.no_progress),
                       allow_dry=args.allow_dry, command="python -m awm_lib " + " ".join(sys.argv[1:]))
     m = done["manifest"]
-    print(f"GPU run on {m['device']} ({m['date']}): steps {', '.join(f'{k} {v}' for k, v in done['steps'].items())}")
+    print(
+        f"GPU run on {m['device']} ({m['date']}): steps "
+        f"{', '.join(f'{k} {v}' for k, v in done['steps'].items())}"
+    )
     bench = done["bench"]
-    print(f"bench: {len(bench['rows'])} row(s) merged into {bench['into']}" if isinstance(bench, dict) else f"bench: {bench}")
+    print(
+        f"bench: {len(bench['rows'])} row(s) merged into {bench['into']}"
+        if isinstance(bench, dict)
+        else f"bench: {bench}"
+    )
     ck = done["checkpoint"]
-    print(f"checkpoint: {ck['path']} ({ck['size_bytes'] / 1e6:.1f} MB, {ck['train_minutes']} min of training on {ck['device']})"
-          if isinstance(ck, dict) else f"checkpoint: {ck}")
+    print(
+        f"checkpoint: {ck['path']} ({ck['size_bytes'] / 1e6:.1f} MB, {ck['train_minutes']} min of training "
+        "on "
+        f"{ck['device']})"
+        if isinstance(ck, dict)
+        else f"checkpoint: {ck}"
+    )
     if "probe" in done:
         pr = done["probe"]
         print(f"probe: {pr['into']} ({', '.join(pr['tasks'])})" if isinstance(pr, dict) else f"probe: {pr}")

@@ -8,6 +8,7 @@ interpretation). Bad input raises an :class:`~awm_lib.errors.AWMError`, which
 the command registry turns into one line on stderr and exit status 2.
 """
 
+# The library is imported inside the functions, not here: `python -m awm_lib --help` must not wait for torch.
 from __future__ import annotations
 
 import argparse

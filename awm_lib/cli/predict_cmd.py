@@ -13,7 +13,8 @@ under 256 px on its short side is refused in one line.
 # The library is imported inside the functions, not here: `python -m awm_lib --help` must not wait for torch.
 from __future__ import annotations
 
-HELP = "classify one mammogram with a trained run: probability, RoIs with attention, what the model is, overlay"
+HELP = ("classify one mammogram with a trained run: probability, RoIs with attention, what the model is, "
+        "overlay")
 
 
 def add_arguments(p) -> None:

@@ -1,5 +1,6 @@
 """``python -m awm_lib propose``: boxes on one image, or lesion recall over a dataset."""
 
+# The library is imported inside the functions, not here: `python -m awm_lib --help` must not wait for torch.
 from __future__ import annotations
 
 import json
@@ -12,18 +13,33 @@ def add_arguments(p) -> None:
     from awm_lib.cli.args import float_in, int_in
 
     p.add_argument("image", nargs="?", help="one image (PNG/PGM/DICOM) to propose boxes on")
-    p.add_argument("--dataset", choices=["mias", "vindr", "synthetic"], help="dataset to evaluate on (with --eval)")
+    p.add_argument(
+        "--dataset", choices=["mias", "vindr", "synthetic"], help="dataset to evaluate on (with --eval)"
+    )
     p.add_argument("--root", help="dataset folder (default for mias: ../shared/data/mini-mias)")
-    p.add_argument("--proposer", default="blob", choices=["blob", "gdino", "oracle", "random", "none"],
-                   help="where the boxes come from: blob (training-free detector), gdino (Grounding DINO, needs --model), "
-                        "oracle (the annotated lesions, with --eval), random, none (the anchor only)")
+    p.add_argument(
+        "--proposer",
+        default="blob",
+        choices=["blob", "gdino", "oracle", "random", "none"],
+        help="where the boxes come from: blob (training-free detector), "
+        "gdino (Grounding DINO, needs --model), "
+        "oracle (the annotated lesions, with --eval), random, none (the anchor only)",
+    )
     p.add_argument("--topk", type=int_in(0), default=5, help="boxes kept after NMS (plus the anchor), >= 0")
     p.add_argument("--iou", type=float_in(0.0, 1.0), default=0.5, help="NMS IoU threshold, in [0, 1]")
-    p.add_argument("--margin", type=float_in(0.0), default=40.0, help="square side = max(w, h) + margin (pixels), >= 0")
-    p.add_argument("--border", default="shift", choices=["shift", "clip", "pad"],
-                   help="a square box that crosses the image edge is shifted inside it, clipped to it, or padded")
+    p.add_argument(
+        "--margin", type=float_in(0.0), default=40.0, help="square side = max(w, h) + margin (pixels), >= 0"
+    )
+    p.add_argument(
+        "--border",
+        default="shift",
+        choices=["shift", "clip", "pad"],
+        help="a square box that crosses the image edge is shifted inside it, clipped to it, or padded",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random and oracle proposers")
-    p.add_argument("--model", help="gdino: a local folder made with save_pretrained (or a Hub id when online)")
+    p.add_argument(
+        "--model", help="gdino: a local folder made with save_pretrained (or a Hub id when online)"
+    )
     p.add_argument("--prompt", help="gdino: text prompt (default: the proposer's own)")
     p.add_argument("--eval", action="store_true", help="measure lesion recall@1/5/10 and FROC over --dataset")
     p.add_argument("--limit", type=int_in(1), help="evaluate on the first N images only (default: all)")
@@ -62,7 +78,13 @@ def run(args) -> int:
 def _select_cfg(args, topk=None):
     from awm_lib.proposals.select import SelectConfig
 
-    return SelectConfig(topk=args.topk if topk is None else topk, iou_threshold=args.iou, margin=args.margin, border=args.border, seed=args.seed)
+    return SelectConfig(
+        topk=args.topk if topk is None else topk,
+        iou_threshold=args.iou,
+        margin=args.margin,
+        border=args.border,
+        seed=args.seed,
+    )
 
 
 def _run_image(args) -> int:
@@ -82,14 +104,29 @@ def _run_image(args) -> int:
     props = _proposer(args).propose(pixels, crop.full_mask())
     sel = select_rois(props, pixels.shape, crop.box, _select_cfg(args))
     rows = [
-        {"rank": i, "box": [round(v, 1) for v in b], "score": round(float(s), 4), "kind": "anchor" if i == 0 else ("pad" if not ok else "roi")}
+        {
+            "rank": i,
+            "box": [round(v, 1) for v in b],
+            "score": round(float(s), 4),
+            "kind": "anchor" if i == 0 else ("pad" if not ok else "roi"),
+        }
         for i, (b, s, ok) in enumerate(zip(sel.rois.tolist(), sel.scores.tolist(), sel.valid.tolist()))
     ]
     if png is not None:
         save_overlay(pixels, sel.rois, sel.valid, make_parent(png, f"{PROG} propose"))
     if args.json:
-        print(json.dumps({"image": args.image, "proposer": args.proposer, "n_proposals": len(props), "n_padded": sel.n_padded, "rois": rows,
-                          **({"overlay": str(png)} if png is not None else {})}))
+        print(
+            json.dumps(
+                {
+                    "image": args.image,
+                    "proposer": args.proposer,
+                    "n_proposals": len(props),
+                    "n_padded": sel.n_padded,
+                    "rois": rows,
+                    **({"overlay": str(png)} if png is not None else {}),
+                }
+            )
+        )
     else:
         print(f"{args.image}: {len(props)} proposals, {sel.n_kept} kept, {sel.n_padded} padded (box xyxy px)")
         for r in rows:
@@ -171,7 +208,9 @@ def evaluate(samples, proposer, select_cfg, ks=(1, 5, 10), progress=True) -> dic
     out["by_size"] = recall_by_group(results, size_bin, ks=ks)
     curve = froc(all_results)
     out["froc"] = sensitivity_at_fp(curve)
-    out["hit_rule"] = "box contains the lesion centre and IoU(box, lesion box) >= 0.1; anchor and padding excluded"
+    out["hit_rule"] = (
+        "box contains the lesion centre and IoU(box, lesion box) >= 0.1; anchor and padding excluded"
+    )
     return out
 
 
@@ -187,11 +226,16 @@ def _run_eval(args) -> int:
     res = {"dataset": args.dataset, "proposer": args.proposer, "topk": args.topk, **res,
            "proposer_settings": proposer.settings(), "select": cfg.__dict__}
     if args.out:
-        write_json_atomic(args.out, run_record(command=["python", "-m", "awm_lib", *sys.argv[1:]], seed=args.seed) | res)
+        write_json_atomic(
+            args.out, run_record(command=["python", "-m", "awm_lib", *sys.argv[1:]], seed=args.seed) | res
+        )
     if args.json:
         print(json.dumps(res))
     else:
-        print(f"{args.dataset} / {args.proposer}: {res['n_lesions']} lesions in {res['n_images_with_lesions']} images")
+        print(
+            f"{args.dataset} / {args.proposer}: {res['n_lesions']} lesions in {res['n_images_with_lesions']} "
+            "images"
+        )
         for k in sorted({1, 5, 10, args.topk}):
             print(f"  recall@{k:<3d} {res[f'recall@{k}']:.3f}")
     return 0

@@ -9,6 +9,7 @@ it runs data-parallel over the launched processes. Examples::
     python -m awm_lib train --dataset mias --preset default --out runs/f2 --set data.fold=2 --resume
 """
 
+# The library is imported inside the functions, not here: `python -m awm_lib --help` must not wait for torch.
 from __future__ import annotations
 
 import sys
@@ -17,16 +18,57 @@ HELP = "train the RoI classifier (then evaluate it on the test split)"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--dataset", default=None, choices=("synthetic", "mias", "vindr"), help="which data set (required, except with --print-config)")
-    p.add_argument("--root", default=None, metavar="DIR", help="data folder (mias: default ../shared/data/mini-mias; synthetic: generated into the cache when omitted)")
-    p.add_argument("--preset", default="default", choices=("smoke", "default", "paper", "frozen"), help="smoke (minutes on a CPU), default (ViT-S/14, 224 px), paper (ViT-B/14, 448 px), frozen (cached tokens of a frozen backbone: seconds per run once cached)")
-    p.add_argument("--out", default=None, metavar="DIR", help="run folder (checkpoints, metrics.jsonl, results.json; required, except with --print-config)")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        choices=("synthetic", "mias", "vindr"),
+        help="which data set (required, except with --print-config)",
+    )
+    p.add_argument(
+        "--root",
+        default=None,
+        metavar="DIR",
+        help=(
+            "data folder (mias: default ../shared/data/mini-mias; synthetic: generated into the cache when "
+            "omitted)"
+        ),
+    )
+    p.add_argument(
+        "--preset",
+        default="default",
+        choices=("smoke", "default", "paper", "frozen"),
+        help=(
+            "smoke (minutes on a CPU), default (ViT-S/14, 224 px), paper (ViT-B/14, 448 px), frozen (cached "
+            "tokens of a frozen backbone: seconds per run once cached)"
+        ),
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="run folder (checkpoints, metrics.jsonl, results.json; required, except with --print-config)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its checkpoints and results are deleted)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value, e.g. optim.lr_head=3e-4 or data.fold=2 (repeatable)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out (its checkpoints and results are deleted)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. optim.lr_head=3e-4 or data.fold=2 (repeatable)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print results.json instead of a summary")
-    p.add_argument("--print-config", action="store_true", help="print the resolved configuration (preset + --set) and exit; builds and loads nothing")
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved configuration (preset + --set) and exit; builds and loads nothing",
+    )
 
 
 def run(args) -> int:
@@ -57,8 +99,15 @@ def run(args) -> int:
     cfg = make_config(args.preset, args.overrides, dataset=args.dataset, root=args.root)
     dist = init_from_env()
     try:
-        result = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress, dist=dist,
-                       command=["python -m awm_lib", *sys.argv[1:]])
+        result = train(
+            cfg,
+            args.out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            dist=dist,
+            command=["python -m awm_lib", *sys.argv[1:]],
+        )
     finally:
         cleanup(dist)
     if dist.is_main:

@@ -59,7 +59,9 @@ class BreastCrop:
     def crop(self, pixels: np.ndarray) -> np.ndarray:
         """The breast region of ``pixels`` (H, W[, C]), mirrored when ``flipped``."""
         if tuple(pixels.shape[:2]) != self.image_shape:
-            raise ValueError(f"pixels of shape {pixels.shape[:2]} do not match the segmented image {self.image_shape}")
+            raise ValueError(
+                f"pixels of shape {pixels.shape[:2]} do not match the segmented image {self.image_shape}"
+            )
         x0, y0, x1, y1 = self.box
         out = pixels[y0:y1, x0:x1]
         return out[:, ::-1] if self.flipped else out
@@ -143,7 +145,13 @@ def segment_breast(pixels: np.ndarray, pad: int = PAD, work_side: int = WORK_SID
     y0 = max(0, ys.min() * step - pad)
     x1 = min(W, (xs.max() + 1) * step + pad)
     y1 = min(H, (ys.max() + 1) * step + pad)
-    return BreastCrop(box=(int(x0), int(y0), int(x1), int(y1)), flipped=bool(flipped), mask=mask, step=step, image_shape=(H, W))
+    return BreastCrop(
+        box=(int(x0), int(y0), int(x1), int(y1)),
+        flipped=bool(flipped),
+        mask=mask,
+        step=step,
+        image_shape=(H, W),
+    )
 
 
 def _block_mean(x: np.ndarray, step: int) -> np.ndarray:
@@ -157,7 +165,8 @@ def _block_mean(x: np.ndarray, step: int) -> np.ndarray:
 
 
 def otsu_threshold(x: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold: the level of a ``bins``-bin histogram of ``x`` that maximises the between-class variance.
+    """Otsu's threshold: the level of a ``bins``-bin histogram of ``x`` that maximises the between-class
+    variance.
 
     The breast mask (here) and the blob proposer's pectoral-muscle cut
     (:mod:`awm_lib.proposals.blob`, 64 bins) both use it.

@@ -73,7 +73,9 @@ class Preprocessed:
         return d
 
 
-def preprocess(path: str | Path, long_side: int = 1024, pad: int = PAD, upscale: bool = False) -> tuple[Preprocessed, int]:
+def preprocess(
+    path: str | Path, long_side: int = 1024, pad: int = PAD, upscale: bool = False
+) -> tuple[Preprocessed, int]:
     """Run the whole pipeline on one file; returns the result and the source's bits stored.
 
     The crop is resized so its long side is ``long_side``; a smaller crop is left
@@ -140,7 +142,13 @@ class PreprocessCache:
         self.hits = self.misses = 0
 
     def settings(self) -> dict:
-        return {"version": CACHE_VERSION, "long_side": self.long_side, "dtype": self.dtype, "pad": self.pad, "upscale": self.upscale}
+        return {
+            "version": CACHE_VERSION,
+            "long_side": self.long_side,
+            "dtype": self.dtype,
+            "pad": self.pad,
+            "upscale": self.upscale,
+        }
 
     def key(self, path: str | Path) -> str:
         """Hash of (absolute path, size, mtime, settings): changes when the source or settings do."""
@@ -323,4 +331,12 @@ def size_on_disk(path: str | Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-__all__ = ["CACHE_VERSION", "PackedCache", "PreprocessCache", "Preprocessed", "pack", "preprocess", "size_on_disk"]
+__all__ = [
+    "CACHE_VERSION",
+    "PackedCache",
+    "PreprocessCache",
+    "Preprocessed",
+    "pack",
+    "preprocess",
+    "size_on_disk",
+]

@@ -103,7 +103,9 @@ def read_dicom(path: str | Path) -> DicomPixels:
     if photometric == "MONOCHROME1":
         pixels = np.float32(1.0) - pixels  # high stored value = dark: flip so tissue is bright
     if pixels.max() - pixels.min() <= 0 or not np.isfinite(pixels.sum()):
-        raise EmptyImageError("the image is constant (e.g. all black) after windowing; there is no breast to see", path)
+        raise EmptyImageError(
+            "the image is constant (e.g. all black) after windowing; there is no breast to see", path
+        )
     return DicomPixels(
         pixels=pixels.astype(np.float32, copy=False),
         raw=raw,
@@ -131,9 +133,13 @@ def _read_dataset(path: str | Path):
             if "Rows" not in ds:
                 raise
     except InvalidDicomError as e:
-        raise DicomError("not a DICOM file (no 'DICM' marker and no image tags); check the path or the file format", path) from e
+        raise DicomError(
+            "not a DICOM file (no 'DICM' marker and no image tags); check the path or the file format", path
+        ) from e
     except Exception as e:  # EOFError, struct.error, ValueError ... when the file is cut short
-        raise DicomError(f"cannot parse the DICOM, it is probably truncated or corrupt ({type(e).__name__}: {e})", path) from e
+        raise DicomError(
+            f"cannot parse the DICOM, it is probably truncated or corrupt ({type(e).__name__}: {e})", path
+        ) from e
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DicomError("the DICOM has no pixel data (PixelData tag missing); it is not an image", path)
     return ds
@@ -143,7 +149,9 @@ def _transfer_syntax(ds):
     from pydicom.uid import ImplicitVRLittleEndian
 
     meta = getattr(ds, "file_meta", None)
-    return meta.get("TransferSyntaxUID", ImplicitVRLittleEndian) if meta is not None else ImplicitVRLittleEndian
+    return (
+        meta.get("TransferSyntaxUID", ImplicitVRLittleEndian) if meta is not None else ImplicitVRLittleEndian
+    )
 
 
 def _codec_package(ts) -> str:
@@ -191,7 +199,9 @@ def _decode_pixels(ds, path) -> np.ndarray:
             raise _missing_codec(_transfer_syntax(ds), path) from e
         raise DicomError(f"cannot decode the pixel data ({e})", path) from e
     except Exception as e:  # too few bytes, inconsistent Rows/Columns, corrupt stream ...
-        raise DicomError(f"cannot decode the pixel data, the file is probably truncated ({type(e).__name__}: {e})", path) from e
+        raise DicomError(
+            f"cannot decode the pixel data, the file is probably truncated ({type(e).__name__}: {e})", path
+        ) from e
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if samples > 1:  # a colour secondary capture: average the channels
         arr = arr.mean(axis=-1)
@@ -284,7 +294,12 @@ def _laterality(ds) -> str | None:
     return None
 
 
-_VIEW_MEANINGS = {"cranio-caudal": "CC", "medio-lateral oblique": "MLO", "medio-lateral": "ML", "latero-medial": "LM"}
+_VIEW_MEANINGS = {
+    "cranio-caudal": "CC",
+    "medio-lateral oblique": "MLO",
+    "medio-lateral": "ML",
+    "latero-medial": "LM",
+}
 
 
 def _view(ds) -> str | None:

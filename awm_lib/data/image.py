@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from awm_lib.data.dicom import read_dicom
 from awm_lib.errors import EmptyFileError, EmptyImageError, ImageReadError, ImageTooSmallError
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
@@ -71,7 +72,9 @@ class MammoImage:
 MIN_MAMMOGRAM_SIDE = 256
 
 
-def check_mammogram_size(image: MammoImage, path: str | Path | None = None, min_side: int = MIN_MAMMOGRAM_SIDE) -> MammoImage:
+def check_mammogram_size(
+    image: MammoImage, path: str | Path | None = None, min_side: int = MIN_MAMMOGRAM_SIDE
+) -> MammoImage:
     """Refuse an image too small to be a mammogram (short side under ``min_side`` pixels)."""
     h, w = image.shape
     if min(h, w) < min_side:
@@ -126,8 +129,6 @@ def load_image(path: str | Path) -> MammoImage:
 
 
 def _load_dicom(path: Path) -> MammoImage:
-    from awm_lib.data.dicom import read_dicom
-
     d = read_dicom(path)
     return MammoImage(
         pixels=d.pixels,
@@ -153,7 +154,9 @@ def _load_raster(path: Path, fmt: str) -> MammoImage:
                 im = im.convert("L")
             raw = np.asarray(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ImageReadError(f"cannot read the {fmt.upper()} file, it is probably truncated or corrupt ({e})", path) from e
+        raise ImageReadError(
+            f"cannot read the {fmt.upper()} file, it is probably truncated or corrupt ({e})", path
+        ) from e
     if raw.ndim != 2:
         raise ImageReadError(f"expected a grey-level image, got shape {raw.shape}", path)
     if fmt == "pgm":

@@ -84,7 +84,15 @@ def _parse_row(tokens: list[str], path: Path, lineno: int) -> dict:
         x, y, radius = (int(float(v)) for v in rest) if rest else (None, None, None)
     except ValueError:
         raise bad("X, Y and RADIUS must be numbers") from None
-    return {"tissue": tissue, "cls": cls, "severity": severity, "x": x, "y": y, "radius": radius, "line": lineno}
+    return {
+        "tissue": tissue,
+        "cls": cls,
+        "severity": severity,
+        "x": x,
+        "y": y,
+        "radius": radius,
+        "line": lineno,
+    }
 
 
 def row_to_lesion(row: dict, height: int = IMAGE_SIZE, width: int = IMAGE_SIZE) -> Lesion:
@@ -102,7 +110,9 @@ def row_to_lesion(row: dict, height: int = IMAGE_SIZE, width: int = IMAGE_SIZE) 
     return Lesion(box=box, kind=row["cls"], malignant=malignant, center=(x, y), radius=r)
 
 
-def load_mias(root: str | Path | None = None, n_folds: int = 5, seed: int = 0, require_images: bool = True) -> list[Sample]:
+def load_mias(
+    root: str | Path | None = None, n_folds: int = 5, seed: int = 0, require_images: bool = True
+) -> list[Sample]:
     """All 322 mini-MIAS images as :class:`Sample` records, with patient-level folds.
 
     ``label`` is 1 when any lesion is malignant; :func:`image_class` gives the
@@ -115,9 +125,13 @@ def load_mias(root: str | Path | None = None, n_folds: int = 5, seed: int = 0, r
     root = Path(root) if root is not None else paths.mias_root()
     info = root / "Info.txt"
     if not root.is_dir():
-        raise DatasetNotFoundError("mini-MIAS folder not found; download it (see README) or set AWM_MIAS_ROOT", root)
+        raise DatasetNotFoundError(
+            "mini-MIAS folder not found; download it (see README) or set AWM_MIAS_ROOT", root
+        )
     if not info.is_file():
-        raise DatasetNotFoundError("no Info.txt in the mini-MIAS folder; it must hold Info.txt and mdbNNN.pgm/.png", root)
+        raise DatasetNotFoundError(
+            "no Info.txt in the mini-MIAS folder; it must hold Info.txt and mdbNNN.pgm/.png", root
+        )
     table = parse_info(info)
 
     samples, missing = [], []
@@ -142,7 +156,11 @@ def load_mias(root: str | Path | None = None, n_folds: int = 5, seed: int = 0, r
             )
         )
     if missing and require_images:
-        raise DatasetNotFoundError(f"{len(missing)} images listed in Info.txt are missing, e.g. {', '.join(missing[:5])} (.png or .pgm)", root)
+        raise DatasetNotFoundError(
+            f"{len(missing)} images listed in Info.txt are missing, e.g. {', '.join(missing[:5])} (.png or "
+            ".pgm)",
+            root,
+        )
     return assign_folds(samples, n_folds=n_folds, seed=seed)
 
 

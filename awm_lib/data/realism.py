@@ -25,6 +25,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from awm_lib.data.synthetic import SynthConfig, generate_mammogram
+from awm_lib.errors import DatasetNotFoundError
+from awm_lib.paths import mias_root
+
 MIAS_PIXEL_MM = 0.2  # mini-MIAS: 200 micron pixels
 DEFAULT_BAND = (0.12, 0.8)  # cycles/mm fitted for the slope
 PATCH_MM = 25.6  # patch side (128 px of mini-MIAS)
@@ -49,7 +53,9 @@ def breast_mask(img: np.ndarray) -> np.ndarray:
     return ndi.binary_fill_holes(labels == sizes.argmax())
 
 
-def tissue_patches(img, mask, pixel_mm, *, patch_mm=PATCH_MM, margin_mm=15.0, max_patches=8) -> list[np.ndarray]:
+def tissue_patches(
+    img, mask, pixel_mm, *, patch_mm=PATCH_MM, margin_mm=15.0, max_patches=8
+) -> list[np.ndarray]:
     """Non-overlapping square patches inside the breast, away from the skin and the pectoral muscle.
 
     "Away from the muscle" is approximated by using the lower half of the
@@ -144,24 +150,28 @@ def mias_images(root: str | Path | None = None, n: int = 40) -> list[np.ndarray]
     """The first ``n`` mini-MIAS images (PNG or PGM), as float arrays."""
     from PIL import Image
 
-    from awm_lib.paths import mias_root
-
     root = Path(root) if root is not None else mias_root()
     files = sorted(list(root.glob("mdb*.png")) + list(root.glob("mdb*.pgm")))[:n]
     if not files:
-        from awm_lib.errors import DatasetNotFoundError
-
-        raise DatasetNotFoundError("no mdbNNN.png / .pgm images here; set AWM_MIAS_ROOT to the mini-MIAS folder", path=str(root))
+        raise DatasetNotFoundError(
+            "no mdbNNN.png / .pgm images here; set AWM_MIAS_ROOT to the mini-MIAS folder", path=str(root)
+        )
     return [np.asarray(Image.open(f), dtype=np.float32) for f in files]
 
 
-def compare_with_mias(*, n_mias: int = 40, n_synth: int = 12, size: int = 1024, seed: int = 0, difficulty: float = 0.3, mias_root=None) -> dict:
+def compare_with_mias(
+    *,
+    n_mias: int = 40,
+    n_synth: int = 12,
+    size: int = 1024,
+    seed: int = 0,
+    difficulty: float = 0.3,
+    mias_root=None,
+) -> dict:
     """Slope mean +- sd and histogram distances: mini-MIAS vs synthetic MLO views.
 
     Explained in the book: chapter 1, *Mammograms and DICOM* (``notebooks/01_mammograms_and_dicom.ipynb``).
     """
-    from awm_lib.data.synthetic import SynthConfig, generate_mammogram
-
     real = [image_stats(im, MIAS_PIXEL_MM) for im in mias_images(mias_root, n_mias)]
     synth = []
     for i in range(n_synth):
@@ -175,7 +185,13 @@ def compare_with_mias(*, n_mias: int = 40, n_synth: int = 12, size: int = 1024, 
         "histogram_distance": histogram_distance(r["_tissue"], s["_tissue"]),
         "band_cycles_per_mm": list(DEFAULT_BAND),
         "patch_mm": PATCH_MM,
-        "settings": {"n_mias": n_mias, "n_synth": n_synth, "size": size, "seed": seed, "difficulty": difficulty},
+        "settings": {
+            "n_mias": n_mias,
+            "n_synth": n_synth,
+            "size": size,
+            "seed": seed,
+            "difficulty": difficulty,
+        },
     }
     out["slope_gap"] = out["synthetic"]["slope_mean"] - out["mini_mias"]["slope_mean"]
     return out
@@ -187,8 +203,10 @@ def format_comparison(cmp: dict) -> str:
     return "\n".join(
         [
             f"{'':12s} {'images':>6s} {'patches':>7s}  spectrum slope beta",
-            f"{'mini-MIAS':12s} {r['n_images']:6d} {r['n_patches']:7d}  {r['slope_mean']:.2f} +- {r['slope_sd']:.2f}",
-            f"{'synthetic':12s} {s['n_images']:6d} {s['n_patches']:7d}  {s['slope_mean']:.2f} +- {s['slope_sd']:.2f}",
+            f"{'mini-MIAS':12s} {r['n_images']:6d} {r['n_patches']:7d}  {r['slope_mean']:.2f} +- "
+            f"{r['slope_sd']:.2f}",
+            f"{'synthetic':12s} {s['n_images']:6d} {s['n_patches']:7d}  {s['slope_mean']:.2f} +- "
+            f"{s['slope_sd']:.2f}",
             f"tissue histogram distance: Wasserstein {d['wasserstein']:.3f}, KS {d['ks']:.3f}",
         ]
     )

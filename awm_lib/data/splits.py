@@ -7,7 +7,9 @@ import numpy as np
 from awm_lib.data.types import Sample
 
 
-def validation_patients(samples: list[Sample], fraction: float, seed: int = 0, *, at_least_one: bool = False) -> set[str]:
+def validation_patients(
+    samples: list[Sample], fraction: float, seed: int = 0, *, at_least_one: bool = False
+) -> set[str]:
     """The patients to move to validation: ``fraction`` of them, stratified by label.
 
     A patient's label is the maximum over her images (one cancer makes her positive).

@@ -44,14 +44,27 @@ from pathlib import Path
 
 import numpy as np
 
+from awm_lib.data.dicom import write_mammo_dicom
 from awm_lib.data.synth_findings import VINDR_CATEGORY
 from awm_lib.data.synthetic import DENSITY_PRIOR, SynthConfig, render_view, sample_breast
 from awm_lib.errors import ConfigError, DataError
 from awm_lib.io_utils import atomic_path, write_json_atomic
+from awm_lib.paths import cache_root
 
 MANIFEST = "synth_manifest.json"
 FORMAT_VERSION = 1
-BREAST_COLUMNS = ["study_id", "series_id", "image_id", "laterality", "view_position", "height", "width", "breast_birads", "breast_density", "split"]
+BREAST_COLUMNS = [
+    "study_id",
+    "series_id",
+    "image_id",
+    "laterality",
+    "view_position",
+    "height",
+    "width",
+    "breast_birads",
+    "breast_density",
+    "split",
+]
 FINDING_COLUMNS = [*BREAST_COLUMNS, "finding_categories", "finding_birads", "xmin", "ymin", "xmax", "ymax"]
 
 
@@ -70,10 +83,15 @@ class SynthDatasetSummary:
     n_test_cancer_images: int = 0
 
     def describe(self) -> str:
-        n_train, n_train_cancer = self.n_images - self.n_test_images, self.n_cancer_images - self.n_test_cancer_images
+        n_train, n_train_cancer = (
+            self.n_images - self.n_test_images,
+            self.n_cancer_images - self.n_test_cancer_images,
+        )
         return (
-            f"{self.n_images} images ({self.n_studies} stud{'y' if self.n_studies == 1 else 'ies'}; {self.n_cancer_images} BI-RADS 4/5; "
-            f"{n_train} training ({n_train_cancer} BI-RADS 4/5), {self.n_test_images} test ({self.n_test_cancer_images} BI-RADS 4/5); "
+            f"{self.n_images} images ({self.n_studies} stud{'y' if self.n_studies == 1 else 'ies'}; "
+            f"{self.n_cancer_images} BI-RADS 4/5; "
+            f"{n_train} training ({n_train_cancer} BI-RADS 4/5), {self.n_test_images} test "
+            f"({self.n_test_cancer_images} BI-RADS 4/5); "
             f"{self.n_written} written now) in {self.root}"
         )
 
@@ -125,33 +143,74 @@ def _write_study(root, index, settings, split) -> tuple[dict, int]:
     bits = settings["bits_stored"] or int(rng.choice([12, 14]))
     breast_rows, finding_rows, written = [], [], 0
     for lat in ("R", "L"):
-        cfg = SynthConfig(height=settings["size"], laterality=lat, density=density, bits_stored=bits, difficulty=settings["difficulty"], p_malignant=settings["prevalence"])
+        cfg = SynthConfig(
+            height=settings["size"],
+            laterality=lat,
+            density=density,
+            bits_stored=bits,
+            difficulty=settings["difficulty"],
+            p_malignant=settings["prevalence"],
+        )
         spec = sample_breast(cfg, rng)
         for view in ("CC", "MLO"):
             image_id = _hex_id(seed, index, lat, view)
             series_id = _hex_id(seed, index, lat, view, "series")
             path = root / "images" / study_id / f"{image_id}.dicom"
             m = render_view(spec, replace(cfg, view=view))
-            _write_dicom(path, m, study_id=study_id, series_id=series_id, patient=f"SYNTH{seed:04d}-{index:06d}")
+            _write_dicom(
+                path, m, study_id=study_id, series_id=series_id, patient=f"SYNTH{seed:04d}-{index:06d}"
+            )
             written += 1
             h, w = m.pixels.shape
-            row = dict(study_id=study_id, series_id=series_id, image_id=image_id, laterality=lat, view_position=view, height=h, width=w, breast_birads=f"BI-RADS {m.breast_birads}", breast_density=f"DENSITY {density}", split=split)
+            row = dict(
+                study_id=study_id,
+                series_id=series_id,
+                image_id=image_id,
+                laterality=lat,
+                view_position=view,
+                height=h,
+                width=w,
+                breast_birads=f"BI-RADS {m.breast_birads}",
+                breast_density=f"DENSITY {density}",
+                split=split,
+            )
             breast_rows.append(row)
             for les in m.lesions:
                 box = dict(zip(("xmin", "ymin", "xmax", "ymax"), (round(v, 2) for v in les.box)))
-                finding_rows.append({**row, "finding_categories": str([VINDR_CATEGORY[les.kind]]), "finding_birads": f"BI-RADS {les.birads}", **box})
+                finding_rows.append(
+                    {
+                        **row,
+                        "finding_categories": str([VINDR_CATEGORY[les.kind]]),
+                        "finding_birads": f"BI-RADS {les.birads}",
+                        **box,
+                    }
+                )
             if not m.lesions:
-                finding_rows.append({**row, "finding_categories": "['No Finding']", "finding_birads": None, "xmin": None, "ymin": None, "xmax": None, "ymax": None})
+                finding_rows.append(
+                    {
+                        **row,
+                        "finding_categories": "['No Finding']",
+                        "finding_birads": None,
+                        "xmin": None,
+                        "ymin": None,
+                        "xmax": None,
+                        "ymax": None,
+                    }
+                )
     return {"study_id": study_id, "breast": breast_rows, "findings": finding_rows}, written
 
 
 def _write_dicom(path, m, *, study_id, series_id, patient) -> None:
-    from awm_lib.data.dicom import write_mammo_dicom
-
     top = 2**m.bits_stored - 1
     tissue = m.pixels[m.mask]
-    lo, hi = (float(np.percentile(tissue, 0.5)), float(np.percentile(tissue, 99.5))) if tissue.size else (0.0, float(top))
-    orientation = {("L", "CC"): "A\\R", ("R", "CC"): "P\\L", ("L", "MLO"): "A\\FR", ("R", "MLO"): "P\\FL"}[(m.laterality, m.view)]
+    lo, hi = (
+        (float(np.percentile(tissue, 0.5)), float(np.percentile(tissue, 99.5)))
+        if tissue.size
+        else (0.0, float(top))
+    )
+    orientation = {("L", "CC"): "A\\R", ("R", "CC"): "P\\L", ("L", "MLO"): "A\\FR", ("R", "MLO"): "P\\FL"}[
+        (m.laterality, m.view)
+    ]
     write_mammo_dicom(
         path,
         m.pixels,
@@ -187,7 +246,11 @@ def _check_manifest(root: Path, settings: dict) -> None:
             raise DataError(f"unreadable manifest ({e}); delete the folder and run again", path) from e
         if {k: old.get(k) for k in settings} != settings:
             diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
-            raise DataError(f"this folder holds a synthetic dataset made with other settings {diff} (old, new); choose another OUTDIR or delete it", root)
+            raise DataError(
+                f"this folder holds a synthetic dataset made with other settings {diff} (old, new); choose "
+                "another OUTDIR or delete it",
+                root,
+            )
     else:
         write_json_atomic(path, settings)
 
@@ -214,7 +277,10 @@ def write_synthetic_dataset(
     if n < 1:
         raise ConfigError(f"n must be at least 1 image, got {n}")
     if not 0 <= prevalence <= 1 or not 0 <= difficulty <= 1 or not 0 <= test_fraction < 1:
-        raise ConfigError(f"prevalence ({prevalence}), difficulty ({difficulty}) must be in [0, 1] and test_fraction ({test_fraction}) in [0, 1)")
+        raise ConfigError(
+            f"prevalence ({prevalence}), difficulty ({difficulty}) must be in [0, 1] and test_fraction "
+            f"({test_fraction}) in [0, 1)"
+        )
     SynthConfig(height=size, bits_stored=bits_stored or 12)  # validates size and bits
     root = Path(outdir)
     root.mkdir(parents=True, exist_ok=True)
@@ -255,16 +321,21 @@ def _is_cancer(row: dict) -> bool:
 
 
 def warn_splits_without_cancer(rows: list[dict], root: Path, prevalence: float) -> list[str]:
-    """Warn (:class:`SplitWithoutCancerWarning`) for each non-empty split with no BI-RADS 4/5 image; return their names."""
+    """Warn (:class:`SplitWithoutCancerWarning`) for each non-empty split with no BI-RADS 4/5 image; return
+    their names."""
     empty = []
     for split in ("training", "test"):
         mine = [r for r in rows if r["split"] == split]
         if mine and not any(_is_cancer(r) for r in mine):
             empty.append(split)
             warnings.warn(
-                f"{root}: the {split} split has no cancer (0 of {len(mine)} images are BI-RADS 4/5 at prevalence "
-                f"{prevalence:g}), so its AUC is undefined (n/a); use a larger --n, a higher --prevalence or another --seed",
-                SplitWithoutCancerWarning, stacklevel=3)
+                f"{root}: the {split} split has no cancer (0 of {len(mine)} images are BI-RADS 4/5 at "
+                "prevalence "
+                f"{prevalence:g}), so its AUC is undefined (n/a); use a larger --n, a higher --prevalence or "
+                "another --seed",
+                SplitWithoutCancerWarning,
+                stacklevel=3,
+            )
     return empty
 
 
@@ -290,26 +361,46 @@ def _write_csvs(root: Path, studies: list[dict]) -> None:
             df.to_csv(tmp, index=False)
 
 
-def default_dataset_dir(n: int, seed: int, size: int, difficulty: float = 0.3, prevalence: float = 0.2) -> Path:
-    from awm_lib.paths import cache_root
-
+def default_dataset_dir(
+    n: int, seed: int, size: int, difficulty: float = 0.3, prevalence: float = 0.2
+) -> Path:
     name = f"{n}-{seed}-{size}"
     if (difficulty, prevalence) != (0.3, 0.2):
         name += f"-d{difficulty:g}-p{prevalence:g}"
     return cache_root() / "synthetic" / name
 
 
-def ensure_synthetic_dataset(n: int = 64, seed: int = 0, size: int = 512, root: str | Path | None = None, *, progress: bool = True, **kwargs) -> Path:
+def ensure_synthetic_dataset(
+    n: int = 64,
+    seed: int = 0,
+    size: int = 512,
+    root: str | Path | None = None,
+    *,
+    progress: bool = True,
+    **kwargs,
+) -> Path:
     """The embedded default data: generate it once (into the cache) and return its folder.
 
     ``root`` defaults to ``paths.cache_root() / "synthetic" / "<n>-<seed>-<size>"``.
     A finished dataset (both CSVs present, same settings) is returned at once;
     a half-written one is completed.
     """
-    root = Path(root) if root is not None else default_dataset_dir(n, seed, size, kwargs.get("difficulty", 0.3), kwargs.get("prevalence", 0.2))
+    root = (
+        Path(root)
+        if root is not None
+        else default_dataset_dir(n, seed, size, kwargs.get("difficulty", 0.3), kwargs.get("prevalence", 0.2))
+    )
     done = (root / "breast-level_annotations.csv").is_file() and (root / "finding_annotations.csv").is_file()
     if done:
-        settings = _settings(n, seed, size, kwargs.get("difficulty", 0.3), kwargs.get("prevalence", 0.2), kwargs.get("bits_stored"), kwargs.get("test_fraction", 0.2))
+        settings = _settings(
+            n,
+            seed,
+            size,
+            kwargs.get("difficulty", 0.3),
+            kwargs.get("prevalence", 0.2),
+            kwargs.get("bits_stored"),
+            kwargs.get("test_fraction", 0.2),
+        )
         _check_manifest(root, settings)
         return root
     write_synthetic_dataset(root, n, seed, size, progress=progress, **kwargs)

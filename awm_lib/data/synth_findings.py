@@ -57,7 +57,8 @@ class FindingSpec:
     birads: int  # 2..5; >= 4 exactly when malignant
     lookalike: bool  # benign, drawn to resemble the malignant version
     size_mm: float  # diameter of the mass / extent of the cluster
-    contrast: float  # attenuation above fibroglandular tissue at the core (masses, asymmetry) or added (calcs, lines)
+    # attenuation above fibroglandular tissue at the core (masses, asymmetry) or added (calcs, lines)
+    contrast: float
     irregularity: float  # 0 = smooth oval margin .. 1 = very irregular
     n_lines: int  # spicules / radiating lines (0 for smooth masses)
     depth: float  # position: fraction of the way from chest wall to skin
@@ -76,26 +77,55 @@ def sample_finding(rng, *, malignant: bool, lookalike: bool, difficulty: float) 
     """Draw one finding. Sizes follow screening practice: masses 5-30 mm, clusters 4-15 mm."""
     d = float(difficulty)
     u = rng.uniform
-    where = dict(depth=u(0.25, 0.75), pos_cc=u(-0.6, 0.6), pos_mlo=u(-0.55, 0.65), seed=int(rng.integers(2**31)))
+    where = dict(
+        depth=u(0.25, 0.75), pos_cc=u(-0.6, 0.6), pos_mlo=u(-0.55, 0.65), seed=int(rng.integers(2**31))
+    )
     if malignant:
         kind = _pick(rng, MALIGNANT_KINDS)
         fade, shrink = 1.0 - 0.55 * d, 1.0 - 0.35 * d
         if kind == "spiculated_mass":
-            spec = dict(size_mm=u(8, 25) * shrink, contrast=u(0.07, 0.13) * fade, irregularity=u(0.6, 1.0), n_lines=int(u(10, 28) * (1 - 0.5 * d)))
+            spec = dict(
+                size_mm=u(8, 25) * shrink,
+                contrast=u(0.07, 0.13) * fade,
+                irregularity=u(0.6, 1.0),
+                n_lines=int(u(10, 28) * (1 - 0.5 * d)),
+            )
         elif kind == "calcification":
-            spec = dict(size_mm=u(5, 14) * shrink, contrast=u(0.35, 0.6) * fade, irregularity=u(0.7, 1.0), n_lines=int(u(12, 35) * (1 - 0.5 * d)))
+            spec = dict(
+                size_mm=u(5, 14) * shrink,
+                contrast=u(0.35, 0.6) * fade,
+                irregularity=u(0.7, 1.0),
+                n_lines=int(u(12, 35) * (1 - 0.5 * d)),
+            )
         else:  # distortion
-            spec = dict(size_mm=u(15, 30) * shrink, contrast=u(0.05, 0.09) * fade, irregularity=1.0, n_lines=int(u(14, 26) * (1 - 0.4 * d)))
+            spec = dict(
+                size_mm=u(15, 30) * shrink,
+                contrast=u(0.05, 0.09) * fade,
+                irregularity=1.0,
+                n_lines=int(u(14, 26) * (1 - 0.4 * d)),
+            )
         birads = 5 if rng.random() < 0.35 * (1 - d) + 0.1 else 4
         return FindingSpec(kind, True, birads, False, **spec, **where)
     if lookalike:  # benign, but it borrows the malignant look, more so when difficult
         kind = _pick(rng, {"mass": 0.45, "calcification": 0.4, "distortion": 0.15})
         if kind == "mass":
-            spec = dict(size_mm=u(6, 20), contrast=u(0.04, 0.1), irregularity=0.25 + 0.5 * d, n_lines=int(8 * d * u(0.5, 1.0)))
+            spec = dict(
+                size_mm=u(6, 20),
+                contrast=u(0.04, 0.1),
+                irregularity=0.25 + 0.5 * d,
+                n_lines=int(8 * d * u(0.5, 1.0)),
+            )
         elif kind == "calcification":
-            spec = dict(size_mm=u(4, 10), contrast=u(0.3, 0.5), irregularity=0.2 + 0.5 * d, n_lines=int(u(6, 14) + 10 * d))
+            spec = dict(
+                size_mm=u(4, 10),
+                contrast=u(0.3, 0.5),
+                irregularity=0.2 + 0.5 * d,
+                n_lines=int(u(6, 14) + 10 * d),
+            )
         else:
-            spec = dict(size_mm=u(10, 20), contrast=u(0.04, 0.07), irregularity=0.6, n_lines=int(u(5, 9) + 8 * d))
+            spec = dict(
+                size_mm=u(10, 20), contrast=u(0.04, 0.07), irregularity=0.6, n_lines=int(u(5, 9) + 8 * d)
+            )
         return FindingSpec(kind, False, 3, True, **spec, **where)
     kind = _pick(rng, BENIGN_KINDS)
     if kind == "mass":
@@ -116,7 +146,9 @@ class FindingPatch:
     """A finding drawn around its centre: add ``values`` at ``(cx - half, cy - half)``."""
 
     values: np.ndarray  # (S, S) float32 attenuation to add
-    fill: np.ndarray | None  # (S, S) in [0, 1]: where the lesion REPLACES fat by dense tissue (masses, asymmetry)
+    fill: (
+        np.ndarray | None
+    )  # (S, S) in [0, 1]: where the lesion REPLACES fat by dense tissue (masses, asymmetry)
     box: tuple[float, float, float, float]  # xyxy relative to the patch's top-left corner
     pull: float = 0.0  # distortion: how strongly to retract the tissue towards the centre (px)
 
@@ -257,7 +289,9 @@ def _render_asymmetry(spec: FindingSpec, rng, pixel_mm) -> FindingPatch:
     texture = power_law_noise(x.shape, 4.0, rng, pixel_mm=pixel_mm, largest_mm=spec.size_mm / 2)
     fill = 0.7 * envelope * np.clip(0.8 + 0.25 * texture, 0, 1)
     values = spec.contrast * fill
-    return FindingPatch(values.astype(np.float32), fill.astype(np.float32), _box_of(envelope > 0.25 * envelope.max()))
+    return FindingPatch(
+        values.astype(np.float32), fill.astype(np.float32), _box_of(envelope > 0.25 * envelope.max())
+    )
 
 
 def render_finding(spec: FindingSpec, pixel_mm: float) -> FindingPatch:
@@ -283,4 +317,6 @@ def retract(image, cx, cy, radius, pull) -> None:
     dx, dy = x - cx, y - cy
     r = np.hypot(dx, dy) + 1e-3
     shift = pull * (r / radius) * np.exp(1.0 - (r / radius) ** 2) / r  # sample from further out
-    image[y0:y1, x0:x1] = ndi.map_coordinates(image, [y + dy * shift, x + dx * shift], order=1, mode="nearest")
+    image[y0:y1, x0:x1] = ndi.map_coordinates(
+        image, [y + dy * shift, x + dx * shift], order=1, mode="nearest"
+    )

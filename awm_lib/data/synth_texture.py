@@ -88,7 +88,9 @@ def band_noise(shape, scale_mm, rng, *, pixel_mm=0.1, stretch=1.0) -> np.ndarray
 def smooth_1d(n, rng, *, correlation=0.1) -> np.ndarray:
     """A smooth random curve of length ``n`` (unit sd), for wobbly outlines."""
     sigma = max(1.0, correlation * n)
-    x = ndi.gaussian_filter1d(rng.standard_normal(n + int(6 * sigma)), sigma)[int(3 * sigma) : int(3 * sigma) + n]
+    x = ndi.gaussian_filter1d(rng.standard_normal(n + int(6 * sigma)), sigma)[
+        int(3 * sigma) : int(3 * sigma) + n
+    ]
     return (x / (x.std() + 1e-12)).astype(np.float32)
 
 
@@ -255,7 +257,9 @@ def upsample(img: np.ndarray, shape) -> np.ndarray:
     """Bilinear resize of a float image to ``shape`` (PIL's is ~20x faster than ndimage.zoom)."""
     from PIL import Image
 
-    out = Image.fromarray(np.ascontiguousarray(img, dtype=np.float32)).resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
+    out = Image.fromarray(np.ascontiguousarray(img, dtype=np.float32)).resize(
+        (shape[1], shape[0]), Image.Resampling.BILINEAR
+    )
     return np.asarray(out, dtype=np.float32)
 
 

@@ -67,7 +67,9 @@ class SynthConfig:
     p_malignant: float = 0.25  # ... with this probability when ``malignant`` is None
     n_benign: int | None = None  # benign findings; None: 0, or 1-2 with probability p_benign
     p_benign: float = 0.35
-    p_lookalike: float | None = None  # share of benign findings that mimic malignant ones; None: 0.2 + 0.6 * difficulty
+    p_lookalike: float | None = (
+        None  # share of benign findings that mimic malignant ones; None: 0.2 + 0.6 * difficulty
+    )
 
     def __post_init__(self):
         if self.width is None:
@@ -84,7 +86,9 @@ class SynthConfig:
             problems.append(f"density {self.density!r} must be one of A, B, C, D")
         if not 8 <= self.bits_stored <= 16:
             problems.append(f"bits_stored {self.bits_stored} must be within 8..16 (12 or 14 are usual)")
-        for name in ("difficulty", "p_malignant", "p_benign") + (("p_lookalike",) if self.p_lookalike is not None else ()):
+        for name in ("difficulty", "p_malignant", "p_benign") + (
+            ("p_lookalike",) if self.p_lookalike is not None else ()
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} {getattr(self, name)} must be within [0, 1]")
         if problems:
@@ -143,9 +147,15 @@ def sample_breast(cfg: SynthConfig, rng: np.random.Generator) -> BreastSpec:
     else:
         n_benign = int(rng.integers(1, 3)) if rng.random() < cfg.p_benign else 0
     p_look = cfg.p_lookalike if cfg.p_lookalike is not None else 0.2 + 0.6 * cfg.difficulty
-    findings = [sample_finding(rng, malignant=True, lookalike=False, difficulty=cfg.difficulty)] if malignant else []
+    findings = (
+        [sample_finding(rng, malignant=True, lookalike=False, difficulty=cfg.difficulty)] if malignant else []
+    )
     for _ in range(n_benign):
-        findings.append(sample_finding(rng, malignant=False, lookalike=bool(rng.random() < p_look), difficulty=cfg.difficulty))
+        findings.append(
+            sample_finding(
+                rng, malignant=False, lookalike=bool(rng.random() < p_look), difficulty=cfg.difficulty
+            )
+        )
     return BreastSpec(density, fraction, tuple(findings), int(rng.integers(2**31)))
 
 
@@ -160,19 +170,42 @@ def _place(spec_f, patch, x_edge, mask, pect, taken, rng, view):
         if rows.size:
             mid, span = 0.5 * (rows[0] + rows[-1]), 0.5 * (rows[-1] - rows[0]) - half
             cy = int(mid + pos * max(span, 0))
-            box = (cx - half + patch.box[0], cy - half + patch.box[1], cx - half + patch.box[2], cy - half + patch.box[3])
+            box = (
+                cx - half + patch.box[0],
+                cy - half + patch.box[1],
+                cx - half + patch.box[2],
+                cy - half + patch.box[3],
+            )
             if _fits(box, mask, pect, taken):
                 return cx, cy, box
         # deterministic retreat towards the middle of the breast, then random tries
-        depth, pos = (0.8 * depth + 0.1, 0.8 * pos) if attempt < 10 else (rng.uniform(0.2, 0.7), rng.uniform(-0.8, 0.8))
+        depth, pos = (
+            (0.8 * depth + 0.1, 0.8 * pos)
+            if attempt < 10
+            else (rng.uniform(0.2, 0.7), rng.uniform(-0.8, 0.8))
+        )
     ys, xs = np.nonzero(mask)
     cx, cy = int(np.median(xs)), int(np.median(ys))
-    return cx, cy, (cx - half + patch.box[0], cy - half + patch.box[1], cx - half + patch.box[2], cy - half + patch.box[3])
+    return (
+        cx,
+        cy,
+        (
+            cx - half + patch.box[0],
+            cy - half + patch.box[1],
+            cx - half + patch.box[2],
+            cy - half + patch.box[3],
+        ),
+    )
 
 
 def _fits(box, mask, pect, taken) -> bool:
     h, w = mask.shape
-    x0, y0, x1, y1 = (int(np.floor(box[0])) - 2, int(np.floor(box[1])) - 2, int(np.ceil(box[2])) + 2, int(np.ceil(box[3])) + 2)
+    x0, y0, x1, y1 = (
+        int(np.floor(box[0])) - 2,
+        int(np.floor(box[1])) - 2,
+        int(np.ceil(box[2])) + 2,
+        int(np.ceil(box[3])) + 2,
+    )
     if x0 < 0 or y0 < 0 or x1 > w or y1 > h or not mask[y0:y1, x0:x1].all():
         return False
     if pect is not None and pect[y0:y1, x0:x1].max() > 0.05:
@@ -192,7 +225,9 @@ def render_view(spec: BreastSpec, cfg: SynthConfig) -> SynthMammogram:
     dist = tex.skin_distance_mm(mask, px, view=cfg.view)
     thick = tex.edge_thickness(dist, rng_shape.uniform(20, 40))
     falloff = 0.2 + 0.8 * thick  # periphery darker, partly equalised as in processed images
-    pect = tex.pectoral_mask(h, w, x_edge, rng_shape, soft_px=max(1.0, 0.4 / px)) if cfg.view == "MLO" else None
+    pect = (
+        tex.pectoral_mask(h, w, x_edge, rng_shape, soft_px=max(1.0, 0.4 / px)) if cfg.view == "MLO" else None
+    )
 
     # fibroglandular tissue where glands live: not under the skin, little at the chest wall
     rho = np.arange(w, dtype=np.float32)[None, :] / np.maximum(x_edge[:, None], 1.0)
@@ -226,7 +261,10 @@ def render_view(spec: BreastSpec, cfg: SynthConfig) -> SynthMammogram:
             retract(att, cx, cy, 0.5 * f.size_mm / px, patch.pull)
         ys = slice(max(0, cy - half), min(h, cy + half + 1))
         xs = slice(max(0, cx - half), min(w, cx + half + 1))
-        local = (slice(ys.start - (cy - half), ys.stop - (cy - half)), slice(xs.start - (cx - half), xs.stop - (cx - half)))
+        local = (
+            slice(ys.start - (cy - half), ys.stop - (cy - half)),
+            slice(xs.start - (cx - half), xs.stop - (cx - half)),
+        )
         if patch.fill is not None:  # a mass displaces fat: lift the tissue towards dense (never darker)
             region = att[ys, xs]
             region += 0.9 * patch.fill[local] * np.maximum(gland_level * falloff[ys, xs] - region, 0.0)
@@ -248,7 +286,9 @@ def render_view(spec: BreastSpec, cfg: SynthConfig) -> SynthMammogram:
         if flip:
             x0, x1 = w - x1, w - x0
         center = (0.5 * (x0 + x1), 0.5 * (y0 + y1))
-        out_lesions.append(Lesion((float(x0), float(y0), float(x1), float(y1)), f.kind, f.malignant, f.birads, center=center))
+        out_lesions.append(
+            Lesion((float(x0), float(y0), float(x1), float(y1)), f.kind, f.malignant, f.birads, center=center)
+        )
     fraction = float(gland[tissue_mask].mean())
     if flip:
         pixels, mask = pixels[:, ::-1], mask[:, ::-1]
@@ -268,7 +308,9 @@ def render_view(spec: BreastSpec, cfg: SynthConfig) -> SynthMammogram:
     )
 
 
-def generate_mammogram(cfg: SynthConfig | None = None, rng: np.random.Generator | int | None = None, *, seed: int | None = None) -> SynthMammogram:
+def generate_mammogram(
+    cfg: SynthConfig | None = None, rng: np.random.Generator | int | None = None, *, seed: int | None = None
+) -> SynthMammogram:
     """One synthetic mammogram, deterministic for a seed (``rng`` may be a Generator or an int).
 
     Explained in the book: chapter 1, *Mammograms and DICOM* (``notebooks/01_mammograms_and_dicom.ipynb``).

@@ -64,6 +64,8 @@ def located(sample: Sample, shape: tuple[int, int] | None = None) -> list[Lesion
     """
     if shape is None:
         if sample.height is None or sample.width is None:
-            raise ValueError(f"{sample.image_id}: the sample has no height/width; pass shape=(height, width) of its image")
+            raise ValueError(
+                f"{sample.image_id}: the sample has no height/width; pass shape=(height, width) of its image"
+            )
         shape = (sample.height, sample.width)
     return [les for les in sample.lesions if is_located(les, *shape)]

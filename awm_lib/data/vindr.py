@@ -101,7 +101,9 @@ def _read_csv(path: Path, required: list[str]):
     import pandas as pd
 
     if not path.is_file():
-        raise DatasetNotFoundError(f"missing {path.name}; a VinDr-Mammo root holds {BREAST_CSV}, {FINDING_CSV} and images/", path)
+        raise DatasetNotFoundError(
+            f"missing {path.name}; a VinDr-Mammo root holds {BREAST_CSV}, {FINDING_CSV} and images/", path
+        )
     try:
         df = pd.read_csv(path, dtype={"study_id": str, "series_id": str, "image_id": str})
     except Exception as e:  # empty file, bad quoting ...
@@ -122,7 +124,9 @@ def image_path(root: Path, study_id: str, image_id: str) -> Path:
     return p
 
 
-def load_vindr(root: str | Path, val_fraction: float = 0.1, seed: int = 0, require_images: bool = True) -> list[Sample]:
+def load_vindr(
+    root: str | Path, val_fraction: float = 0.1, seed: int = 0, require_images: bool = True
+) -> list[Sample]:
     """Every image of a VinDr-Mammo-shaped folder as a :class:`Sample`.
 
     ``split`` is "train", "val" or "test"; "val" studies are drawn from the
@@ -148,7 +152,9 @@ def load_vindr(root: str | Path, val_fraction: float = 0.1, seed: int = 0, requi
         )
     bad_split = sorted(set(breast["split"].astype(str).str.lower()) - set(SPLITS))
     if bad_split:
-        raise AnnotationError(f"unknown split value(s) {bad_split}; expected 'training' or 'test'", root / BREAST_CSV)
+        raise AnnotationError(
+            f"unknown split value(s) {bad_split}; expected 'training' or 'test'", root / BREAST_CSV
+        )
 
     lesions = _lesions_by_image(findings, root / FINDING_CSV)
     samples = []
@@ -192,11 +198,18 @@ def _lesions_by_image(findings, csv_path: Path) -> dict[str, list[Lesion]]:
         except (TypeError, ValueError):
             raise AnnotationError(f"line {i}: box coordinates are not numbers: {coords}", csv_path) from None
         if x1 <= x0 or y1 <= y0:
-            raise AnnotationError(f"line {i}: empty box (xmin {x0}, ymin {y0}, xmax {x1}, ymax {y1})", csv_path)
+            raise AnnotationError(
+                f"line {i}: empty box (xmin {x0}, ymin {y0}, xmax {x1}, ymax {y1})", csv_path
+            )
         categories = parse_categories(row.finding_categories)
         birads = parse_birads(row.finding_birads)
         out.setdefault(row.image_id, []).append(
-            Lesion(box=(x0, y0, x1, y1), kind=", ".join(categories) or "finding", malignant=is_cancer(birads), birads=birads)
+            Lesion(
+                box=(x0, y0, x1, y1),
+                kind=", ".join(categories) or "finding",
+                malignant=is_cancer(birads),
+                birads=birads,
+            )
         )
     return out
 

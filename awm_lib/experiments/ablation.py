@@ -68,10 +68,10 @@ from awm_lib.experiments.ablation_study import (  # noqa: F401 - re-exported
     CONFIGURATIONS,
     CONTRASTS,
     DEFAULT_CONFIGS,
-    Contrast,
     SCALES,
     SSL_CHECKPOINT,
     Configuration,
+    Contrast,
     RunSpec,
     Scale,
     backbone_available,
@@ -82,8 +82,10 @@ from awm_lib.experiments.ablation_study import (  # noqa: F401 - re-exported
 )
 from awm_lib.experiments.lesion_size import auc_by_size, lesion_size_mm
 from awm_lib.io_utils import write_json_atomic
+from awm_lib.proposals.recall import hit_matrix
 from awm_lib.train import checkpoint as ckpt
 from awm_lib.train.config import RESUME_IGNORE, TrainConfig, to_dict
+from awm_lib.train.dataset import build_datasets, load_samples
 from awm_lib.train.evaluate import read_predictions
 from awm_lib.train.experiment import CONFIG, read_results, train
 
@@ -102,9 +104,13 @@ def run_one(spec: RunSpec, *, command: str | None = None, progress: bool = False
     done = read_results(spec.run_dir)
     if done is not None:
         saved = json.loads((spec.run_dir / CONFIG).read_text())["config"]
-        ckpt.check_config_compatible(saved, to_dict(spec.cfg), RESUME_IGNORE, what=f"finished run {spec.run_dir}")
+        ckpt.check_config_compatible(
+            saved, to_dict(spec.cfg), RESUME_IGNORE, what=f"finished run {spec.run_dir}"
+        )
         return done, False
-    result = train(spec.cfg, spec.run_dir, resume=ckpt.has_checkpoint(spec.run_dir), progress=progress, command=command)
+    result = train(
+        spec.cfg, spec.run_dir, resume=ckpt.has_checkpoint(spec.run_dir), progress=progress, command=command
+    )
     return result.results, True
 
 
@@ -118,8 +124,6 @@ def lesion_recall_counts(cfg: TrainConfig) -> dict[str, list[int]] | None:
     """
     if cfg.arch == "full_image":
         return None
-    from awm_lib.proposals.recall import hit_matrix
-    from awm_lib.train.dataset import build_datasets
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -128,7 +132,9 @@ def lesion_recall_counts(cfg: TrainConfig) -> dict[str, list[int]] | None:
     for s, rec in zip(test.samples, test.records):
         prep = test.cache.get(s.path)
         H, W = prep.original_shape
-        lesions = [les for les in s.lesions if (les.box[2] - les.box[0]) * (les.box[3] - les.box[1]) < 0.9 * H * W]
+        lesions = [
+            les for les in s.lesions if (les.box[2] - les.box[0]) * (les.box[3] - les.box[1]) < 0.9 * H * W
+        ]
         boxes = np.asarray(rec["rois"], dtype=np.float64)[1 : 1 + rec["n_proposals"]].reshape(-1, 4)
         found = 0
         if lesions and len(boxes):
@@ -143,7 +149,9 @@ _RECALL_MEMO: dict[str, dict | None] = {}
 def _recall_key(cfg: TrainConfig) -> str:
     """What the recall counts depend on: the data settings and top-k (and the seed for random boxes)."""
     data = to_dict(cfg.data)
-    return json.dumps([cfg.arch, data, cfg.model.topk, cfg.seed if cfg.data.proposer == "random" else None], sort_keys=True)
+    return json.dumps(
+        [cfg.arch, data, cfg.model.topk, cfg.seed if cfg.data.proposer == "random" else None], sort_keys=True
+    )
 
 
 def ensure_recall(spec: RunSpec) -> dict | None:
@@ -159,34 +167,60 @@ def ensure_recall(spec: RunSpec) -> dict | None:
     if key not in _RECALL_MEMO:
         _RECALL_MEMO[key] = lesion_recall_counts(spec.cfg)
     counts = _RECALL_MEMO[key]
-    write_json_atomic(path, {"per_image": counts, "proposer": spec.cfg.data.proposer, "topk": spec.cfg.model.topk})
+    write_json_atomic(
+        path, {"per_image": counts, "proposer": spec.cfg.data.proposer, "topk": spec.cfg.model.topk}
+    )
     return counts
 
 
 # =====================================================================================
 # The whole study
 # =====================================================================================
-def run_predictions(run_dir: str | Path, patient_of: dict[str, str], *, fold: int | None = None, seed: int = 0) -> RunPredictions:
-    """A finished run's test predictions, threshold (chosen on its validation split) and the woman of each image."""
+def run_predictions(
+    run_dir: str | Path, patient_of: dict[str, str], *, fold: int | None = None, seed: int = 0
+) -> RunPredictions:
+    """A finished run's test predictions, threshold (chosen on its validation split) and the woman of each
+    image."""
     run_dir = Path(run_dir)
     res = read_results(run_dir)
     if res is None:
         raise FileNotFoundError(f"{run_dir} holds no finished run (no results.json)")
     ids, y, p = read_predictions(run_dir / "predictions_test.csv")
-    return RunPredictions(y=y, p=p, threshold=float(res["threshold"]), groups=np.array([patient_of.get(i, i) for i in ids]),
-                          fold=fold, seed=seed, ids=np.asarray(ids))
+    return RunPredictions(
+        y=y,
+        p=p,
+        threshold=float(res["threshold"]),
+        groups=np.array([patient_of.get(i, i) for i in ids]),
+        fold=fold,
+        seed=seed,
+        ids=np.asarray(ids),
+    )
 
 
 def _run_predictions(spec: RunSpec, patient_of: dict[str, str]) -> RunPredictions:
     return run_predictions(spec.run_dir, patient_of, fold=spec.fold, seed=spec.seed)
 
 
-def run_study(dataset: str, configurations: Sequence[str], scale: str = "cpu-smoke", *, seeds: Sequence[int] | None = None,
-              folds: Sequence[int] | None = (0, 1, 2, 3, 4), root: str | None = None, runs_dir: str | Path = "runs/ablation",
-              out: str | Path = "results/ablation.json", overlays_dir: str | Path | None = "results/ablation_overlays",
-              progress: bool = True, extra: Sequence[str] = (), n_boot: int | None = None, train_missing: bool = True,
-              log: Callable[[str], None] = print, time_limit_s: float | None = None) -> dict:
-    """Run (or resume) every run of the grid, then aggregate into ``out``. Returns the written file's contents.
+def run_study(
+    dataset: str,
+    configurations: Sequence[str],
+    scale: str = "cpu-smoke",
+    *,
+    seeds: Sequence[int] | None = None,
+    folds: Sequence[int] | None = (0, 1, 2, 3, 4),
+    root: str | None = None,
+    runs_dir: str | Path = "runs/ablation",
+    out: str | Path = "results/ablation.json",
+    overlays_dir: str | Path | None = "results/ablation_overlays",
+    progress: bool = True,
+    extra: Sequence[str] = (),
+    n_boot: int | None = None,
+    train_missing: bool = True,
+    log: Callable[[str], None] = print,
+    time_limit_s: float | None = None,
+) -> dict:
+    """Run (or resume) every run of the grid, then aggregate into ``out``. Returns the written file's
+    contents.
 
     ``extra`` overrides go to every run; ``n_boot`` (default: the scale's) sets the pooled bootstrap.
     ``train_missing=False`` trains nothing and aggregates the runs already finished (e.g. after a
@@ -199,42 +233,77 @@ def run_study(dataset: str, configurations: Sequence[str], scale: str = "cpu-smo
     t0 = time.monotonic()
     from tqdm.auto import tqdm
 
-    from awm_lib.train.dataset import load_samples
-
     seeds = list(SCALES[scale].seeds if seeds is None else seeds)
     folds = list(folds) if dataset == "mias" else None
-    specs, skipped = plan_runs(dataset, configurations, scale, seeds=seeds, folds=folds or [], runs_dir=runs_dir, root=root, extra=extra)
+    specs, skipped = plan_runs(
+        dataset,
+        configurations,
+        scale,
+        seeds=seeds,
+        folds=folds or [],
+        runs_dir=runs_dir,
+        root=root,
+        extra=extra,
+    )
     for name, why in skipped.items():
         log(f"ablation: skipping {name}: {why}")
     # fold/seed-major order: every configuration gets its first fold before any gets its second,
     # so an interrupted study already has something for each row of the table
-    order = sorted(range(len(specs)), key=lambda i: (specs[i].seed, -1 if specs[i].fold is None else specs[i].fold, i))
+    order = sorted(
+        range(len(specs)), key=lambda i: (specs[i].seed, -1 if specs[i].fold is None else specs[i].fold, i)
+    )
     todo = [specs[i] for i in order] if train_missing else []
     firsts = {s.configuration: s for s in reversed(specs)}  # the run whose model draws the overlay
     bar = tqdm(todo, desc=f"ablation {dataset} ({scale})", disable=not progress, unit="run")
     for spec in bar:
-        if time_limit_s is not None and time.monotonic() - t0 > time_limit_s and read_results(spec.run_dir) is None:
-            log(f"ablation: time limit ({time_limit_s / 60:.0f} min) reached; rerun the same command to go on")
+        if (
+            time_limit_s is not None
+            and time.monotonic() - t0 > time_limit_s
+            and read_results(spec.run_dir) is None
+        ):
+            log(
+                f"ablation: time limit ({time_limit_s / 60:.0f} min) reached; rerun the same command to go on"
+            )
             break
         bar.set_postfix_str(f"{spec.configuration}/{spec.label}")
-        cmd = study_command(dataset, spec.configuration, scale, [spec.seed], None if spec.fold is None else [spec.fold], root, extra)
+        cmd = study_command(
+            dataset,
+            spec.configuration,
+            scale,
+            [spec.seed],
+            None if spec.fold is None else [spec.fold],
+            root,
+            extra,
+        )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the random-backbone warning, once per run, is noise here
             run_one(spec, command=cmd)
         ensure_recall(spec)
-        if overlays_dir is not None and spec is firsts[spec.configuration]:  # while its checkpoint is surely here
+        if (
+            overlays_dir is not None and spec is firsts[spec.configuration]
+        ):  # while its checkpoint is surely here
             _overlay_once(spec, overlay_path(overlays_dir, dataset, spec.configuration, scale), log)
     bar.close()
     unfinished = [s for s in specs if read_results(s.run_dir) is None]
     if unfinished:
-        log(f"ablation: {len(unfinished)} of {len(specs)} runs are not finished and are left out of the aggregate")
+        log(
+            f"ablation: {len(unfinished)} of {len(specs)} runs are not finished and are left out of the "
+            "aggregate"
+        )
     specs = [s for s in specs if s not in unfinished]
 
     d0 = specs[0].cfg.data if specs else None
     patient_of, sizes = {}, {}
     if d0 is not None:
-        samples = load_samples(d0.dataset, d0.root, synthetic_n=d0.synthetic_n, synthetic_seed=d0.synthetic_seed,
-                               synthetic_size=d0.synthetic_size, val_fraction=d0.val_fraction, progress=False)
+        samples = load_samples(
+            d0.dataset,
+            d0.root,
+            synthetic_n=d0.synthetic_n,
+            synthetic_seed=d0.synthetic_seed,
+            synthetic_size=d0.synthetic_size,
+            val_fraction=d0.val_fraction,
+            progress=False,
+        )
         patient_of = {s.image_id: s.patient_id for s in samples}
         sizes = {s.image_id: lesion_size_mm(s, dataset) for s in samples}
     records, arms = [], {}
@@ -246,15 +315,42 @@ def run_study(dataset: str, configurations: Sequence[str], scale: str = "cpu-smo
         if overlays_dir is not None:
             png = overlay_path(overlays_dir, dataset, name, scale)
             overlay = _overlay_once(mine[0], png, log)
-        records.append(make_record(
-            dataset, name, scale, mine[0].cfg, agg, lesion_recall=pooled_recall([ensure_recall(s) for s in mine]),
-            seeds=[s.seed for s in mine], folds=None if folds is None else [s.fold for s in mine],
-            run_results=[read_results(s.run_dir) for s in mine], overlay=overlay,
-            command=study_command(dataset, name, scale, sorted({s.seed for s in mine}),
-                                  None if folds is None else sorted({s.fold for s in mine}), root, extra),
-        ))
-    pairs = study_contrasts(dataset, scale, arms, seeds=seeds, folds=folds, runs_dir=runs_dir, root=root, extra=extra,
-                            patient_of=patient_of, n_boot=n_boot or SCALES[scale].n_boot, log=log)
+        records.append(
+            make_record(
+                dataset,
+                name,
+                scale,
+                mine[0].cfg,
+                agg,
+                lesion_recall=pooled_recall([ensure_recall(s) for s in mine]),
+                seeds=[s.seed for s in mine],
+                folds=None if folds is None else [s.fold for s in mine],
+                run_results=[read_results(s.run_dir) for s in mine],
+                overlay=overlay,
+                command=study_command(
+                    dataset,
+                    name,
+                    scale,
+                    sorted({s.seed for s in mine}),
+                    None if folds is None else sorted({s.fold for s in mine}),
+                    root,
+                    extra,
+                ),
+            )
+        )
+    pairs = study_contrasts(
+        dataset,
+        scale,
+        arms,
+        seeds=seeds,
+        folds=folds,
+        runs_dir=runs_dir,
+        root=root,
+        extra=extra,
+        patient_of=patient_of,
+        n_boot=n_boot or SCALES[scale].n_boot,
+        log=log,
+    )
     by_size = []
     if d0 is not None and any(v is not None for v in sizes.values()):
         for name, runs in arms.items():
@@ -264,9 +360,20 @@ def run_study(dataset: str, configurations: Sequence[str], scale: str = "cpu-smo
     return write_results(out, records, skipped, dataset, contrasts=pairs, extra={"by_lesion_size": by_size})
 
 
-def study_contrasts(dataset: str, scale: str, arms: dict[str, list[RunPredictions]], *, seeds: Sequence[int],
-                    folds: Sequence[int] | None, runs_dir: str | Path, root: str | None, extra: Sequence[str],
-                    patient_of: dict[str, str], n_boot: int, log: Callable[[str], None] = print) -> list[dict]:
+def study_contrasts(
+    dataset: str,
+    scale: str,
+    arms: dict[str, list[RunPredictions]],
+    *,
+    seeds: Sequence[int],
+    folds: Sequence[int] | None,
+    runs_dir: str | Path,
+    root: str | None,
+    extra: Sequence[str],
+    patient_of: dict[str, str],
+    n_boot: int,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
     """The paired contrasts (:data:`CONTRASTS`) with at least one arm in ``arms``.
 
     The other arm, when this call did not run it, is read from its finished runs
@@ -280,14 +387,25 @@ def study_contrasts(dataset: str, scale: str, arms: dict[str, list[RunPrediction
         pair = []
         for name in (c.a, c.b):
             if name not in arms:
-                specs, _ = plan_runs(dataset, [name], scale, seeds=seeds, folds=folds or [], runs_dir=runs_dir,
-                                     root=root, extra=extra)
+                specs, _ = plan_runs(
+                    dataset,
+                    [name],
+                    scale,
+                    seeds=seeds,
+                    folds=folds or [],
+                    runs_dir=runs_dir,
+                    root=root,
+                    extra=extra,
+                )
                 if not specs or any(read_results(s.run_dir) is None for s in specs):
                     break
                 arms[name] = [_run_predictions(s, patient_of) for s in specs]
             pair.append(arms[name])
         if len(pair) < 2:
-            log(f"ablation: contrast {c.name!r} left out: {c.a} or {c.b} has no finished runs at these folds/seeds")
+            log(
+                f"ablation: contrast {c.name!r} left out: {c.a} or {c.b} has no finished runs at these "
+                "folds/seeds"
+            )
             continue
         paired = paired_contrast(pair[0], pair[1], n_boot=n_boot, seed=0)
         out.append(make_contrast_record(dataset, scale, c.name, c.factor, c.a, c.b, paired, claim=c.claim,

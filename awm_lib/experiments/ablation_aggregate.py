@@ -61,7 +61,9 @@ def _nan_to_none(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
-def aggregate_runs(runs: Sequence[RunPredictions], *, n_boot: int = 1000, seed: int = 0, roc_points: int = 50) -> dict:
+def aggregate_runs(
+    runs: Sequence[RunPredictions], *, n_boot: int = 1000, seed: int = 0, roc_points: int = 50
+) -> dict:
     """Pool the runs' test predictions; metrics with bootstrap CIs, sd over runs, a small ROC.
 
     Returns ``{metric: {"mean", "ci_low", "ci_high", "sd"}, "roc": {"fpr", "tpr"},
@@ -93,13 +95,25 @@ def aggregate_runs(runs: Sequence[RunPredictions], *, n_boot: int = 1000, seed: 
         lo, hi = (np.quantile(vals, [0.025, 0.975]) if vals.size else (float("nan"), float("nan")))
         run_vals = np.array([r[k] for r in per_run], dtype=float)
         run_vals = run_vals[~np.isnan(run_vals)]
-        sd = float(np.std(run_vals, ddof=1)) if run_vals.size > 1 else (0.0 if run_vals.size == 1 else float("nan"))
-        out[k] = {"mean": _nan_to_none(point[k]), "ci_low": _nan_to_none(float(lo)), "ci_high": _nan_to_none(float(hi)),
-                  "sd": _nan_to_none(sd), "run_mean": _nan_to_none(float(run_vals.mean()) if run_vals.size else float("nan"))}
+        sd = (
+            float(np.std(run_vals, ddof=1))
+            if run_vals.size > 1
+            else (0.0 if run_vals.size == 1 else float("nan"))
+        )
+        out[k] = {
+            "mean": _nan_to_none(point[k]),
+            "ci_low": _nan_to_none(float(lo)),
+            "ci_high": _nan_to_none(float(hi)),
+            "sd": _nan_to_none(sd),
+            "run_mean": _nan_to_none(float(run_vals.mean()) if run_vals.size else float("nan")),
+        }
     out["roc"] = small_roc(y, p, roc_points)
     out["n_test"] = int(y.size)
     out["n_test_pos"] = int(y.sum())
-    out["per_run"] = [{"fold": r.fold, "seed": r.seed, **{k: _nan_to_none(v[k]) for k in ("auc", "f1")}} for r, v in zip(runs, per_run)]
+    out["per_run"] = [
+        {"fold": r.fold, "seed": r.seed, **{k: _nan_to_none(v[k]) for k in ("auc", "f1")}}
+        for r, v in zip(runs, per_run)
+    ]
     return out
 
 

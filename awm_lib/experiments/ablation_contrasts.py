@@ -54,7 +54,8 @@ def _metrics(y, p, pred) -> dict[str, float]:
 
 def paired_contrast(arm_a: Sequence[RunPredictions], arm_b: Sequence[RunPredictions], *, n_boot: int = 2000,
                     seed: int = 0) -> dict:
-    """B minus A on the same women: ``{"auc": {"mean", "ci_low", "ci_high"}, "f1": {...}, "n_women", "n_boot"}``.
+    """B minus A on the same women: ``{"auc": {"mean", "ci_low", "ci_high"}, "f1": {...}, "n_women",
+    "n_boot"}``.
 
     ``mean`` is the difference of the pooled point estimates; the interval is the
     percentile interval of the paired bootstrap (women drawn once per resample, for
@@ -111,7 +112,18 @@ def resolved(delta: dict | None) -> bool | None:
 def make_contrast_record(dataset: str, scale: str, name: str, factor: str, a: str, b: str, paired: dict, *,
                          claim: str | None = None, description: str = "") -> dict:
     """One entry of the results file's top-level ``contrasts`` list (differences are fractions, B minus A)."""
-    return {"dataset": dataset, "scale": scale, "name": name, "factor": factor, "from": a, "to": b,
-            "claim": claim, "description": description,
-            "d_auc": paired["auc"], "d_f1": paired["f1"], "n_women": paired["n_women"], "n_boot": paired["n_boot"],
-            "method": "paired bootstrap over women (both arms resampled together), 95% percentile interval"}
+    return {
+        "dataset": dataset,
+        "scale": scale,
+        "name": name,
+        "factor": factor,
+        "from": a,
+        "to": b,
+        "claim": claim,
+        "description": description,
+        "d_auc": paired["auc"],
+        "d_f1": paired["f1"],
+        "n_women": paired["n_women"],
+        "n_boot": paired["n_boot"],
+        "method": "paired bootstrap over women (both arms resampled together), 95% percentile interval",
+    }

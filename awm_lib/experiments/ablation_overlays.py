@@ -17,17 +17,21 @@ import numpy as np
 from awm_lib import paths
 from awm_lib.errors import CheckpointError
 from awm_lib.experiments.ablation_study import RunSpec
-from awm_lib.train.experiment import read_results
+from awm_lib.io_utils import atomic_path
+from awm_lib.train.dataset import build_datasets, collate, limit_samples, load_samples, split_samples
+from awm_lib.train.experiment import forward_batch, read_results
+from awm_lib.train.inference import ImagePrediction, _roi_weights, load_run, save_overlay
 
 
 def overlay_image(spec: RunSpec):
     """The fixed example image of a run's test split: its first cancer with a located lesion (by image id)."""
-    from awm_lib.train.dataset import limit_samples, load_samples, split_samples
-
     d = spec.cfg.data
     samples = load_samples(d.dataset, d.root, synthetic_n=d.synthetic_n, synthetic_seed=d.synthetic_seed,
                            synthetic_size=d.synthetic_size, val_fraction=d.val_fraction, progress=False)
-    test = limit_samples(split_samples(samples, d.dataset, fold=d.fold, val_fraction=d.val_fraction, seed=0)["test"], d.max_images)
+    test = limit_samples(
+        split_samples(samples, d.dataset, fold=d.fold, val_fraction=d.val_fraction, seed=0)["test"],
+        d.max_images,
+    )
     cands = sorted((s for s in test if s.label == 1 and s.lesions), key=lambda s: s.image_id)
     return cands[0] if cands else (sorted(test, key=lambda s: s.image_id)[0] if test else None)
 
@@ -41,10 +45,6 @@ def overlay_prediction(spec: RunSpec, sample):
     """
     import torch
 
-    from awm_lib.train.dataset import build_datasets, collate
-    from awm_lib.train.experiment import forward_batch
-    from awm_lib.train.inference import ImagePrediction, _roi_weights, load_run
-
     model, cfg, step_dir = load_run(spec.run_dir)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -57,29 +57,46 @@ def overlay_prediction(spec: RunSpec, sample):
             prob = float(torch.sigmoid(forward_batch(model, batch).float())[0])
             keep, weights, kind = [0], torch.ones(1), "full-image baseline (no RoIs)"
         else:
-            out = model(batch["images"], batch["rois"], image_sizes=batch["image_sizes"], roi_mask=batch["roi_mask"],
-                        return_attention=True)
+            out = model(
+                batch["images"],
+                batch["rois"],
+                image_sizes=batch["image_sizes"],
+                roi_mask=batch["roi_mask"],
+                return_attention=True,
+            )
             prob = float(torch.sigmoid(out.logits.float())[0])
             weights, kind = _roi_weights(out, cfg.model.pooling)
             keep = [j for j, v in enumerate(rec["valid"]) if v]
     prep = test.cache.get(sample.path)
     boxes = prep.boxes_to_original(np.asarray(rec["rois"], dtype=np.float64))
-    rois = [{"rank": j, "kind": "anchor" if j == 0 else ("proposal" if j <= rec["n_proposals"] else "padding"),
-             "box": [round(float(v), 1) for v in boxes[j]], "weight": round(float(weights[j]), 4)} for j in keep]
+    rois = [
+        {
+            "rank": j,
+            "kind": "anchor" if j == 0 else ("proposal" if j <= rec["n_proposals"] else "padding"),
+            "box": [round(float(v), 1) for v in boxes[j]],
+            "weight": round(float(weights[j]), 4),
+        }
+        for j in keep
+    ]
     threshold = (read_results(spec.run_dir) or {}).get("threshold")
     label = None if threshold is None else ("cancer" if prob >= threshold else "no cancer")
-    return ImagePrediction(image=str(sample.path), probability=prob, label=label, threshold=threshold, rois=rois,
-                           weight_kind=kind, n_proposals=rec["n_proposals"],
-                           fallback_to_anchor=rec["n_proposals"] == 0 and cfg.arch == "roi",
-                           checkpoint=str(step_dir), proposer=cfg.data.proposer)
+    return ImagePrediction(
+        image=str(sample.path),
+        probability=prob,
+        label=label,
+        threshold=threshold,
+        rois=rois,
+        weight_kind=kind,
+        n_proposals=rec["n_proposals"],
+        fallback_to_anchor=rec["n_proposals"] == 0 and cfg.arch == "roi",
+        checkpoint=str(step_dir),
+        proposer=cfg.data.proposer,
+    )
 
 
 def write_overlay(spec: RunSpec, out_png: Path, max_side: int = 512) -> Path | None:
     """Draw the run's RoIs and weights on its example test image (shrunk to ``max_side`` px)."""
     from PIL import Image
-
-    from awm_lib.io_utils import atomic_path
-    from awm_lib.train.inference import save_overlay
 
     sample = overlay_image(spec)
     if sample is None:
@@ -94,12 +111,14 @@ def write_overlay(spec: RunSpec, out_png: Path, max_side: int = 512) -> Path | N
 
 
 def overlay_path(overlays_dir: str | Path, dataset: str, configuration: str, scale: str) -> Path:
-    """``<dir>/<dataset>-<configuration>.png`` (cpu-smoke) or ``...-<scale>.png`` (so scales never overwrite each other)."""
+    """``<dir>/<dataset>-<configuration>.png`` (cpu-smoke) or ``...-<scale>.png`` (so scales never overwrite
+    each other)."""
     return Path(overlays_dir) / f"{dataset}-{configuration}{'' if scale == 'cpu-smoke' else '-' + scale}.png"
 
 
 def _overlay_once(spec: RunSpec, png: Path, log: Callable[[str], None]) -> str | None:
-    """The overlay of ``spec`` at ``png`` (drawn unless it exists); None (and a message) if it cannot be drawn,
+    """The overlay of ``spec`` at ``png`` (drawn unless it exists); None (and a message) if it cannot be
+    drawn,
     e.g. for a run carried from another machine without its checkpoints."""
     if not png.is_file():
         try:

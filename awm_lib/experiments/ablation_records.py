@@ -30,7 +30,9 @@ from awm_lib.io_utils import write_json_atomic
 from awm_lib.train.config import TrainConfig
 
 SCHEMA = 2
-METRICS = ABLATION_METRICS  # the metrics of every record, each {"mean", "ci_low", "ci_high", "sd", "run_mean"}
+METRICS = (
+    ABLATION_METRICS  # the metrics of every record, each {"mean", "ci_low", "ci_high", "sd", "run_mean"}
+)
 
 
 def backbone_of(cfg: TrainConfig) -> str:
@@ -38,11 +40,16 @@ def backbone_of(cfg: TrainConfig) -> str:
     b = cfg.model.backbone
     if b.name_or_path is not None:
         return str(b.name_or_path)
-    return f"random:{b.random_arch}:{cfg.features.random_seed}" if cfg.features.cached else f"random:{b.random_arch}"
+    return (
+        f"random:{b.random_arch}:{cfg.features.random_seed}"
+        if cfg.features.cached
+        else f"random:{b.random_arch}"
+    )
 
 
 def settings_of(cfg: TrainConfig) -> dict:
-    """The plain-value settings the widget's dropdowns filter on, and the ones a one-factor contrast holds fixed.
+    """The plain-value settings the widget's dropdowns filter on, and the ones a one-factor contrast holds
+    fixed.
 
     Besides the widget's keys: ``pad_rois`` (how images with fewer than k proposals are
     filled: it decides what an oracle or random proposer can leak) and ``repulsive_on``
@@ -51,20 +58,53 @@ def settings_of(cfg: TrainConfig) -> dict:
     init = cfg.model.backbone.name_or_path
     init = "random" if init is None else ("ssl" if "awm-dino" in init else init)
     if cfg.arch == "full_image":
-        return {"arch": "full_image", "proposer": "none", "topk": 0, "crop_size": cfg.baseline.long_side, "position": "none",
-                "pooling": cfg.baseline.pooling, "loss": "bce", "contrastive_weight": 0.0, "backbone_init": init,
-                "pad_rois": "none", "repulsive_on": "none"}
+        return {
+            "arch": "full_image",
+            "proposer": "none",
+            "topk": 0,
+            "crop_size": cfg.baseline.long_side,
+            "position": "none",
+            "pooling": cfg.baseline.pooling,
+            "loss": "bce",
+            "contrastive_weight": 0.0,
+            "backbone_init": init,
+            "pad_rois": "none",
+            "repulsive_on": "none",
+        }
     lc = cfg.loss
-    terms = ["bce"] + (["repulsive"] if lc.repulsive_weight > 0 else []) + (["supcon"] if lc.supcon_weight > 0 or lc.roi_supcon_weight > 0 else [])
-    return {"arch": "roi", "proposer": cfg.data.proposer, "topk": cfg.model.topk, "crop_size": cfg.model.crop_size,
-            "position": cfg.model.position, "pooling": cfg.model.pooling, "loss": "+".join(terms),
-            "contrastive_weight": float(lc.repulsive_weight + lc.supcon_weight + lc.roi_supcon_weight), "backbone_init": init,
-            "pad_rois": cfg.data.pad_rois, "repulsive_on": lc.repulsive_on if lc.repulsive_weight > 0 else "none"}
+    terms = (
+        ["bce"]
+        + (["repulsive"] if lc.repulsive_weight > 0 else [])
+        + (["supcon"] if lc.supcon_weight > 0 or lc.roi_supcon_weight > 0 else [])
+    )
+    return {
+        "arch": "roi",
+        "proposer": cfg.data.proposer,
+        "topk": cfg.model.topk,
+        "crop_size": cfg.model.crop_size,
+        "position": cfg.model.position,
+        "pooling": cfg.model.pooling,
+        "loss": "+".join(terms),
+        "contrastive_weight": float(lc.repulsive_weight + lc.supcon_weight + lc.roi_supcon_weight),
+        "backbone_init": init,
+        "pad_rois": cfg.data.pad_rois,
+        "repulsive_on": lc.repulsive_on if lc.repulsive_weight > 0 else "none",
+    }
 
 
 #: The settings a one-factor contrast must hold fixed (the record's ``settings``, arch aside).
-CONTRAST_KEYS = ("proposer", "topk", "crop_size", "position", "pooling", "loss", "contrastive_weight", "backbone_init",
-                 "pad_rois", "repulsive_on")
+CONTRAST_KEYS = (
+    "proposer",
+    "topk",
+    "crop_size",
+    "position",
+    "pooling",
+    "loss",
+    "contrastive_weight",
+    "backbone_init",
+    "pad_rois",
+    "repulsive_on",
+)
 
 
 def settings_differences(a: dict, b: dict) -> list[str]:
@@ -76,11 +116,30 @@ def settings_differences(a: dict, b: dict) -> list[str]:
     return diff
 
 
-def study_command(dataset: str, configuration: str, scale: str, seeds: Sequence[int], folds: Sequence[int] | None,
-                  root: str | None = None, extra: Sequence[str] = ()) -> str:
+def study_command(
+    dataset: str,
+    configuration: str,
+    scale: str,
+    seeds: Sequence[int],
+    folds: Sequence[int] | None,
+    root: str | None = None,
+    extra: Sequence[str] = (),
+) -> str:
     """The command that reproduces one record."""
-    parts = ["python", "-m", "awm_lib", "ablation", "--dataset", dataset, "--scale", scale, "--configs", configuration,
-             "--seeds", ",".join(map(str, seeds))]
+    parts = [
+        "python",
+        "-m",
+        "awm_lib",
+        "ablation",
+        "--dataset",
+        dataset,
+        "--scale",
+        scale,
+        "--configs",
+        configuration,
+        "--seeds",
+        ",".join(map(str, seeds)),
+    ]
     if folds is not None:
         parts += ["--folds", ",".join(map(str, folds))]
     if root is not None:
@@ -90,9 +149,20 @@ def study_command(dataset: str, configuration: str, scale: str, seeds: Sequence[
     return shlex.join(parts)
 
 
-def make_record(dataset: str, configuration: str, scale: str, cfg: TrainConfig, agg: dict, *, lesion_recall: float | None,
-                seeds: Sequence[int], folds: Sequence[int] | None, run_results: Sequence[dict], overlay: str | None,
-                command: str) -> dict:
+def make_record(
+    dataset: str,
+    configuration: str,
+    scale: str,
+    cfg: TrainConfig,
+    agg: dict,
+    *,
+    lesion_recall: float | None,
+    seeds: Sequence[int],
+    folds: Sequence[int] | None,
+    run_results: Sequence[dict],
+    overlay: str | None,
+    command: str,
+) -> dict:
     """One ``records`` entry of ``results/ablation.json`` (the schema the book reads)."""
     devices = sorted({r.get("device", "?") for r in run_results})
     dates = sorted(r.get("date", "") for r in run_results)
@@ -120,34 +190,55 @@ def make_record(dataset: str, configuration: str, scale: str, cfg: TrainConfig, 
 
 
 NOTES = (
-    "Each metric's 'mean' is the point estimate on the POOLED test predictions of all runs of a configuration "
-    "(mini-MIAS: out-of-fold predictions of the 5-fold cross-validation by woman, each image once per seed; other "
-    "datasets: the test split once per seed). AUC and sens@fpr use the pooled probabilities (scores of different folds "
-    "are pooled as they are, without recalibration); F1 uses each run's decision at the threshold chosen on that run's "
+    "Each metric's 'mean' is the point estimate on the POOLED test predictions of all runs of a "
+    "configuration "
+    "(mini-MIAS: out-of-fold predictions of the 5-fold cross-validation by woman, each image once per seed; "
+    "other "
+    "datasets: the test split once per seed). AUC and sens@fpr use the pooled probabilities (scores of "
+    "different folds "
+    "are pooled as they are, without recalibration); F1 uses each run's decision at the threshold chosen on "
+    "that run's "
     "validation split. 'ci_low'/'ci_high': percentile bootstrap 95% interval on the pool, resampling women. "
-    "'sd' and 'run_mean': standard deviation and mean over runs (folds/seeds) of each run's own point estimate "
-    "(pooling uncalibrated scores of different folds can make the pooled AUC lower than the mean per-fold AUC). 'lesion_recall': fraction of "
-    "located lesions (all types) in the test images hit by at least one of the top-k RoIs the model saw (box contains "
-    "the lesion centre and IoU >= 0.1; anchor and padding excluded); null for the full-image baseline. 'roc': pooled "
-    "ROC at 50 evenly spaced FPRs. 'n_runs': runs pooled (folds x seeds); 'backbone': the weights that embedded "
-    "the crops ('random:<arch>' = random initialisation). 'contrasts': paired comparisons of two configurations "
-    "of one dataset and scale ('to' minus 'from', fractions): 'd_auc'/'d_f1' are the differences of the pooled "
-    "estimates with a 95% percentile interval from a paired bootstrap that draws women with replacement ONCE per "
+    "'sd' and 'run_mean': standard deviation and mean over runs (folds/seeds) of each run's own point "
+    "estimate "
+    "(pooling uncalibrated scores of different folds can make the pooled AUC lower than the mean per-fold "
+    "AUC). 'lesion_recall': fraction of "
+    "located lesions (all types) in the test images hit by at least one of the top-k RoIs the model saw (box "
+    "contains "
+    "the lesion centre and IoU >= 0.1; anchor and padding excluded); null for the full-image baseline. "
+    "'roc': "
+    "pooled "
+    "ROC at 50 evenly spaced FPRs. 'n_runs': runs pooled (folds x seeds); 'backbone': the weights that "
+    "embedded "
+    "the crops ('random:<arch>' = random initialisation). 'contrasts': paired comparisons of two "
+    "configurations "
+    "of one dataset and scale ('to' minus 'from', fractions): 'd_auc'/'d_f1' are the differences of the "
+    "pooled "
+    "estimates with a 95% percentile interval from a paired bootstrap that draws women with replacement ONCE "
+    "per "
     "resample for both arms; a difference is resolved when its interval excludes 0."
 )
 CPU_SMOKE_NOTE = (
     " Records with scale 'cpu-smoke' were trained on a shared 2-core CPU with the 'smoke' preset: a RANDOMLY "
-    "initialised 'micro' ViT (2 blocks, width 64), mini-MIAS 1024-px images downsampled to a 256-px breast crop, "
-    "56-px RoI crops, top-3 proposals, 2 epochs. They are NOT comparable with the paper's numbers (pretrained "
-    "DINOv2 on VinDr-Mammo) and say nothing about which component helps; they exist to make the book's ablation "
+    "initialised 'micro' ViT (2 blocks, width 64), mini-MIAS 1024-px images downsampled to a 256-px breast "
+    "crop, "
+    "56-px RoI crops, top-3 proposals, 2 epochs. They are NOT comparable with the paper's numbers "
+    "(pretrained "
+    "DINOv2 on VinDr-Mammo) and say nothing about which component helps; they exist to make the book's "
+    "ablation "
     "widget and the pipeline real. The GPU-scale study is `python -m awm_lib ablation --scale gpu ...`."
 )
 CPU_FROZEN_NOTE = (
-    " Records with scale 'cpu-frozen' were trained on a shared 2-core CPU with the 'frozen' preset: every RoI "
-    "crop embedded ONCE by a frozen backbone (see each record's 'backbone'; 'random:...' is a randomly initialised "
-    "ViT, not DINOv2) and cached, then the position code, RoI transformer, pooling, heads and losses trained on "
-    "the cached (B, K, D) tokens; the backbone is never fine-tuned. Settings are the preset's, fixed before any "
-    "test fold was seen. They measure the paper's ablation at CPU scale, NOT the paper's numbers (a fine-tuned "
+    " Records with scale 'cpu-frozen' were trained on a shared 2-core CPU with the 'frozen' preset: every "
+    "RoI "
+    "crop embedded ONCE by a frozen backbone (see each record's 'backbone'; 'random:...' is a randomly "
+    "initialised "
+    "ViT, not DINOv2) and cached, then the position code, RoI transformer, pooling, heads and losses trained "
+    "on "
+    "the cached (B, K, D) tokens; the backbone is never fine-tuned. Settings are the preset's, fixed before "
+    "any "
+    "test fold was seen. They measure the paper's ablation at CPU scale, NOT the paper's numbers (a "
+    "fine-tuned "
     "pretrained DINOv2 on VinDr-Mammo)."
 )
 SCALE_NOTES = {"cpu-smoke": CPU_SMOKE_NOTE, "cpu-frozen": CPU_FROZEN_NOTE}
@@ -160,16 +251,29 @@ def upgrade(obj: dict) -> dict:
         for r in obj.get("records", []):
             init = (r.get("settings") or {}).get("backbone_init", "random")
             micro = r.get("scale") == "cpu-smoke"
-            records.append({**r, "n_runs": r.get("n_runs", len(r.get("per_run") or []) or 1),
-                            "backbone": r.get("backbone") or ("random:micro" if micro and init == "random" else init)})
+            records.append(
+                {
+                    **r,
+                    "n_runs": r.get("n_runs", len(r.get("per_run") or []) or 1),
+                    "backbone": r.get("backbone") or ("random:micro" if micro and init == "random" else init),
+                }
+            )
         obj = {**obj, "schema": 2, "records": records, "contrasts": obj.get("contrasts", [])}
     if obj.get("schema") != SCHEMA:
-        raise ConfigError(f"results file has schema {obj.get('schema')!r}, expected {SCHEMA}; move it away and rerun")
+        raise ConfigError(
+            f"results file has schema {obj.get('schema')!r}, expected {SCHEMA}; move it away and rerun"
+        )
     return obj
 
 
-def write_results(path: str | Path, new_records: Sequence[dict], skipped: dict[str, str] | None = None, dataset: str | None = None,
-                  contrasts: Sequence[dict] = (), extra: dict | None = None) -> dict:
+def write_results(
+    path: str | Path,
+    new_records: Sequence[dict],
+    skipped: dict[str, str] | None = None,
+    dataset: str | None = None,
+    contrasts: Sequence[dict] = (),
+    extra: dict | None = None,
+) -> dict:
     """Merge ``new_records`` (same dataset+configuration+scale replaced) and ``contrasts`` (same
     dataset+scale+name replaced) into the result file, atomically. ``extra``: more top-level
     entries, each a list of dicts with ``dataset``, ``scale`` and (optionally) ``configuration``
@@ -191,8 +295,16 @@ def write_results(path: str | Path, new_records: Sequence[dict], skipped: dict[s
     new_keys = {ckey(c) for c in contrasts}
     contrasts_all = [c for c in old.get("contrasts", []) if ckey(c) not in new_keys] + list(contrasts)
     contrasts_all.sort(key=lambda c: (c["dataset"], c["scale"], _contrast_order(c["name"])))
-    notes = NOTES + "".join(note for scale, note in SCALE_NOTES.items() if any(r["scale"] == scale for r in records))
-    out = {"schema": SCHEMA, "notes": notes, "records": records, "contrasts": contrasts_all, "skipped": skipped_all}
+    notes = NOTES + "".join(
+        note for scale, note in SCALE_NOTES.items() if any(r["scale"] == scale for r in records)
+    )
+    out = {
+        "schema": SCHEMA,
+        "notes": notes,
+        "records": records,
+        "contrasts": contrasts_all,
+        "skipped": skipped_all,
+    }
     for name, entries in (extra or {}).items():
         ekey = lambda e: (e["dataset"], e["scale"], e.get("configuration"))  # noqa: E731
         replaced_e = {ekey(e) for e in entries}

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from awm_lib.data.synthetic import FIELD_MM
 from awm_lib.data.types import Sample, located
 from awm_lib.experiments.ablation_aggregate import RunPredictions
 from awm_lib.train.metrics import roc_auc
@@ -33,8 +34,6 @@ MIAS_PIXEL_MM = 0.2  # mini-MIAS films were digitised and reduced to a 200 micro
 def pixel_mm(sample: Sample, dataset: str) -> float | None:
     """Millimetres per pixel of the sample's image (None when the dataset does not say)."""
     if dataset == "synthetic" and sample.height:
-        from awm_lib.data.synthetic import FIELD_MM
-
         return FIELD_MM / sample.height
     if dataset == "mias":
         return MIAS_PIXEL_MM
@@ -56,7 +55,8 @@ def _bin_label(lo: float, hi: float) -> str:
 
 def auc_by_size(runs: Sequence[RunPredictions], sizes: dict[str, float | None], *,
                 bins: Sequence[float] = SIZE_BINS_MM, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Per size bin: the AUC of the bin's cancers against all normals, pooled over runs, with a women bootstrap.
+    """Per size bin: the AUC of the bin's cancers against all normals, pooled over runs, with a women
+    bootstrap.
 
     ``runs`` must carry image ids (:attr:`RunPredictions.ids`); ``sizes`` maps an image id
     to its lesion size in mm (None: unknown). Returns ``{"bins": [{"lo", "hi", "label",
@@ -73,7 +73,10 @@ def auc_by_size(runs: Sequence[RunPredictions], sizes: dict[str, float | None], 
     uniq, inverse = np.unique(groups, return_inverse=True)
     members = [np.flatnonzero(inverse == g) for g in range(uniq.size)]
     rng = np.random.default_rng(seed)
-    draws = [np.concatenate([members[g] for g in rng.integers(0, uniq.size, size=uniq.size)]) for _ in range(n_boot)]
+    draws = [
+        np.concatenate([members[g] for g in rng.integers(0, uniq.size, size=uniq.size)])
+        for _ in range(n_boot)
+    ]
     neg = y == 0
     out_bins = []
     for lo, hi in zip(bins[:-1], bins[1:]):

@@ -44,7 +44,12 @@ from awm_lib.model.backbone import (
 
 SSL_CHECKPOINT = "checkpoints/awm-dino-cpu"  # the pretraining issue's CPU checkpoint (project-relative)
 HUB_BACKBONES = ("facebook/dinov2-small", "facebook/dinov2-base")
-HUB_WIDTHS = {"facebook/dinov2-small": 384, "facebook/dinov2-base": 768, "facebook/dinov2-large": 1024, "facebook/dinov2-giant": 1536}
+HUB_WIDTHS = {
+    "facebook/dinov2-small": 384,
+    "facebook/dinov2-base": 768,
+    "facebook/dinov2-large": 1024,
+    "facebook/dinov2-giant": 1536,
+}
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
@@ -53,7 +58,10 @@ class BackboneUnavailable(CheckpointError):
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def find_local(name: str) -> Path | None:
@@ -81,7 +89,10 @@ def _hub_snapshot(name: str) -> Path:
         if any(f.suffix in WEIGHT_SUFFIXES for f in folder.iterdir()):
             return folder
     if _offline():
-        raise BackboneUnavailable(f"{name}: not in the Hugging Face cache and HF_HUB_OFFLINE is set (download it once with network access)")
+        raise BackboneUnavailable(
+            f"{name}: not in the Hugging Face cache and HF_HUB_OFFLINE is set (download it once with network "
+            "access)"
+        )
     try:
         return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors"]))
     except Exception as e:  # no network, unknown id, ...: one line, never a traceback
@@ -92,7 +103,13 @@ def _hub_snapshot(name: str) -> Path:
 def _looks_local(name: str) -> bool:
     """A path rather than a hub id: starts like one, or its parent folder exists here."""
     p = Path(name).expanduser()
-    return name.startswith((".", "/", "~", "checkpoints/")) or "/" not in name or p.exists() or p.parent.is_dir() or (paths.project_root() / name).parent.is_dir()
+    return (
+        name.startswith((".", "/", "~", "checkpoints/"))
+        or "/" not in name
+        or p.exists()
+        or p.parent.is_dir()
+        or (paths.project_root() / name).parent.is_dir()
+    )
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -129,8 +146,14 @@ class ResolvedBackbone:
 
     def record(self) -> dict:
         """What every result records about the backbone."""
-        return {"name": self.name, "kind": self.kind, "weights": self.weights, "pretrained": self.kind != "random",
-                "hidden_size": self.hidden_size, "patch_size": self.patch_size}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "weights": self.weights,
+            "pretrained": self.kind != "random",
+            "hidden_size": self.hidden_size,
+            "patch_size": self.patch_size,
+        }
 
     def build(self) -> Backbone:
         """The backbone, frozen and in eval mode. Random weights come from ``random_seed``
@@ -156,7 +179,15 @@ class ResolvedBackbone:
 
 def _arch_from_config(folder: Path) -> dict:
     c = json.loads((folder / "config.json").read_text())
-    keys = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size", "num_register_tokens", "image_size")
+    keys = (
+        "model_type",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "patch_size",
+        "num_register_tokens",
+        "image_size",
+    )
     return {k: c[k] for k in keys if k in c}
 
 
@@ -175,24 +206,38 @@ def resolve(cfg: BackboneConfig, random_seed: int = 0, *, warn: bool = True) -> 
             if local is not None:
                 kind, folder = "local", local
             elif _looks_local(cfg.name_or_path):
-                raise BackboneUnavailable(f"{cfg.name_or_path}: no such save_pretrained folder (a folder with config.json and weights)")
+                raise BackboneUnavailable(
+                    f"{cfg.name_or_path}: no such save_pretrained folder (a folder with config.json and "
+                    "weights)"
+                )
             else:
                 kind, folder = "hub", _hub_snapshot(cfg.name_or_path)
             files = _weight_files(folder)
             arch = _arch_from_config(folder)
-            return ResolvedBackbone(cfg, kind, cfg.name_or_path, "sha256:" + files_sha256(files), arch, folder, random_seed)
+            return ResolvedBackbone(
+                cfg, kind, cfg.name_or_path, "sha256:" + files_sha256(files), arch, folder, random_seed
+            )
         except BackboneUnavailable as e:
             if not cfg.allow_random_fallback:
                 raise
             notes = (str(e),)
             if warn:
-                warnings.warn(f"RANDOM BACKBONE for the feature cache: {e}. Using random '{cfg.random_arch}' weights "
-                              f"(seed {random_seed}); every result records it.", RandomBackboneWarning, stacklevel=2)
+                warnings.warn(
+                    f"RANDOM BACKBONE for the feature cache: {e}. Using random '{cfg.random_arch}' weights "
+                    f"(seed {random_seed}); every result records it.",
+                    RandomBackboneWarning,
+                    stacklevel=2,
+                )
     from importlib.metadata import version  # not `import transformers`: seconds on a busy CPU
 
     if warn and not cfg.name_or_path:
-        warnings.warn(f"RANDOM BACKBONE for the feature cache: no backbone.name_or_path given; random '{cfg.random_arch}' "
-                      f"weights (seed {random_seed}), the honest baseline; every result records it.", RandomBackboneWarning, stacklevel=2)
+        warnings.warn(
+            "RANDOM BACKBONE for the feature cache: no backbone.name_or_path given; random "
+            f"'{cfg.random_arch}' "
+            f"weights (seed {random_seed}), the honest baseline; every result records it.",
+            RandomBackboneWarning,
+            stacklevel=2,
+        )
     reg = "+registers" if cfg.registers else ""
     arch = {**ARCHITECTURES[cfg.random_arch], "patch_size": 14, "registers": cfg.registers,
             "transformers": version("transformers"), "torch": torch.__version__.split("+")[0]}
@@ -211,11 +256,16 @@ def standard_backbones() -> list[BackboneConfig]:
     SSL checkpoint, DINOv2-small and -base (without a random fallback)."""
     out = [BackboneConfig(name_or_path=None, random_arch="small")]
     out.append(BackboneConfig(name_or_path=SSL_CHECKPOINT, allow_random_fallback=False))
-    out += [BackboneConfig(name_or_path=h, random_arch=h.rsplit("-", 1)[1], allow_random_fallback=False) for h in HUB_BACKBONES]
+    out += [
+        BackboneConfig(name_or_path=h, random_arch=h.rsplit("-", 1)[1], allow_random_fallback=False)
+        for h in HUB_BACKBONES
+    ]
     return out
 
 
-def available_backbones(configs: list[BackboneConfig] | None = None, random_seed: int = 0) -> tuple[list[ResolvedBackbone], list[str]]:
+def available_backbones(
+    configs: list[BackboneConfig] | None = None, random_seed: int = 0
+) -> tuple[list[ResolvedBackbone], list[str]]:
     """``(usable, skipped)``: the resolved backbones that are here, and one line per one that is not."""
     usable, skipped = [], []
     for cfg in configs or standard_backbones():
@@ -252,8 +302,22 @@ class TokenInput(nn.Module):
 
 def token_input(cfg: BackboneConfig, random_seed: int = 0) -> TokenInput:
     rb = resolve(cfg, random_seed, warn=False)
-    return TokenInput(cfg, rb.hidden_size * (2 if cfg.embedding == "cls+mean" else 1), rb.patch_size, rb.weights)
+    return TokenInput(
+        cfg, rb.hidden_size * (2 if cfg.embedding == "cls+mean" else 1), rb.patch_size, rb.weights
+    )
 
 
-__all__ = ["BackboneUnavailable", "HUB_BACKBONES", "ResolvedBackbone", "SSL_CHECKPOINT", "TokenInput", "available_backbones",
-           "default_ssl_checkpoint", "find_local", "resolve", "standard_backbones", "token_dim", "token_input"]
+__all__ = [
+    "BackboneUnavailable",
+    "HUB_BACKBONES",
+    "ResolvedBackbone",
+    "SSL_CHECKPOINT",
+    "TokenInput",
+    "available_backbones",
+    "default_ssl_checkpoint",
+    "find_local",
+    "resolve",
+    "standard_backbones",
+    "token_dim",
+    "token_input",
+]

@@ -62,11 +62,21 @@ class FeatureCache:
         self.resolved = backbone if isinstance(backbone, ResolvedBackbone) else resolve(backbone, random_seed)
         cfg = self.resolved.cfg
         if crop_size % self.resolved.patch_size:
-            raise ConfigError(f"crop_size={crop_size} is not a multiple of the backbone's patch size {self.resolved.patch_size}")
-        self.crop = CropSpec(int(crop_size), tuple(cfg.pixel_mean), tuple(cfg.pixel_std), float(max_value), bool(antialias))
+            raise ConfigError(
+                f"crop_size={crop_size} is not a multiple of the backbone's patch size "
+                f"{self.resolved.patch_size}"
+            )
+        self.crop = CropSpec(
+            int(crop_size), tuple(cfg.pixel_mean), tuple(cfg.pixel_std), float(max_value), bool(antialias)
+        )
         self.preprocess = preprocess
-        self.spec = FeatureSpec(weights=self.resolved.weights, crop=self.crop, preprocess=preprocess.settings(),
-                                arch=self.resolved.arch, name=self.resolved.name)
+        self.spec = FeatureSpec(
+            weights=self.resolved.weights,
+            crop=self.crop,
+            preprocess=preprocess.settings(),
+            arch=self.resolved.arch,
+            name=self.resolved.name,
+        )
         self.store = TokenStore(self.spec, root)
         self.batch_size, self.threads, self.device = int(batch_size), threads, torch.device(device)
         self._backbone = None
@@ -78,7 +88,10 @@ class FeatureCache:
         if len(paths) != len(boxes):
             raise ValueError(f"{len(paths)} images but {len(boxes)} box lists")
         hashes = file_hashes(paths)
-        return [[crop_key(h, b) for b in np.asarray(bx, dtype=np.float64).reshape(-1, 4)] for h, bx in zip(hashes, boxes)]
+        return [
+            [crop_key(h, b) for b in np.asarray(bx, dtype=np.float64).reshape(-1, 4)]
+            for h, bx in zip(hashes, boxes)
+        ]
 
     # -- filling --------------------------------------------------------------------------
     def backbone(self):
@@ -112,7 +125,11 @@ class FeatureCache:
 
             def flush():
                 if pending["keys"]:
-                    self.store.put(pending["keys"], cls=np.concatenate(pending["cls"]), mean=np.concatenate(pending["mean"]))
+                    self.store.put(
+                        pending["keys"],
+                        cls=np.concatenate(pending["cls"]),
+                        mean=np.concatenate(pending["mean"]),
+                    )
                     pending.update(keys=[], cls=[], mean=[])
 
             def jobs():
@@ -123,11 +140,16 @@ class FeatureCache:
                         continue
                     seen.update(ks[j] for j in todo)
                     bx = np.asarray(bx, dtype=np.float32).reshape(-1, 4)[todo]
-                    yield [ks[j] for j in todo], (lambda p=path, b=bx: crops_of_image(self.preprocess.get(p).pixels, b, self.crop))
+                    yield (
+                        [ks[j] for j in todo],
+                        (lambda p=path, b=bx: crops_of_image(self.preprocess.get(p).pixels, b, self.crop)),
+                    )
 
             try:
                 with torch_threads(self.threads):
-                    n = embed_jobs(self.backbone(), jobs(), batch_size=self.batch_size, on_batch=on_batch, progress=bar)
+                    n = embed_jobs(
+                        self.backbone(), jobs(), batch_size=self.batch_size, on_batch=on_batch, progress=bar
+                    )
             finally:
                 flush()  # whatever finished is kept, also when interrupted
                 bar.close()
@@ -135,7 +157,9 @@ class FeatureCache:
         return self.last_fill
 
     # -- reading --------------------------------------------------------------------------
-    def tokens(self, paths: list[str | os.PathLike], boxes: list, *, embedding: str = "cls", progress: bool = True) -> torch.Tensor:
+    def tokens(
+        self, paths: list[str | os.PathLike], boxes: list, *, embedding: str = "cls", progress: bool = True
+    ) -> torch.Tensor:
         """(N, K, C) float32 tokens (``embedding="cls+mean"``: (N, K, 2C)); fills what is missing.
 
         All images must have the same number of boxes K (the RoI cache gives topk + 1)."""
@@ -156,8 +180,12 @@ class FeatureCache:
 
     def record(self) -> dict:
         """The backbone and crop settings behind these tokens (for result files)."""
-        return {**self.resolved.record(), "crop_size": self.crop.crop_size, "feature_spec": self.spec.digest(),
-                "cache_dir": str(self.store.dir)}
+        return {
+            **self.resolved.record(),
+            "crop_size": self.crop.crop_size,
+            "feature_spec": self.spec.digest(),
+            "cache_dir": str(self.store.dir),
+        }
 
 
 __all__ = ["FeatureCache", "FillReport"]

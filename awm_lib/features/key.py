@@ -151,4 +151,13 @@ def files_sha256(files: list[str | os.PathLike]) -> str:
     return hashlib.sha256("".join(f"{Path(f).name}:{h};" for f, h in zip(files, hashes)).encode()).hexdigest()
 
 
-__all__ = ["BOX_DECIMALS", "CropSpec", "FEATURES_VERSION", "FeatureSpec", "crop_key", "file_hashes", "file_sha256", "files_sha256"]
+__all__ = [
+    "BOX_DECIMALS",
+    "CropSpec",
+    "FEATURES_VERSION",
+    "FeatureSpec",
+    "crop_key",
+    "file_hashes",
+    "file_sha256",
+    "files_sha256",
+]

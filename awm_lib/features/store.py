@@ -73,7 +73,9 @@ class TokenStore:
             except FileNotFoundError:  # compacted away meanwhile: its tokens are in the merged shard
                 continue
             except (OSError, ValueError, KeyError) as e:
-                raise DataError(f"damaged feature shard ({e}); delete it and the tokens will be computed again", shard) from e
+                raise DataError(
+                    f"damaged feature shard ({e}); delete it and the tokens will be computed again", shard
+                ) from e
             i = len(self._arrays)
             self._arrays.append(arrays)
             self._shards.append(shard)
@@ -125,7 +127,11 @@ class TokenStore:
         name = f"shard-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}.npz"
         path = self.dir / name
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, keys=np.asarray(keys, dtype=str), **{k: np.ascontiguousarray(v, dtype=np.float32) for k, v in fields.items()})
+            np.savez(
+                f,
+                keys=np.asarray(keys, dtype=str),
+                **{k: np.ascontiguousarray(v, dtype=np.float32) for k, v in fields.items()},
+            )
         return path
 
     @contextlib.contextmanager

@@ -76,10 +76,16 @@ class FullImageClassifier(PretrainedModel, nn.Module):
     @classmethod
     def config_from_training_run(cls, run_config: dict) -> dict:
         if run_config.get("arch") != "full_image":
-            raise CheckpointError(f"this run trained the {run_config.get('arch', 'roi')!r} model, not the full-image baseline")
+            raise CheckpointError(
+                f"this run trained the {run_config.get('arch', 'roi')!r} model, not the full-image baseline"
+            )
         b = run_config["baseline"]  # how awm_lib.train.experiment.build_model makes the baseline's config
-        return {"backbone": run_config["model"]["backbone"], "long_side": b["long_side"], "pooling": b["pooling"],
-                "head_dropout": b["head_dropout"]}
+        return {
+            "backbone": run_config["model"]["backbone"],
+            "long_side": b["long_side"],
+            "pooling": b["pooling"],
+            "head_dropout": b["head_dropout"],
+        }
 
     def __init__(self, cfg: FullImageConfig, backbone: Backbone | None = None):
         super().__init__()
@@ -91,7 +97,9 @@ class FullImageClassifier(PretrainedModel, nn.Module):
         nn.init.trunc_normal_(self.head[-1].weight, std=0.02)
         nn.init.zeros_(self.head[-1].bias)
 
-    def prepare(self, images: torch.Tensor, breast_boxes: torch.Tensor | None = None, return_grids: bool = False):
+    def prepare(
+        self, images: torch.Tensor, breast_boxes: torch.Tensor | None = None, return_grids: bool = False
+    ):
         """images (B, 1, H, W) in [0, 1] -> (B, 3, h, w) normalised ViT input, h, w multiples of 14.
 
         ``return_grids=True`` also returns each image's own patch grid (B, 2) as
@@ -121,7 +129,9 @@ class FullImageClassifier(PretrainedModel, nn.Module):
         cols = torch.ceil(torch.round(bw * scale, decimals=3) / p).clamp(1, size[1] // p)
         return pixels, torch.stack([rows, cols], dim=-1).long()  # (B, 2)
 
-    def encode(self, pixels: torch.Tensor, grids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def encode(
+        self, pixels: torch.Tensor, grids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The backbone over a padded batch, each image as if alone.
 
         pixels (B, 3, h, w) canvas; grids (B, 2) each image's own (rows, cols) of
@@ -145,7 +155,9 @@ class FullImageClassifier(PretrainedModel, nn.Module):
             on_canvas[:, :rows, :cols] = own[:, 1:].reshape(1, rows, cols, c)
             same = (grids[:, 0] == rows) & (grids[:, 1] == cols)
             pos[same] = torch.cat([own[:, :1], on_canvas.flatten(1, 2)], dim=1).to(pos.dtype)
-        x = torch.cat([emb.cls_token.expand(b, -1, -1).to(patches.dtype), patches], dim=1) + pos  # (B, 1+P, C)
+        x = (
+            torch.cat([emb.cls_token.expand(b, -1, -1).to(patches.dtype), patches], dim=1) + pos
+        )  # (B, 1+P, C)
         keep = torch.cat([valid.new_ones(b, 1), valid], dim=1)
         registers = getattr(emb, "register_tokens", None)
         if registers is not None:
@@ -175,4 +187,8 @@ class FullImageClassifier(PretrainedModel, nn.Module):
         """Tokens the ViT sees for a breast box of ``height x width`` pixels (CLS, registers included)."""
         s = self.cfg.long_side / max(height, width)
         p = self.backbone.patch_size
-        return math.ceil(round(height * s, 3) / p) * math.ceil(round(width * s, 3) / p) + 1 + self.backbone.num_registers
+        return (
+            math.ceil(round(height * s, 3) / p) * math.ceil(round(width * s, 3) / p)
+            + 1
+            + self.backbone.num_registers
+        )

@@ -39,7 +39,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from awm_lib.errors import ConfigError
+from awm_lib.errors import ConfigError, DataError
 
 __all__ = [
     "ViTSpec",
@@ -109,7 +109,8 @@ def num_patches(height: int, width: int | None = None, patch_size: int = 14) -> 
     width = height if width is None else width
     if height < patch_size or width < patch_size:
         raise ConfigError(
-            f"image {height}x{width} is smaller than one {patch_size}-px patch; use an image of at least {patch_size} px"
+            f"image {height}x{width} is smaller than one {patch_size}-px patch; use an image of at least "
+            f"{patch_size} px"
         )
     return (height // patch_size) * (width // patch_size)
 
@@ -311,7 +312,9 @@ def cost_row(spec: ViTSpec | str, name: str, num_crops: int, height: int,
         "train TFLOP": training_flops(fwd) / 1e12,
         "attention share": fwd.attention / fwd.total,
         "naive attn GiB/layer": num_crops * attention_matrix_bytes(spec, per_seq, 1, bytes_per_element) / GIB,
-        "flash attn MiB/layer": num_crops * flash_attention_bytes(spec, per_seq, 1, bytes_per_element) / 2**20,
+        "flash attn MiB/layer": num_crops
+        * flash_attention_bytes(spec, per_seq, 1, bytes_per_element)
+        / 2**20,
     }
 
 
@@ -334,8 +337,6 @@ def load_bench_table(path):
 
     import pandas as pd
 
-    from awm_lib.errors import DataError
-
     path = Path(path)
     if not path.exists():
         return None
@@ -345,7 +346,9 @@ def load_bench_table(path):
         raise DataError(f"cannot read benchmark results: {e}; re-run `python -m awm_lib bench`", path) from e
     runs = data.get("runs", data.get("results")) if isinstance(data, dict) else data
     if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
-        raise DataError("expected a list of runs under the key 'runs'; re-run `python -m awm_lib bench`", path)
+        raise DataError(
+            "expected a list of runs under the key 'runs'; re-run `python -m awm_lib bench`", path
+        )
     table = pd.json_normalize(runs)
     if isinstance(data, dict):
         table.attrs.update({k: data[k] for k in ("device", "date", "command") if k in data})

@@ -153,7 +153,8 @@ def extract_rois(
     Any box works (square ones are the proposer's job); parts outside the image
     are zeros before normalisation.
 
-    Explained in the book: chapter 4, *Where does the model look?* (``notebooks/04_attention_visualisation.ipynb``).
+    Explained in the book: chapter 4, *Where does the model look?*
+    (``notebooks/04_attention_visualisation.ipynb``).
     """
     crops = sample_boxes(images, boxes, (crop_size, crop_size), antialias=antialias, max_value=max_value)
     return normalise(crops, mean, std)  # (B, K, 3, S, S)

@@ -33,7 +33,8 @@ choice each one is:
 
 ``"none"`` uses no position code.
 
-Explained in the book: chapter 4, *Where does the model look?* (``notebooks/04_attention_visualisation.ipynb``).
+Explained in the book: chapter 4, *Where does the model look?*
+(``notebooks/04_attention_visualisation.ipynb``).
 """
 
 from __future__ import annotations
@@ -108,7 +109,9 @@ def sine_box_embedding(boxes_norm: torch.Tensor, dim: int, temperature: float = 
     return code.flatten(-2)  # (B, K, dim): [cx features | cy | w | h]
 
 
-def reference_box_code(boxes_norm: torch.Tensor, dim: int = 256, temperature: float = 10000.0) -> torch.Tensor:
+def reference_box_code(
+    boxes_norm: torch.Tensor, dim: int = 256, temperature: float = 10000.0
+) -> torch.Tensor:
     """(B, K, 4) normalised cxcywh -> (B, K, dim): the reference implementation's box code.
 
     What the reference's ``data.py`` computes (DAB-DETR's ``gen_sineembed_for_position``

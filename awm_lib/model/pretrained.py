@@ -37,15 +37,18 @@ from awm_lib import __version__
 from awm_lib.config import from_dict, to_dict
 from awm_lib.errors import CheckpointError
 from awm_lib.io_utils import atomic_path, write_json_atomic
+from awm_lib.model.backbone import RandomBackboneWarning
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-# The training run folder's layout (written by awm_lib.train.checkpoint; tests/test_pretrained.py keeps them equal).
+# The training run folder's layout (written by awm_lib.train.checkpoint; tests/test_pretrained.py keeps them
+# equal).
 RUN_CHECKPOINTS, RUN_POINTER, RUN_STATE = "checkpoints", "latest.json", "state.json"
 
 
 def locate(path: str | os.PathLike, which: str = "best") -> Path:
-    """The folder that holds the weights: ``path`` itself, or a training run's ``best`` / ``last`` checkpoint."""
+    """The folder that holds the weights: ``path`` itself, or a training run's ``best`` / ``last``
+    checkpoint."""
     path = Path(path)
     pointer = path / RUN_CHECKPOINTS / RUN_POINTER
     if not (path / WEIGHTS_NAME).is_file() and pointer.is_file():
@@ -66,8 +69,6 @@ def locate(path: str | os.PathLike, which: str = "best") -> Path:
 @contextmanager
 def quiet_random_backbone():
     """Build a model whose weights are about to be loaded: no "random backbone" warning or log line."""
-    from awm_lib.model.backbone import RandomBackboneWarning
-
     log = logging.getLogger("awm_lib.model.backbone")
     disabled = log.disabled
     with warnings.catch_warnings():
@@ -120,10 +121,17 @@ class PretrainedModel:
                                           "load it with its own class", path=folder / CONFIG_NAME)
                 return from_dict(cls.CONFIG_CLASS, saved["config"])
             if (folder / RUN_STATE).is_file():  # a training checkpoint written before config.json was
-                return from_dict(cls.CONFIG_CLASS, cls.config_from_training_run(json.loads((folder / RUN_STATE).read_text())["config"]))
+                return from_dict(
+                    cls.CONFIG_CLASS,
+                    cls.config_from_training_run(json.loads((folder / RUN_STATE).read_text())["config"]),
+                )
         except (OSError, json.JSONDecodeError, KeyError) as e:
-            raise CheckpointError(f"unreadable model configuration ({type(e).__name__}: {e})", path=folder) from None
-        raise CheckpointError(f"no {CONFIG_NAME} (nor a training {RUN_STATE}) beside the weights", path=folder)
+            raise CheckpointError(
+                f"unreadable model configuration ({type(e).__name__}: {e})", path=folder
+            ) from None
+        raise CheckpointError(
+            f"no {CONFIG_NAME} (nor a training {RUN_STATE}) beside the weights", path=folder
+        )
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, which: str = "best", config: Any = None,
@@ -145,8 +153,10 @@ class PretrainedModel:
         try:
             missing, unexpected = load_model(model, str(file), strict=False)
         except RuntimeError as e:  # a tensor of another shape
-            raise CheckpointError(f"weights do not fit this model (different architecture?): {' '.join(str(e).split())[:400]}",
-                                  path=file) from None
+            raise CheckpointError(
+                f"weights do not fit this model (different architecture?): {' '.join(str(e).split())[:400]}",
+                path=file,
+            ) from None
         except Exception as e:  # noqa: BLE001 - safetensors raises its own error types on corrupt files
             raise CheckpointError(f"cannot read weights ({type(e).__name__}: {e})", path=file) from None
         if backbone is not None:  # the caller's backbone: the file need not hold it

@@ -7,11 +7,14 @@ the detector's top-k boxes) instead of ~50,000 patch tokens::
       -> extract_rois          crops (B,K,3,S,S)       one batched grid_sample
       -> backbone              (B*K, Db)               ONE ViT call for all crops
       -> [concat box code]     (B,K,Db+P)              the reference's sine code -> Linear (``sinecat`` modes)
-      -> proj                  roi_embeddings (B,K,D)  Linear to d_model (``input_proj``; the reference has none)
+      -> proj                  roi_embeddings (B,K,D)  Linear to d_model (``input_proj``; the reference has
+      none)
       -> + sine code / RoPE    position of each box
-      -> depth x RoIBlock      tokens (B,K,D)          attention + MLP (pre-norm: ours; post-norm: the reference's)
+      -> depth x RoIBlock      tokens (B,K,D)          attention + MLP (pre-norm: ours; post-norm: the
+      reference's)
       -> pool                  (B,D)                   anchor | attention | mean | cls
-      -> head                  logits (B,)             LN -> Linear (ours) | BN -> Linear -> ReLU -> Linear (reference)
+      -> head                  logits (B,)             LN -> Linear (ours) | BN -> Linear -> ReLU -> Linear
+      (reference)
 
 Two recipes share this code. The reference implementation's (the ``paper``
 preset): ``position="sinecat+rope1d"``, no input projection (768 + 256 = 1024
@@ -51,9 +54,13 @@ from awm_lib.model.position import (
 from awm_lib.model.pretrained import PretrainedModel
 
 POOLINGS = ("anchor", "attention", "mean", "cls", "anchor_attention")
-# anchor_attention: the reference's 'attn' pooling, the last block's attention row of the anchor (mean over heads)
+# anchor_attention: the reference's 'attn' pooling, the last block's attention row of the anchor (mean over
+# heads)
 MLPS = ("gelu", "relu")  # gelu: Linear -> GELU -> Linear (ours); relu: one Linear + ReLU (the reference's)
-HEADS = ("linear", "mlp")  # linear: LN -> dropout -> Linear (ours); mlp: BN -> dropout -> Linear -> ReLU -> Linear (reference)
+HEADS = (
+    "linear",
+    "mlp",
+)  # linear: LN -> dropout -> Linear (ours); mlp: BN -> dropout -> Linear -> ReLU -> Linear (reference)
 
 
 @dataclass
@@ -86,13 +93,18 @@ class RoIClassifierConfig:
     dropout: float = 0.1
     attn_dropout: float = 0.0
     pre_norm: bool = True
-    position: str = "rope2d"  # see awm_lib.model.position.POSITION_MODES (rope2d: the project's; sinecat+rope1d: the reference's)
+    # see awm_lib.model.position.POSITION_MODES (rope2d: the project's; sinecat+rope1d: the reference's)
+    position: str = "rope2d"
     pooling: str = "anchor"  # anchor | attention | mean | cls
     head_dropout: float = 0.1
-    mlp: str = "gelu"  # gelu: Linear(d, r*d) -> GELU -> Linear (ours) | relu: ReLU(Linear(d, d)) (the reference's)
-    head: str = "linear"  # linear: LN -> dropout -> Linear(d, 1) (ours) | mlp: BN -> dropout -> Linear(d, head_hidden) -> ReLU -> Linear(head_hidden, 1)
+    mlp: str = "gelu"
+    # linear: LN -> dropout -> Linear(d, 1) (ours)
+    # mlp: BN -> dropout -> Linear(d, head_hidden) -> ReLU -> Linear(head_hidden, 1) (the reference's)
+    head: str = "linear"
     head_hidden: int = 256
-    input_proj: bool = True  # Linear from the backbone (+ concatenated code) width to d_model; the reference has none
+    input_proj: bool = (
+        True  # Linear from the backbone (+ concatenated code) width to d_model; the reference has none
+    )
     pos_dim: int = 256  # width of the concatenated sinecat code (the reference's 256)
     init_std: float | None = 0.02  # None: PyTorch's default init of new layers (the reference's)
     rope_min_wavelength: float = 0.02
@@ -104,7 +116,9 @@ class RoIClassifierConfig:
         if self.pooling not in POOLINGS:
             raise ConfigError(f"pooling={self.pooling!r}; choose one of {POOLINGS}")
         if self.pooling == "anchor_attention" and self.depth < 1:
-            raise ConfigError("pooling=anchor_attention reads the last block's attention: it needs depth >= 1")
+            raise ConfigError(
+                "pooling=anchor_attention reads the last block's attention: it needs depth >= 1"
+            )
         if self.d_model % self.heads:
             raise ConfigError(f"d_model={self.d_model} is not divisible by heads={self.heads}")
         head_dim = self.d_model // self.heads
@@ -115,7 +129,9 @@ class RoIClassifierConfig:
         if uses_sine(self.position) and self.d_model % 8:
             raise ConfigError(f"the sine position code needs d_model divisible by 8, got {self.d_model}")
         if uses_sine_concat(self.position) and (self.pos_dim <= 0 or self.pos_dim % 8):
-            raise ConfigError(f"model.pos_dim={self.pos_dim} must be a positive multiple of 8 (the reference: 256)")
+            raise ConfigError(
+                f"model.pos_dim={self.pos_dim} must be a positive multiple of 8 (the reference: 256)"
+            )
         if self.mlp not in MLPS:
             raise ConfigError(f"model.mlp={self.mlp!r}; choose one of {MLPS}")
         if self.head not in HEADS:
@@ -124,7 +140,9 @@ class RoIClassifierConfig:
             raise ConfigError(f"model.head_hidden={self.head_hidden} must be positive")
         for name, lo in (("depth", 0), ("topk", 0), ("crop_size", 1)):
             if getattr(self, name) < lo:
-                raise ConfigError(f"{name}={getattr(self, name)} is out of range: it must be an integer >= {lo}")
+                raise ConfigError(
+                    f"{name}={getattr(self, name)} is out of range: it must be an integer >= {lo}"
+                )
 
 
 @dataclass
@@ -178,7 +196,9 @@ class RoIAttention(nn.Module):
         """x (B, K, D); key_mask (B, K) True = real RoI; angles (B, K, hd/2) rotary angles."""
         b, k, d = x.shape
         q, kk, v = self.qkv(x).split(d, dim=-1)
-        q, kk, v = (t.view(b, k, self.heads, d // self.heads).transpose(1, 2) for t in (q, kk, v))  # (B, h, K, hd)
+        q, kk, v = (
+            t.view(b, k, self.heads, d // self.heads).transpose(1, 2) for t in (q, kk, v)
+        )  # (B, h, K, hd)
         if angles is not None:  # rotate queries and keys: logits depend on relative position
             q, kk = apply_rope(q, angles[:, None]), apply_rope(kk, angles[:, None])
         mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, K)
@@ -250,7 +270,8 @@ class RoIClassifier(PretrainedModel, nn.Module):
     (``config.json`` + ``model.safetensors``) and :meth:`from_pretrained`, which
     also takes a training run folder (its best checkpoint) (:mod:`awm_lib.model.pretrained`).
 
-    Explained in the book: chapter 4, *Where does the model look?* (``notebooks/04_attention_visualisation.ipynb``).
+    Explained in the book: chapter 4, *Where does the model look?*
+    (``notebooks/04_attention_visualisation.ipynb``).
     """
 
     MODEL_TYPE = "awm-roi-classifier"
@@ -259,7 +280,9 @@ class RoIClassifier(PretrainedModel, nn.Module):
     @classmethod
     def config_from_training_run(cls, run_config: dict) -> dict:
         if run_config.get("arch", "roi") != "roi":
-            raise CheckpointError(f"this run trained the {run_config.get('arch')!r} model, not a RoI classifier")
+            raise CheckpointError(
+                f"this run trained the {run_config.get('arch')!r} model, not a RoI classifier"
+            )
         return run_config["model"]
 
     def __init__(self, cfg: RoIClassifierConfig, backbone: Backbone | None = None):
@@ -381,7 +404,11 @@ class RoIClassifier(PretrainedModel, nn.Module):
         if uses_sine(cfg.position):
             x = x + sine_box_embedding(boxes_norm, cfg.d_model).to(x.dtype)
         angles = rope_angles(
-            cfg.position, boxes_norm, cfg.d_model // cfg.heads, cfg.rope_min_wavelength, cfg.rope_max_wavelength
+            cfg.position,
+            boxes_norm,
+            cfg.d_model // cfg.heads,
+            cfg.rope_min_wavelength,
+            cfg.rope_max_wavelength,
         )  # (B, K, hd/2) or None
         mask = roi_mask
         if self.cls_token is not None:  # a learned token placed where the anchor is
@@ -401,7 +428,9 @@ class RoIClassifier(PretrainedModel, nn.Module):
             if last and cfg.pooling == "anchor_attention":
                 anchor_row = wts[:, :, 0, :].mean(dim=1)  # (B, K): how the anchor attends, mean over heads
         x = self.norm(x)
-        if anchor_row is not None:  # the reference's 'attn' pooling: the anchor's attention weights over the tokens
+        if (
+            anchor_row is not None
+        ):  # the reference's 'attn' pooling: the anchor's attention weights over the tokens
             pooled, pool_weights = (anchor_row.to(x.dtype)[..., None] * x).sum(dim=1), anchor_row
         else:
             pooled, pool_weights = self._pool(x, roi_mask)

@@ -103,7 +103,13 @@ def mask_bounding_boxes(masks: torch.Tensor) -> torch.Tensor:
     return torch.stack([x0, y0, x1, y1], dim=1).float()
 
 
-def sample_crop_boxes(masks: torch.Tensor, n: int, scale: tuple[float, float], stride: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_crop_boxes(
+    masks: torch.Tensor,
+    n: int,
+    scale: tuple[float, float],
+    stride: int = 0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """``n`` square boxes per image, each centred on a breast pixel and inside the breast's box.
 
     The side comes first (area fraction ``scale`` of the breast box, capped by
@@ -142,7 +148,9 @@ def sample_crop_boxes(masks: torch.Tensor, n: int, scale: tuple[float, float], s
     return torch.stack([ccx - half, ccy - half, ccx + half, ccy + half], dim=-1)
 
 
-def _crop_grid(boxes: torch.Tensor, H: int, W: int, size: int, angle: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+def _crop_grid(
+    boxes: torch.Tensor, H: int, W: int, size: int, angle: torch.Tensor, flip: torch.Tensor
+) -> torch.Tensor:
     """Sampling grid for ``grid_sample``: ``(B, n, 4)`` boxes -> ``(B, n*size, size, 2)``.
 
     Each box becomes an affine map from the output square ``[-1, 1]^2`` to the
@@ -178,14 +186,18 @@ def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, max_sigma: float) -> to
     S_h, S_w = x.shape[-2:]
     t = torch.arange(-r, r + 1, device=x.device, dtype=torch.float32)
     k = torch.exp(-(t[None] ** 2) / (2 * sigma.float().clamp(min=1e-3)[:, None] ** 2))
-    k = (k / k.sum(dim=1, keepdim=True)).to(x.dtype)[:, :, None, None, None]  # (N, 2r+1, 1, 1, 1); sigma ~ 0: a delta
+    k = (k / k.sum(dim=1, keepdim=True)).to(x.dtype)[
+        :, :, None, None, None
+    ]  # (N, 2r+1, 1, 1, 1); sigma ~ 0: a delta
     p = F.pad(x, (r, r, 0, 0), mode="replicate")
     x = sum(k[:, j] * p[..., j : j + S_w] for j in range(2 * r + 1))
     p = F.pad(x, (0, 0, r, r), mode="replicate")
     return sum(k[:, j] * p[..., j : j + S_h, :] for j in range(2 * r + 1))
 
 
-def intensity_augment(x: torch.Tensor, cfg: MultiCropConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+def intensity_augment(
+    x: torch.Tensor, cfg: MultiCropConfig, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Window, gamma, blur and noise, each crop of ``(N, 1, S, S)`` in ``[0, 1]`` drawn independently."""
     N = x.shape[0]
     dev = x.device
@@ -199,7 +211,9 @@ def intensity_augment(x: torch.Tensor, cfg: MultiCropConfig, generator: torch.Ge
     x = x.clamp_min(1e-6) ** g  # gamma: brighter or darker mid-tones
     if cfg.blur_p > 0:
         sigma = U(*cfg.blur_sigma).view(N)
-        sigma = torch.where(torch.rand(N, device=dev, generator=generator) < cfg.blur_p, sigma, torch.zeros_like(sigma))
+        sigma = torch.where(
+            torch.rand(N, device=dev, generator=generator) < cfg.blur_p, sigma, torch.zeros_like(sigma)
+        )
         x = _gaussian_blur(x, sigma, cfg.blur_sigma[1])
     if cfg.noise_std[1] > 0:
         noise = torch.randn(x.shape, device=dev, generator=generator, dtype=x.dtype)
@@ -214,31 +228,47 @@ def to_model_input(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std  # broadcasting repeats the grey channel
 
 
-def _views(images: torch.Tensor, masks: torch.Tensor, n: int, size: int, scale: tuple[float, float], cfg: MultiCropConfig, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _views(
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    n: int,
+    size: int,
+    scale: tuple[float, float],
+    cfg: MultiCropConfig,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     B, _, H, W = images.shape
     dev = images.device
     boxes = sample_crop_boxes(masks, n, scale, cfg.center_stride, generator)  # (B, n, 4)
     angle = (torch.rand(B, n, device=dev, generator=generator) * 2 - 1) * math.radians(cfg.max_rotation_deg)
     flip = torch.rand(B, n, device=dev, generator=generator) < cfg.flip_p
     grid = _crop_grid(boxes, H, W, size, angle, flip).to(images.dtype)
-    crops = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (B, 1, n*S, S)
+    crops = F.grid_sample(
+        images, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )  # (B, 1, n*S, S)
     crops = crops.view(B, n, size, size).transpose(0, 1).reshape(n * B, 1, size, size)  # view-major
     crops = intensity_augment(crops, cfg, generator)
     return to_model_input(crops).view(n, B, 3, size, size), boxes
 
 
-def multi_crop(images: torch.Tensor, masks: torch.Tensor, cfg: MultiCropConfig, generator: torch.Generator | None = None) -> MultiCropViews:
+def multi_crop(
+    images: torch.Tensor, masks: torch.Tensor, cfg: MultiCropConfig, generator: torch.Generator | None = None
+) -> MultiCropViews:
     """Global and local augmented views of each image, all sampled inside its breast mask.
 
     ``images`` ``(B, 1, H, W)`` in ``[0, 1]`` (any float dtype), ``masks``
     ``(B, H, W)`` bool on the same device. ``generator`` (on that device)
     makes the draws reproducible.
 
-    Explained in the book: chapter 6, *Pretraining our own backbone* (``notebooks/06_self_supervised_pretraining.ipynb``).
+    Explained in the book: chapter 6, *Pretraining our own backbone*
+    (``notebooks/06_self_supervised_pretraining.ipynb``).
     """
     cfg.validate()
     if images.ndim != 4 or images.shape[1] != 1 or masks.shape != (images.shape[0], *images.shape[2:]):
-        raise ConfigError(f"expected images (B, 1, H, W) and masks (B, H, W), got {tuple(images.shape)} and {tuple(masks.shape)}")
+        raise ConfigError(
+            f"expected images (B, 1, H, W) and masks (B, H, W), got {tuple(images.shape)} and "
+            f"{tuple(masks.shape)}"
+        )
     g, gb = _views(images, masks, cfg.n_global, cfg.global_size, cfg.global_scale, cfg, generator)
     if cfg.n_local > 0:
         loc, lb = _views(images, masks, cfg.n_local, cfg.local_size, cfg.local_scale, cfg, generator)

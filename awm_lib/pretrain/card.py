@@ -67,8 +67,13 @@ def write_model_card(out_dir: str | Path, meta: dict) -> Path:
     arch = json.loads((out_dir / "config.json").read_text())
     sources = ", ".join(f"{k}: {v}" for k, v in meta.get("sources", {}).items())
     loads = [r["load1"] for r in log if r.get("load1") is not None]
-    load_line = (f"1-minute load average {min(loads):.1f}-{max(loads):.1f} (median {sorted(loads)[len(loads) // 2]:.1f}) "
-                 f"while training with {log[-1].get('threads')} torch threads: other processes shared the CPU" if loads else "not recorded")
+    load_line = (
+        f"1-minute load average {min(loads):.1f}-{max(loads):.1f} (median "
+        f"{sorted(loads)[len(loads) // 2]:.1f}) "
+        f"while training with {log[-1].get('threads')} torch threads: other processes shared the CPU"
+        if loads
+        else "not recorded"
+    )
     mias_seen = sorted(i for i in meta.get("image_ids", []) if i.startswith("mdb"))
     hygiene = _hygiene_text(cfg, mias_seen, meta.get("sources", {}))
     text = f"""---
@@ -76,31 +81,31 @@ library_name: transformers
 tags: [dinov2, self-supervised, mammography, awm_lib]
 ---
 
-# {out_dir.name}: a DINOv2-architecture ViT/{arch['patch_size']} pretrained on mammograms
+# {out_dir.name}: a DINOv2-architecture ViT/{arch["patch_size"]} pretrained on mammograms
 
-Self-distillation (DINO loss{' + iBOT masked-patch loss' if cfg.get('ibot_weight', 0) > 0 else ''}) with
+Self-distillation (DINO loss{" + iBOT masked-patch loss" if cfg.get("ibot_weight", 0) > 0 else ""}) with
 `awm_lib.pretrain`; these are the weights of the EMA **teacher** backbone.
-{'Initialised from `' + str(cfg.get('init_from')) + '` (continued pretraining).' if cfg.get('init_from') else 'Initialised at random (no ImageNet or LVD-142M weights).'}
+{"Initialised from `" + str(cfg.get("init_from")) + "` (continued pretraining)." if cfg.get("init_from") else "Initialised at random (no ImageNet or LVD-142M weights)."}
 
 | | |
 |---|---|
-| architecture | `Dinov2Model`, width {arch['hidden_size']}, {arch['num_hidden_layers']} blocks, {arch['num_attention_heads']} heads, patch {arch['patch_size']} |
+| architecture | `Dinov2Model`, width {arch["hidden_size"]}, {arch["num_hidden_layers"]} blocks, {arch["num_attention_heads"]} heads, patch {arch["patch_size"]} |
 | parameters | {n_params:,} |
-| weights | {files}, {size_mb:.1f} MB ({cfg.get('save_dtype', 'float32')} storage, loads as float32) |
-| data | {meta.get('n_images')} images ({sources}), breast-cropped, long side {cfg.get('long_side')} px |
-| views | {cfg.get('n_global')} global x {cfg.get('global_size')} px + {cfg.get('n_local')} local x {cfg.get('local_size')} px, inside the breast mask |
-| steps | {meta.get('steps')} x batch {cfg.get('batch_size')} ({meta.get('train_seconds')} s training, {meta.get('wall_seconds')} s wall) |
-| loss | {first.get('loss', float('nan')):.3f} (step {first.get('step')}) -> {last.get('loss', float('nan')):.3f} (step {last.get('step')}) |
-| seed | {meta.get('seed')} |
-| device | {meta.get('device')} |
+| weights | {files}, {size_mb:.1f} MB ({cfg.get("save_dtype", "float32")} storage, loads as float32) |
+| data | {meta.get("n_images")} images ({sources}), breast-cropped, long side {cfg.get("long_side")} px |
+| views | {cfg.get("n_global")} global x {cfg.get("global_size")} px + {cfg.get("n_local")} local x {cfg.get("local_size")} px, inside the breast mask |
+| steps | {meta.get("steps")} x batch {cfg.get("batch_size")} ({meta.get("train_seconds")} s training, {meta.get("wall_seconds")} s wall) |
+| loss | {first.get("loss", float("nan")):.3f} (step {first.get("step")}) -> {last.get("loss", float("nan")):.3f} (step {last.get("step")}) |
+| seed | {meta.get("seed")} |
+| device | {meta.get("device")} |
 | machine load | {load_line} |
-| date | {meta.get('date')} |
-| versions | {', '.join(f'{k} {v}' for k, v in meta.get('versions', {}).items())} |
+| date | {meta.get("date")} |
+| versions | {", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items())} |
 
 Command:
 
 ```
-{meta.get('command')}
+{meta.get("command")}
 ```
 
 ![loss curve](loss_curve.png)
@@ -114,7 +119,7 @@ model = Dinov2Model.from_pretrained("{out_dir.as_posix()}")
 
 Inputs: grey mammogram crops in [0, 1], repeated to 3 channels and normalised
 with the ImageNet mean/std `(0.485, 0.456, 0.406)` / `(0.229, 0.224, 0.225)`,
-sides a multiple of {arch['patch_size']}. `awm_lib.model.backbone.BackboneConfig(name_or_path=...)`
+sides a multiple of {arch["patch_size"]}. `awm_lib.model.backbone.BackboneConfig(name_or_path=...)`
 loads it the same way.
 
 ## Which images pretraining saw
@@ -124,17 +129,17 @@ loads it the same way.
 ## What it is not
 
 Not DINOv2: no LVD-142M or ImageNet weights were used; this is the DINOv2 *architecture*
-trained from random weights by our own DINO + iBOT loop. {'Not trained on a GPU: ' + str(meta.get('device')) + '.' if 'cpu' in str(meta.get('device')).lower() else ''}
+trained from random weights by our own DINO + iBOT loop. {"Not trained on a GPU: " + str(meta.get("device")) + "." if "cpu" in str(meta.get("device")).lower() else ""}
 Not a substitute for a backbone pretrained at scale on many thousands of mammograms.
 
 ## Limits
 
-Trained on {meta.get('n_images')} images for {meta.get('steps')} steps: a small model on little data.
+Trained on {meta.get("n_images")} images for {meta.get("steps")} steps: a small model on little data.
 Whether its features help is measured, with confidence intervals, by
 `python -m awm_lib pretrain --probe --checkpoint {out_dir.as_posix()}`
 (`results/pretrain_probe.json`). Not a medical device.
 All hyper-parameters are in `pretrain_config.json`; the loss log is `loss_log.jsonl`.
-"""
+"""  # noqa: E501 - Markdown table rows are one line each
     path = out_dir / "README.md"
     write_text_atomic(path, text)
     return path
@@ -146,13 +151,21 @@ def _hygiene_text(cfg: dict, mias_seen: list[str], sources: dict) -> str:
         return f"No mini-MIAS image (sources: {', '.join(sources) or 'none recorded'})."
     text = f"{len(mias_seen)} mini-MIAS images: {', '.join(mias_seen)}."
     if cfg.get("mias_half") == "pretrain":
-        text = (f"Only the women of the `pretrain` half of mini-MIAS (`awm_lib.pretrain.split.mias_halves`, split seed "
-                f"{cfg.get('split_seed', 0)}); the `probe` half was never shown to pretraining and is where every probe "
-                f"figure is computed. " + text)
+        text = (
+            "Only the women of the `pretrain` half of mini-MIAS (`awm_lib.pretrain.split.mias_halves`, split "
+            "seed "
+            f"{cfg.get('split_seed', 0)}); the `probe` half was never shown to pretraining and is where "
+            "every "
+            "probe "
+            f"figure is computed. " + text
+        )
     else:
-        text += " Probes on mini-MIAS with this backbone are on images it has seen (without labels): say so beside them."
+        text += (" Probes on mini-MIAS with this backbone are on images it has seen (without labels): "
+                 "say so beside them.")
     others = {k: v for k, v in sources.items() if k != "mias"}
-    return text + ("" if not others else " Also: " + ", ".join(f"{v} {k} images" for k, v in others.items()) + ".")
+    return text + (
+        "" if not others else " Also: " + ", ".join(f"{v} {k} images" for k, v in others.items()) + "."
+    )
 
 
 def _count_params(weights: Path) -> int:

@@ -33,7 +33,9 @@ class PretrainConfig:
     # --- data ---
     bank_path: str | None = None  # a saved TissueBank (.npz); if set, mias/vindr are not read
     mias_root: str | None = "auto"  # "auto" = awm_lib.paths.mias_root(); None = do not use
-    mias_half: str | None = None  # "pretrain" = only the women of that half (awm_lib.pretrain.split); None = all
+    mias_half: str | None = (
+        None  # "pretrain" = only the women of that half (awm_lib.pretrain.split); None = all
+    )
     split_seed: int = 0  # seed of the mini-MIAS half split
     n_synthetic: int = 0
     vindr_root: str | None = None  # a folder of DICOMs (searched recursively)
@@ -98,7 +100,9 @@ class PretrainConfig:
     def validate(self) -> None:
         for name in ("global_size", "local_size", "image_size"):
             if getattr(self, name) % self.patch_size:
-                raise ConfigError(f"{name}={getattr(self, name)} must be a multiple of patch_size={self.patch_size}")
+                raise ConfigError(
+                    f"{name}={getattr(self, name)} must be a multiple of patch_size={self.patch_size}"
+                )
         if self.hidden_size % self.heads:
             raise ConfigError(f"hidden_size={self.hidden_size} is not divisible by heads={self.heads}")
         if self.max_steps < 1 or self.batch_size < 1:
@@ -114,23 +118,60 @@ class PretrainConfig:
 _PRESET_SETTINGS: dict[str, dict[str, Any]] = {
     # minutes on a laptop CPU: proves the pipeline, learns little
     "cpu-smoke": dict(
-        hidden_size=96, depth=4, heads=3, image_size=112, long_side=256, global_size=112, local_size=56,
-        n_local=4, out_dim=1024, ibot_out_dim=1024, head_hidden=512, head_bottleneck=128,
-        batch_size=16, lr=5e-4, max_steps=100_000, time_limit_minutes=5.0, bf16=False,
-        log_every=5, checkpoint_every_minutes=2.0,
+        hidden_size=96,
+        depth=4,
+        heads=3,
+        image_size=112,
+        long_side=256,
+        global_size=112,
+        local_size=56,
+        n_local=4,
+        out_dim=1024,
+        ibot_out_dim=1024,
+        head_hidden=512,
+        head_bottleneck=128,
+        batch_size=16,
+        lr=5e-4,
+        max_steps=100_000,
+        time_limit_minutes=5.0,
+        bf16=False,
+        log_every=5,
+        checkpoint_every_minutes=2.0,
     ),
     # the committed CPU run (checkpoints/awm-dino-cpu): 72 minutes on a shared 2-core CPU. A narrow ViT
     # (width 192, 6 blocks, 3 heads, 2.7M parameters, 5.6 MB in float16) at small crops, chosen by
-    # measurement among short candidate runs (results/pretrain_candidates.json, scripts/pretrain_candidates.py).
+    # measurement among short candidate runs (results/pretrain_candidates.json,
+    # scripts/pretrain_candidates.py).
     # Point bank_path at a bank of synthetic images + the "pretrain" half of the mini-MIAS women.
     # Settings for a run of a few hundred steps (try 2; try 1 used K = 2048 prototypes, teacher temperature
     # 0.04 -> 0.07, lr 5e-4, EMA 0.99, and its teacher stayed near uniform for 75 steps): 256 prototypes,
     # a constant sharp teacher (0.04), lr 1e-3 and a faster EMA teacher (0.98 -> 1).
     "cpu-75min": dict(
-        hidden_size=192, depth=6, heads=3, patch_size=14, image_size=112, long_side=512, global_size=112, local_size=56,
-        n_local=6, out_dim=256, ibot_out_dim=256, head_hidden=512, head_bottleneck=128, batch_size=32, lr=1e-3,
-        min_lr=1e-5, warmup=0.05, teacher_temp=(0.04, 0.04), ema_momentum=(0.98, 1.0), drop_path_rate=0.05,
-        max_steps=1_000_000, time_limit_minutes=72.0, bf16=False, log_every=10, checkpoint_every_minutes=4.0,
+        hidden_size=192,
+        depth=6,
+        heads=3,
+        patch_size=14,
+        image_size=112,
+        long_side=512,
+        global_size=112,
+        local_size=56,
+        n_local=6,
+        out_dim=256,
+        ibot_out_dim=256,
+        head_hidden=512,
+        head_bottleneck=128,
+        batch_size=32,
+        lr=1e-3,
+        min_lr=1e-5,
+        warmup=0.05,
+        teacher_temp=(0.04, 0.04),
+        ema_momentum=(0.98, 1.0),
+        drop_path_rate=0.05,
+        max_steps=1_000_000,
+        time_limit_minutes=72.0,
+        bf16=False,
+        log_every=10,
+        checkpoint_every_minutes=4.0,
         mias_half="pretrain",
         threads=1,  # measured: on a 2-core machine shared with other jobs, 2 threads made 8 steps in 8.6 min
         # (each thread waits for the other at every barrier), 1 thread about 6 steps a minute
@@ -138,9 +179,22 @@ _PRESET_SETTINGS: dict[str, dict[str, Any]] = {
     # one H100, 16 training minutes (~20 with start-up and saving): ViT-S/14 width, 6 blocks,
     # 11.0M parameters (22 MB in float16). Point bank_path at a tissue bank built beforehand.
     "gpu-20min": dict(
-        hidden_size=384, depth=6, heads=6, image_size=224, long_side=512, global_size=224, local_size=98,
-        n_local=8, out_dim=8192, ibot_out_dim=8192, batch_size=256, lr=5e-4,
-        max_steps=1_000_000, time_limit_minutes=16.0, bf16=True, log_every=20,
+        hidden_size=384,
+        depth=6,
+        heads=6,
+        image_size=224,
+        long_side=512,
+        global_size=224,
+        local_size=98,
+        n_local=8,
+        out_dim=8192,
+        ibot_out_dim=8192,
+        batch_size=256,
+        lr=5e-4,
+        max_steps=1_000_000,
+        time_limit_minutes=16.0,
+        bf16=True,
+        log_every=20,
         save_shard_mb=15,  # two weight files under 16 MiB each: they fit file-size limits on transfers
     ),
 }

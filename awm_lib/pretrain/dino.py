@@ -44,7 +44,9 @@ class DINOHead(nn.Module):
     Logits are therefore cosines in ``[-1, 1]``; temperatures make them sharp.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256, n_layers: int = 3):
+    def __init__(
+        self, in_dim: int, out_dim: int, hidden_dim: int = 2048, bottleneck_dim: int = 256, n_layers: int = 3
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         dims = [in_dim] + [hidden_dim] * (n_layers - 1) + [bottleneck_dim]
@@ -87,7 +89,8 @@ def dino_loss(student_logits: torch.Tensor, teacher_p: torch.Tensor, student_tem
     views). Pairs where the student and teacher see the same view are skipped:
     predicting yourself teaches nothing.
 
-    Explained in the book: chapter 6, *Pretraining our own backbone* (``notebooks/06_self_supervised_pretraining.ipynb``).
+    Explained in the book: chapter 6, *Pretraining our own backbone*
+    (``notebooks/06_self_supervised_pretraining.ipynb``).
     """
     log_s = F.log_softmax(student_logits / student_temp, dim=-1)  # (Vs, B, K)
     ce = -torch.einsum("tbk,sbk->tsb", teacher_p, log_s)  # (Vt, Vs, B)
@@ -96,7 +99,12 @@ def dino_loss(student_logits: torch.Tensor, teacher_p: torch.Tensor, student_tem
     return ce[keep].mean()
 
 
-def ibot_loss(student_patch_logits: torch.Tensor, teacher_patch_p: torch.Tensor, masks: torch.Tensor, student_temp: float) -> torch.Tensor:
+def ibot_loss(
+    student_patch_logits: torch.Tensor,
+    teacher_patch_p: torch.Tensor,
+    masks: torch.Tensor,
+    student_temp: float,
+) -> torch.Tensor:
     """iBOT masked-patch term: cross-entropy on masked patches, averaged per view, then over views.
 
     ``masks`` ``(N, P)`` bool, True where the student's patch was masked;
@@ -105,7 +113,8 @@ def ibot_loss(student_patch_logits: torch.Tensor, teacher_patch_p: torch.Tensor,
     so the patch head runs only where it is needed. Views without any masked
     patch do not count; with no masked patch at all the loss is 0.
 
-    Explained in the book: chapter 6, *Pretraining our own backbone* (``notebooks/06_self_supervised_pretraining.ipynb``).
+    Explained in the book: chapter 6, *Pretraining our own backbone*
+    (``notebooks/06_self_supervised_pretraining.ipynb``).
     """
     ce = -(teacher_patch_p * F.log_softmax(student_patch_logits / student_temp, dim=-1)).sum(-1)  # (M,)
     n_masked = masks.sum(dim=1)  # (N,)
@@ -117,16 +126,27 @@ def ibot_loss(student_patch_logits: torch.Tensor, teacher_patch_p: torch.Tensor,
     return (ce * weight).sum() / n_views
 
 
-def random_patch_masks(n_views: int, n_patches: int, ratio: tuple[float, float] = (0.1, 0.5), probability: float = 0.5, generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
-    """``(n_views, n_patches)`` bool: each view is masked with ``probability``, at a ratio drawn from ``ratio``.
+def random_patch_masks(
+    n_views: int,
+    n_patches: int,
+    ratio: tuple[float, float] = (0.1, 0.5),
+    probability: float = 0.5,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """``(n_views, n_patches)`` bool: each view is masked with ``probability``, at a ratio drawn from
+    ``ratio``.
 
     Random patches rather than DINOv2's rectangular blocks: simpler, and
     mammographic structures are not rectangular either.
 
-    Explained in the book: chapter 6, *Pretraining our own backbone* (``notebooks/06_self_supervised_pretraining.ipynb``).
+    Explained in the book: chapter 6, *Pretraining our own backbone*
+    (``notebooks/06_self_supervised_pretraining.ipynb``).
     """
     r = torch.rand(n_views, 1, device=device, generator=generator) * (ratio[1] - ratio[0]) + ratio[0]
-    r = torch.where(torch.rand(n_views, 1, device=device, generator=generator) < probability, r, torch.zeros_like(r))
+    r = torch.where(
+        torch.rand(n_views, 1, device=device, generator=generator) < probability, r, torch.zeros_like(r)
+    )
     n_masked = (r * n_patches).round().long()  # (n_views, 1)
     # the n_masked lowest of random scores are masked: an exact count per view
     ranks = torch.rand(n_views, n_patches, device=device, generator=generator).argsort(dim=1).argsort(dim=1)

@@ -26,16 +26,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from awm_lib.data.image import load_image
+from awm_lib.data.mias import load_mias
 from awm_lib.io_utils import run_record, write_json_atomic
-from awm_lib.pretrain.probe import ProbeConfig, embed_crops, evaluate_task, extract_roi_crops, random_init_like
+from awm_lib.paths import results_root
+from awm_lib.pretrain.probe import (
+    ProbeConfig,
+    embed_crops,
+    evaluate_task,
+    extract_roi_crops,
+    random_init_like,
+)
 from awm_lib.pretrain.split import mias_halves, samples_of_half
+from awm_lib.pretrain.tissue import breast_tissue, place_on_canvas
 
 
 def image_crops(samples, size: int) -> torch.Tensor:
-    """Whole breasts: ``(N, 1, size, size)`` in [0, 1], breast-cropped, long side ``size``, padded (tissue bank layout)."""
-    from awm_lib.data.image import load_image
-    from awm_lib.pretrain.tissue import breast_tissue, place_on_canvas
-
+    """Whole breasts: ``(N, 1, size, size)`` in [0, 1], breast-cropped, long side ``size``, padded (tissue
+    bank layout)."""
     out = []
     for s in samples:
         crop, mask = breast_tissue(load_image(s.path).pixels)
@@ -44,7 +52,8 @@ def image_crops(samples, size: int) -> torch.Tensor:
 
 
 def pretraining_images(checkpoint: str | Path) -> list[str] | None:
-    """The image ids a checkpoint's pretraining bank held (``pretrain_config.json``), or None if unrecorded."""
+    """The image ids a checkpoint's pretraining bank held (``pretrain_config.json``), or None if
+    unrecorded."""
     path = Path(checkpoint) / "pretrain_config.json"
     if not path.is_file():
         return None
@@ -52,20 +61,26 @@ def pretraining_images(checkpoint: str | Path) -> list[str] | None:
 
 
 def _task(features: dict[str, np.ndarray], y: np.ndarray, women: np.ndarray, cfg: ProbeConfig) -> dict:
-    """:func:`evaluate_task` against "random-init", or a ``skipped`` note when a class has fewer than two women."""
+    """:func:`evaluate_task` against "random-init", or a ``skipped`` note when a class has fewer than two
+    women."""
     if min(len(np.unique(women[y == c])) for c in (0, 1)) < 2:
         return {"skipped": "fewer than two women in one of the classes"}
     return evaluate_task(features, y, women, cfg, "random-init")
 
 
-def run_heldout_probe(checkpoint: str | Path, cfg: ProbeConfig | None = None, image_size: int = 224, split_seed: int = 0,
-                      samples=None, out_path: str | Path | None = None, command: str | None = None,
-                      tasks: tuple[str, ...] = ("lesion_vs_normal", "malignant_vs_rest_image", "malignant_vs_benign")) -> dict:
-    """Probe ``checkpoint`` and its architecture's random init on the held-out women; write and return the JSON dict."""
+def run_heldout_probe(
+    checkpoint: str | Path,
+    cfg: ProbeConfig | None = None,
+    image_size: int = 224,
+    split_seed: int = 0,
+    samples=None,
+    out_path: str | Path | None = None,
+    command: str | None = None,
+    tasks: tuple[str, ...] = ("lesion_vs_normal", "malignant_vs_rest_image", "malignant_vs_benign"),
+) -> dict:
+    """Probe ``checkpoint`` and its architecture's random init on the held-out women; write and return the
+    JSON dict."""
     from transformers import Dinov2Model
-
-    from awm_lib.data.mias import load_mias
-    from awm_lib.paths import results_root
 
     cfg = cfg or ProbeConfig()
     samples = samples if samples is not None else load_mias()
@@ -84,10 +99,17 @@ def run_heldout_probe(checkpoint: str | Path, cfg: ProbeConfig | None = None, im
 
     if {"lesion_vs_normal", "malignant_vs_benign"} & set(tasks):
         rois = extract_roi_crops(held, cfg)
-        feats = {k: embed_crops(m, rois.crops, cfg.embedding, cfg.batch_size, cfg.progress) for k, m in models.items()}
+        feats = {
+            k: embed_crops(m, rois.crops, cfg.embedding, cfg.batch_size, cfg.progress)
+            for k, m in models.items()
+        }
         les = rois.is_lesion
-        data.update(lesion_crops=int(les.sum()), normal_crops=int((~les).sum()),
-                    malignant_lesions=int((rois.malignant == 1).sum()), benign_lesions=int((rois.malignant == 0).sum()))
+        data.update(
+            lesion_crops=int(les.sum()),
+            normal_crops=int((~les).sum()),
+            malignant_lesions=int((rois.malignant == 1).sum()),
+            benign_lesions=int((rois.malignant == 0).sum()),
+        )
         if "lesion_vs_normal" in tasks:
             out_tasks["lesion_vs_normal"] = _task(feats, les.astype(int), rois.woman, cfg)
         if "malignant_vs_benign" in tasks:
@@ -95,7 +117,9 @@ def run_heldout_probe(checkpoint: str | Path, cfg: ProbeConfig | None = None, im
             out_tasks["malignant_vs_benign"] = _task({k: v[les] for k, v in feats.items()}, ym, wm, cfg)
     if "malignant_vs_rest_image" in tasks:
         imgs = image_crops(held, image_size)
-        feats = {k: embed_crops(m, imgs, cfg.embedding, cfg.batch_size, cfg.progress) for k, m in models.items()}
+        feats = {
+            k: embed_crops(m, imgs, cfg.embedding, cfg.batch_size, cfg.progress) for k, m in models.items()
+        }
         y = np.array([s.label for s in held])
         out_tasks["malignant_vs_rest_image"] = _task(feats, y, np.array([s.patient_id for s in held]), cfg)
         data.update(image_size=image_size, malignant_images=int(y.sum()))
@@ -106,11 +130,16 @@ def run_heldout_probe(checkpoint: str | Path, cfg: ProbeConfig | None = None, im
         probe_config=asdict(cfg),
         data=data,
         hygiene={
-            "pretraining_mias_images": sorted(i for i in (seen or []) if i.startswith("mdb")) if seen is not None else "not recorded",
+            "pretraining_mias_images": sorted(i for i in (seen or []) if i.startswith("mdb"))
+            if seen is not None
+            else "not recorded",
             "probe_women": halves["probe"],
             "probe_images_seen_by_pretraining": leaked if seen is not None else "unknown",
         },
-        models={k: {"parameters": int(sum(p.numel() for p in m.parameters())), "source": k} for k, m in models.items()},
+        models={
+            k: {"parameters": int(sum(p.numel() for p in m.parameters())), "source": k}
+            for k, m in models.items()
+        },
         tasks=out_tasks,
     )
     out_path = Path(out_path) if out_path else results_root() / "pretrain_probe.json"

@@ -40,11 +40,14 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from awm_lib.data.mias import load_mias
 from awm_lib.device import choose_device
 from awm_lib.errors import CheckpointError, ConfigError, NonFiniteLossError
 from awm_lib.io_utils import atomic_path, run_record
 from awm_lib.optim import param_groups, warmup_cosine
+from awm_lib.paths import mias_root
 from awm_lib.pretrain.augment import multi_crop
+from awm_lib.pretrain.card import write_model_card
 from awm_lib.pretrain.config import PRESETS, PretrainConfig, preset_config  # noqa: F401
 from awm_lib.pretrain.dino import (
     DINOHead,
@@ -58,6 +61,7 @@ from awm_lib.pretrain.dino import (
     teacher_temperature,
     update_center,
 )
+from awm_lib.pretrain.split import samples_of_half
 from awm_lib.pretrain.tissue import TissueBank, concat_banks, files_bank, mias_bank, synthetic_bank
 
 
@@ -74,9 +78,18 @@ class DINOStudent(nn.Module):
         d = backbone.config.hidden_size
         self.backbone = backbone
         self.head = DINOHead(d, cfg.out_dim, cfg.head_hidden, cfg.head_bottleneck)
-        self.patch_head = DINOHead(d, cfg.ibot_out_dim, cfg.head_hidden, cfg.head_bottleneck) if cfg.ibot_weight > 0 else None
+        self.patch_head = (
+            DINOHead(d, cfg.ibot_out_dim, cfg.head_hidden, cfg.head_bottleneck)
+            if cfg.ibot_weight > 0
+            else None
+        )
 
-    def forward(self, x: torch.Tensor, patch_masks: torch.Tensor | None = None, patch_select: torch.Tensor | None = None):
+    def forward(
+        self,
+        x: torch.Tensor,
+        patch_masks: torch.Tensor | None = None,
+        patch_select: torch.Tensor | None = None,
+    ):
         """``x`` ``(N, 3, S, S)`` -> CLS logits ``(N, K)`` and patch logits ``(M, K')`` at ``patch_select``.
 
         ``patch_masks`` ``(N, P)`` replaces those patches by the mask token;
@@ -101,11 +114,21 @@ def build_backbone(cfg: PretrainConfig) -> nn.Module:
 
     if cfg.init_from:
         try:
-            model = Dinov2Model.from_pretrained(cfg.init_from, dtype=torch.float32, drop_path_rate=cfg.drop_path_rate)
+            model = Dinov2Model.from_pretrained(
+                cfg.init_from, dtype=torch.float32, drop_path_rate=cfg.drop_path_rate
+            )
         except (OSError, ValueError) as e:
-            raise CheckpointError(f"cannot load a Dinov2Model from {cfg.init_from!r} ({e}); give a save_pretrained folder, or a hub id with network access", path=cfg.init_from) from e
+            raise CheckpointError(
+                f"cannot load a Dinov2Model from {cfg.init_from!r} ({e}); give a save_pretrained folder, or "
+                "a "
+                "hub id with network access",
+                path=cfg.init_from,
+            ) from e
         if model.config.patch_size != cfg.patch_size:
-            raise ConfigError(f"init_from has patch_size {model.config.patch_size}; set patch_size={model.config.patch_size} and crop sizes to its multiples")
+            raise ConfigError(
+                f"init_from has patch_size {model.config.patch_size}; set "
+                f"patch_size={model.config.patch_size} and crop sizes to its multiples"
+            )
         return model
     config = Dinov2Config(
         hidden_size=cfg.hidden_size,
@@ -122,8 +145,6 @@ def build_backbone(cfg: PretrainConfig) -> nn.Module:
 # --- data ------------------------------------------------------------------------------
 def load_bank(cfg: PretrainConfig) -> TissueBank:
     """The pretraining images the config asks for, as one :class:`TissueBank`."""
-    from awm_lib.paths import mias_root
-
     banks = []
     if cfg.bank_path:
         banks.append(TissueBank.load(cfg.bank_path))
@@ -131,15 +152,15 @@ def load_bank(cfg: PretrainConfig) -> TissueBank:
         if cfg.mias_root:
             root = mias_root() if cfg.mias_root == "auto" else Path(cfg.mias_root)
             if cfg.mias_half:  # only the women of one half (the other is kept for the probe)
-                from awm_lib.data.mias import load_mias
-                from awm_lib.pretrain.split import samples_of_half
 
                 paths = [s.path for s in samples_of_half(load_mias(root), cfg.mias_half, cfg.split_seed)]
                 banks.append(files_bank(sorted(paths)[: cfg.max_images], cfg.long_side, "mias", cfg.progress))
             else:
                 banks.append(mias_bank(root, cfg.long_side, cfg.max_images, cfg.progress))
         if cfg.vindr_root:
-            dicoms = sorted(Path(cfg.vindr_root).rglob("*.dicom")) + sorted(Path(cfg.vindr_root).rglob("*.dcm"))
+            dicoms = sorted(Path(cfg.vindr_root).rglob("*.dicom")) + sorted(
+                Path(cfg.vindr_root).rglob("*.dcm")
+            )
             banks.append(files_bank(dicoms[: cfg.max_images], cfg.long_side, "vindr", cfg.progress))
     if cfg.n_synthetic > 0:
         side = banks[0].long_side if banks else cfg.long_side
@@ -159,7 +180,16 @@ class StepState:
     centered: bool = False  # has the center been set from a first batch?
 
 
-def training_step(student: DINOStudent, teacher: DINOStudent, views, state: StepState, cfg: PretrainConfig, teacher_temp: float, generator: torch.Generator | None = None, autocast=contextlib.nullcontext) -> dict[str, torch.Tensor]:
+def training_step(
+    student: DINOStudent,
+    teacher: DINOStudent,
+    views,
+    state: StepState,
+    cfg: PretrainConfig,
+    teacher_temp: float,
+    generator: torch.Generator | None = None,
+    autocast=contextlib.nullcontext,
+) -> dict[str, torch.Tensor]:
     """Forward both networks on one batch of views and return the losses (no optimiser step).
 
     Also updates ``state.center`` / ``state.patch_center`` (teacher centering).
@@ -170,7 +200,9 @@ def training_step(student: DINOStudent, teacher: DINOStudent, views, state: Step
     masks = None
     if use_ibot:
         n_patches = (G.shape[-1] // cfg.patch_size) * (G.shape[-2] // cfg.patch_size)
-        masks = random_patch_masks(G.shape[0], n_patches, tuple(cfg.mask_ratio), cfg.mask_probability, generator, G.device)
+        masks = random_patch_masks(
+            G.shape[0], n_patches, tuple(cfg.mask_ratio), cfg.mask_probability, generator, G.device
+        )
 
     with torch.no_grad(), autocast():
         t_cls, t_patch = teacher(G, patch_select=masks)
@@ -204,7 +236,9 @@ def training_step(student: DINOStudent, teacher: DINOStudent, views, state: Step
     state.center = update_center(state.center, t_cls, cfg.center_momentum)
     out["loss"] = loss
     out["teacher_entropy"] = entropy(t_p).detach()  # per image: low = confident
-    out["teacher_mean_entropy"] = entropy(t_p.mean(dim=(0, 1))).detach()  # of the batch average: low = collapse
+    out["teacher_mean_entropy"] = entropy(
+        t_p.mean(dim=(0, 1))
+    ).detach()  # of the batch average: low = collapse
     return out
 
 
@@ -213,7 +247,9 @@ def _state_path(out_dir: Path) -> Path:
     return out_dir / "train_state.pt"
 
 
-def _save_state(out_dir: Path, student, teacher, opt, state: StepState, cfg: PretrainConfig, generator: torch.Generator) -> None:
+def _save_state(
+    out_dir: Path, student, teacher, opt, state: StepState, cfg: PretrainConfig, generator: torch.Generator
+) -> None:
     blob = {
         "student": student.state_dict(),
         "teacher": teacher.state_dict(),
@@ -232,21 +268,45 @@ def _save_state(out_dir: Path, student, teacher, opt, state: StepState, cfg: Pre
         torch.save(blob, tmp)
 
 
-ARCH_KEYS = ("hidden_size", "depth", "heads", "patch_size", "image_size", "init_from", "out_dim", "ibot_out_dim", "head_hidden", "head_bottleneck", "ibot_weight")
+ARCH_KEYS = (
+    "hidden_size",
+    "depth",
+    "heads",
+    "patch_size",
+    "image_size",
+    "init_from",
+    "out_dim",
+    "ibot_out_dim",
+    "head_hidden",
+    "head_bottleneck",
+    "ibot_weight",
+)
 
 
-def _load_state(out_dir: Path, student, teacher, opt, cfg: PretrainConfig, generator: torch.Generator) -> StepState | None:
+def _load_state(
+    out_dir: Path, student, teacher, opt, cfg: PretrainConfig, generator: torch.Generator
+) -> StepState | None:
     path = _state_path(out_dir)
     if not (cfg.resume and path.is_file()):
         return None
     try:
         blob = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # a torn or foreign file
-        raise CheckpointError(f"cannot read the training state ({e}); delete it to start over", path=str(path)) from e
+        raise CheckpointError(
+            f"cannot read the training state ({e}); delete it to start over", path=str(path)
+        ) from e
     saved = blob["config"]
-    diff = [k for k in ARCH_KEYS if saved.get(k) != getattr(cfg, k) and not (isinstance(getattr(cfg, k), tuple) and tuple(saved.get(k)) == getattr(cfg, k))]
+    diff = [
+        k
+        for k in ARCH_KEYS
+        if saved.get(k) != getattr(cfg, k)
+        and not (isinstance(getattr(cfg, k), tuple) and tuple(saved.get(k)) == getattr(cfg, k))
+    ]
     if diff:
-        raise CheckpointError(f"the training state was made with different {', '.join(diff)}; use another --out or delete it", path=str(path))
+        raise CheckpointError(
+            f"the training state was made with different {', '.join(diff)}; use another --out or delete it",
+            path=str(path),
+        )
     student.load_state_dict(blob["student"])
     teacher.load_state_dict(blob["teacher"])
     opt.load_state_dict(blob["optimizer"])
@@ -255,7 +315,13 @@ def _load_state(out_dir: Path, student, teacher, opt, cfg: PretrainConfig, gener
         torch.cuda.set_rng_state_all(blob["rng_cuda"])
     generator.set_state(blob["generator"])
     dev = next(student.parameters()).device
-    return StepState(blob["center"].to(dev), blob["patch_center"].to(dev), blob["step"], blob["elapsed_s"], blob["centered"])
+    return StepState(
+        blob["center"].to(dev),
+        blob["patch_center"].to(dev),
+        blob["step"],
+        blob["elapsed_s"],
+        blob["centered"],
+    )
 
 
 # --- the loop ------------------------------------------------------------------------------
@@ -271,10 +337,9 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, bank: TissueBank | None =
     ``loss_curve.png``, ``pretrain_config.json``; while running also
     ``train_state.pt`` (resumable; removed at the end unless ``keep_train_state``).
 
-    Explained in the book: chapter 6, *Pretraining our own backbone* (``notebooks/06_self_supervised_pretraining.ipynb``).
+    Explained in the book: chapter 6, *Pretraining our own backbone*
+    (``notebooks/06_self_supervised_pretraining.ipynb``).
     """
-    from awm_lib.pretrain.card import write_model_card
-
     cfg.validate()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -294,7 +359,13 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, bank: TissueBank | None =
     student = DINOStudent(backbone, cfg).to(dev)
     teacher = copy.deepcopy(student).eval().requires_grad_(False)  # drop-path off
     # weight decay on matrices only; biases, norms, tokens and position embeddings are not decayed
-    groups = param_groups(student, cfg.weight_decay[0], cfg.lr, no_decay_names=("token", "position_embeddings"), decay_first=True)
+    groups = param_groups(
+        student,
+        cfg.weight_decay[0],
+        cfg.lr,
+        no_decay_names=("token", "position_embeddings"),
+        decay_first=True,
+    )
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
     state = _load_state(out_dir, student, teacher, opt, cfg, gen) or StepState(
         torch.zeros(cfg.out_dim, device=dev), torch.zeros(cfg.ibot_out_dim, device=dev)
@@ -334,7 +405,9 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, bank: TissueBank | None =
         views = multi_crop(images, bank_masks[idx], crop_cfg, gen)
         out = training_step(student, teacher, views, state, cfg, t_temp, gen, autocast)
         if not torch.isfinite(out["loss"]):
-            raise NonFiniteLossError(f"loss is {out['loss'].item()} at step {state.step}; lower lr or check the data")
+            raise NonFiniteLossError(
+                f"loss is {out['loss'].item()} at step {state.step}; lower lr or check the data"
+            )
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         if p < cfg.freeze_prototypes:  # DINO: keep the prototypes still while the MLP settles
@@ -353,9 +426,18 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, bank: TissueBank | None =
         if state.step % cfg.log_every == 0 or state.step == 1 or progress() >= 1.0:
             now = time.time()
             rec = {k: round(float(v.detach()), 5) for k, v in out.items()}
-            rec.update(step=state.step, progress=round(progress(), 4), lr=lr, wd=round(wd, 4), momentum=round(momentum, 5), teacher_temp=round(t_temp, 4),
-                       elapsed_s=round(state.elapsed_s, 1), images_per_s=round(window_steps * cfg.batch_size / max(now - window_t, 1e-9), 1),
-                       load1=_load_average(), threads=torch.get_num_threads())
+            rec.update(
+                step=state.step,
+                progress=round(progress(), 4),
+                lr=lr,
+                wd=round(wd, 4),
+                momentum=round(momentum, 5),
+                teacher_temp=round(t_temp, 4),
+                elapsed_s=round(state.elapsed_s, 1),
+                images_per_s=round(window_steps * cfg.batch_size / max(now - window_t, 1e-9), 1),
+                load1=_load_average(),
+                threads=torch.get_num_threads(),
+            )
             window_t, window_steps = now, 0
             with open(log_path, "a") as f:
                 f.write(json.dumps(rec) + "\n")
@@ -368,10 +450,18 @@ def pretrain(cfg: PretrainConfig, out_dir: str | Path, bank: TissueBank | None =
         _save_state(out_dir, student, teacher, opt, state, cfg, gen)
 
     save_backbone(teacher.backbone, out_dir, cfg.save_dtype, cfg.save_shard_mb)
-    meta = run_record(cfg.command, seed=cfg.seed, device=dev, steps=state.step, train_seconds=round(state.elapsed_s, 1),
-                      wall_seconds=round(time.time() - t_start, 1), n_images=len(bank),
-                      sources={s: bank.sources.count(s) for s in sorted(set(bank.sources))}, image_ids=list(bank.image_ids),
-                      config=asdict(cfg))
+    meta = run_record(
+        cfg.command,
+        seed=cfg.seed,
+        device=dev,
+        steps=state.step,
+        train_seconds=round(state.elapsed_s, 1),
+        wall_seconds=round(time.time() - t_start, 1),
+        n_images=len(bank),
+        sources={s: bank.sources.count(s) for s in sorted(set(bank.sources))},
+        image_ids=list(bank.image_ids),
+        config=asdict(cfg),
+    )
     write_model_card(out_dir, meta)
     if not cfg.keep_train_state:
         _state_path(out_dir).unlink(missing_ok=True)
@@ -395,7 +485,9 @@ def _truncate_log(log_path: Path, step: int) -> None:
         tmp.write_text("".join(ln + "\n" for ln in lines))
 
 
-def save_backbone(backbone: nn.Module, out_dir: str | Path, dtype: str = "float16", shard_mb: float | None = None) -> Path:
+def save_backbone(
+    backbone: nn.Module, out_dir: str | Path, dtype: str = "float16", shard_mb: float | None = None
+) -> Path:
     """``save_pretrained`` a ``Dinov2Model``, stored in ``dtype`` but declared float32.
 
     Half-precision storage halves the file; setting ``config.dtype`` back to

@@ -38,8 +38,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from awm_lib.data.breast import segment_breast
+from awm_lib.data.image import load_image
+from awm_lib.data.mias import load_mias
 from awm_lib.errors import ConfigError
 from awm_lib.io_utils import run_record, write_json_atomic
+from awm_lib.paths import results_root
 from awm_lib.pretrain.augment import to_model_input
 
 
@@ -89,13 +93,17 @@ def _overlaps(box, others) -> bool:
 
 def extract_roi_crops(samples, cfg: ProbeConfig) -> RoICrops:
     """Lesion crops and size-matched normal-tissue crops from mini-MIAS ``Sample`` records."""
-    from awm_lib.data.breast import segment_breast
-    from awm_lib.data.image import load_image
-
     rng = np.random.default_rng(cfg.seed)
-    lesion_sides = [max(2 * les.radius * (1 + cfg.margin), cfg.min_side) for s in samples for les in s.lesions if les.center is not None]
+    lesion_sides = [
+        max(2 * les.radius * (1 + cfg.margin), cfg.min_side)
+        for s in samples
+        for les in s.lesions
+        if les.center is not None
+    ]
     if not lesion_sides:
-        raise ConfigError("the probe needs images with located lesions (mini-MIAS abnormal rows with a centre)")
+        raise ConfigError(
+            "the probe needs images with located lesions (mini-MIAS abnormal rows with a centre)"
+        )
     crops, is_lesion, malignant, woman, ids, boxes = [], [], [], [], [], []
 
     def add(pixels, box, lesion, malig, s):
@@ -128,11 +136,20 @@ def extract_roi_crops(samples, cfg: ProbeConfig) -> RoICrops:
                 if not _overlaps(box, lesion_boxes):
                     add(pixels, box, False, -1, s)
                     break
-    return RoICrops(torch.stack(crops), np.array(is_lesion), np.array(malignant), np.array(woman), np.array(ids), np.array(boxes, dtype=np.float64))
+    return RoICrops(
+        torch.stack(crops),
+        np.array(is_lesion),
+        np.array(malignant),
+        np.array(woman),
+        np.array(ids),
+        np.array(boxes, dtype=np.float64),
+    )
 
 
 @torch.no_grad()
-def embed_crops(backbone, crops: torch.Tensor, embedding: str = "cls+mean", batch_size: int = 32, progress: bool = False) -> np.ndarray:
+def embed_crops(
+    backbone, crops: torch.Tensor, embedding: str = "cls+mean", batch_size: int = 32, progress: bool = False
+) -> np.ndarray:
     """``(N, 1, S, S)`` grey crops -> ``(N, D)`` (CLS) or ``(N, 2D)`` (CLS + mean patch) features."""
     backbone.eval()
     dev = next(backbone.parameters()).device
@@ -145,7 +162,9 @@ def embed_crops(backbone, crops: torch.Tensor, embedding: str = "cls+mean", batc
     return torch.cat(feats).numpy()
 
 
-def _oof_scores(X: np.ndarray, y: np.ndarray, groups: np.ndarray, method: str, cfg: ProbeConfig) -> np.ndarray:
+def _oof_scores(
+    X: np.ndarray, y: np.ndarray, groups: np.ndarray, method: str, cfg: ProbeConfig
+) -> np.ndarray:
     """Out-of-fold P(y = 1) from ``method`` ("knn" or "linear"), folds by group (woman)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedGroupKFold
@@ -155,10 +174,14 @@ def _oof_scores(X: np.ndarray, y: np.ndarray, groups: np.ndarray, method: str, c
 
     scores = np.zeros(len(y))
     n_splits = min(cfg.folds, len(np.unique(groups[y == 1])), len(np.unique(groups[y == 0])))
-    for train, test in StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=cfg.seed).split(X, y, groups):
+    for train, test in StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=cfg.seed).split(
+        X, y, groups
+    ):
         if method == "knn":
             Xn = X / np.linalg.norm(X, axis=1, keepdims=True).clip(1e-12)
-            clf = KNeighborsClassifier(n_neighbors=min(cfg.k, len(train)), metric="cosine", weights="distance")
+            clf = KNeighborsClassifier(
+                n_neighbors=min(cfg.k, len(train)), metric="cosine", weights="distance"
+            )
             clf.fit(Xn[train], y[train])
             scores[test] = clf.predict_proba(Xn[test])[:, list(clf.classes_).index(1)]
         else:
@@ -199,22 +222,33 @@ def _ci(values: list[float]) -> list[float]:
     return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) else [float("nan")] * 2
 
 
-def evaluate_task(features: dict[str, np.ndarray], y: np.ndarray, groups: np.ndarray, cfg: ProbeConfig, baseline: str) -> dict:
+def evaluate_task(
+    features: dict[str, np.ndarray], y: np.ndarray, groups: np.ndarray, cfg: ProbeConfig, baseline: str
+) -> dict:
     """Probe every model's features on one task; CIs and paired differences against ``baseline``."""
     boots = _women_bootstrap(groups, cfg.n_boot, cfg.seed)
-    scores = {name: {m: _oof_scores(X, y, groups, m, cfg) for m in ("knn", "linear")} for name, X in features.items()}
+    scores = {
+        name: {m: _oof_scores(X, y, groups, m, cfg) for m in ("knn", "linear")}
+        for name, X in features.items()
+    }
     results, diffs = {}, {}
     for name, per in scores.items():
         results[name] = {}
         for m, s in per.items():
             point = _metrics(y, s)
             boot = [_metrics(y[b], s[b]) for b in boots]
-            results[name][m] = {k: {"value": v, "ci95": _ci([bm[k] for bm in boot])} for k, v in point.items()}
+            results[name][m] = {
+                k: {"value": v, "ci95": _ci([bm[k] for bm in boot])} for k, v in point.items()
+            }
             if name != baseline:
                 base = scores[baseline][m]
-                bd = [{k: a[k] - c[k] for k in a} for a, c in zip(boot, (_metrics(y[b], base[b]) for b in boots))]
+                bd = [
+                    {k: a[k] - c[k] for k in a}
+                    for a, c in zip(boot, (_metrics(y[b], base[b]) for b in boots))
+                ]
                 diffs.setdefault(name, {})[m] = {
-                    k: {"value": point[k] - results[baseline][m][k]["value"], "ci95": _ci([d[k] for d in bd])} for k in point
+                    k: {"value": point[k] - results[baseline][m][k]["value"], "ci95": _ci([d[k] for d in bd])}
+                    for k in point
                 }
     return {
         "n": int(len(y)),
@@ -235,17 +269,21 @@ def random_init_like(model, seed: int = 0):
     return Dinov2Model(config).eval()
 
 
-def run_probe(checkpoints: list[str], cfg: ProbeConfig | None = None, samples=None, out_path: str | Path | None = None, command: str | None = None) -> dict:
+def run_probe(
+    checkpoints: list[str],
+    cfg: ProbeConfig | None = None,
+    samples=None,
+    out_path: str | Path | None = None,
+    command: str | None = None,
+) -> dict:
     """Probe ``checkpoints`` (save_pretrained folders) and a random init of the first one's architecture.
 
     Writes ``out_path`` (default ``results/pretrain_probe.json``) and returns the same dict.
 
-    Explained in the book: chapter 6, *Pretraining our own backbone* (``notebooks/06_self_supervised_pretraining.ipynb``).
+    Explained in the book: chapter 6, *Pretraining our own backbone*
+    (``notebooks/06_self_supervised_pretraining.ipynb``).
     """
     from transformers import Dinov2Model
-
-    from awm_lib.data.mias import load_mias
-    from awm_lib.paths import results_root
 
     cfg = cfg or ProbeConfig()
     samples = samples if samples is not None else load_mias()
@@ -255,7 +293,10 @@ def run_probe(checkpoints: list[str], cfg: ProbeConfig | None = None, samples=No
         models[str(path)] = Dinov2Model.from_pretrained(path, dtype=torch.float32).eval()
     first = next(iter(models.values()))
     models = {"random-init": random_init_like(first, cfg.seed), **models}
-    features = {name: embed_crops(m, rois.crops, cfg.embedding, cfg.batch_size, cfg.progress) for name, m in models.items()}
+    features = {
+        name: embed_crops(m, rois.crops, cfg.embedding, cfg.batch_size, cfg.progress)
+        for name, m in models.items()
+    }
 
     tasks = {}
     y = rois.is_lesion.astype(int)
@@ -263,9 +304,13 @@ def run_probe(checkpoints: list[str], cfg: ProbeConfig | None = None, samples=No
     les = rois.is_lesion
     ym = rois.malignant[les]
     if len(np.unique(ym)) == 2 and min(len(np.unique(rois.woman[les][ym == c])) for c in (0, 1)) >= 2:
-        tasks["malignant_vs_benign"] = evaluate_task({k: v[les] for k, v in features.items()}, ym, rois.woman[les], cfg, "random-init")
+        tasks["malignant_vs_benign"] = evaluate_task(
+            {k: v[les] for k, v in features.items()}, ym, rois.woman[les], cfg, "random-init"
+        )
     else:
-        tasks["malignant_vs_benign"] = {"skipped": "fewer than two women with malignant or with benign lesions"}
+        tasks["malignant_vs_benign"] = {
+            "skipped": "fewer than two women with malignant or with benign lesions"
+        }
 
     result = run_record(command, seed=cfg.seed)
     result.update(
@@ -279,7 +324,10 @@ def run_probe(checkpoints: list[str], cfg: ProbeConfig | None = None, samples=No
             "benign_lesions": int((rois.malignant == 0).sum()),
             "women": int(len(np.unique(rois.woman))),
         },
-        models={name: {"parameters": int(sum(p.numel() for p in m.parameters())), "source": name} for name, m in models.items()},
+        models={
+            name: {"parameters": int(sum(p.numel() for p in m.parameters())), "source": name}
+            for name, m in models.items()
+        },
         tasks=tasks,
     )
     out_path = Path(out_path) if out_path else results_root() / "pretrain_probe.json"
@@ -289,7 +337,10 @@ def run_probe(checkpoints: list[str], cfg: ProbeConfig | None = None, samples=No
 
 def summary_lines(res: dict) -> list[str]:
     """A few human-readable lines: balanced accuracy with 95% CIs per task, model and probe."""
-    lines = [f"probe on {res['data']['lesion_crops']} lesion + {res['data']['normal_crops']} normal crops, {res['data']['women']} women"]
+    lines = [
+        f"probe on {res['data']['lesion_crops']} lesion + {res['data']['normal_crops']} normal crops, "
+        f"{res['data']['women']} women"
+    ]
     for task, t in res["tasks"].items():
         if "skipped" in t:
             lines.append(f"{task}: skipped ({t['skipped']})")
@@ -299,9 +350,15 @@ def summary_lines(res: dict) -> list[str]:
             for m, r in per.items():
                 b = r["balanced_accuracy"]
                 a = r["auc"]
-                lines.append(f"  {name:>24s} {m:6s} bal.acc {b['value']:.3f} [{b['ci95'][0]:.3f}, {b['ci95'][1]:.3f}]  AUC {a['value']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]")
+                lines.append(
+                    f"  {name:>24s} {m:6s} bal.acc {b['value']:.3f} [{b['ci95'][0]:.3f}, {b['ci95'][1]:.3f}] "
+                    f" AUC {a['value']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]"
+                )
         for name, per in t["difference_vs_random_init"].items():
             for m, d in per.items():
                 b = d["balanced_accuracy"]
-                lines.append(f"  {name} - random-init, {m}: bal.acc {b['value']:+.3f} [{b['ci95'][0]:+.3f}, {b['ci95'][1]:+.3f}]")
+                lines.append(
+                    f"  {name} - random-init, {m}: bal.acc {b['value']:+.3f} [{b['ci95'][0]:+.3f}, "
+                    f"{b['ci95'][1]:+.3f}]"
+                )
     return lines

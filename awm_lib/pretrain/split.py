@@ -32,7 +32,8 @@ def woman_class(samples) -> dict[str, str]:
 
 
 def mias_halves(samples, seed: int = 0) -> dict[str, list[str]]:
-    """``{"pretrain": [patient_id, ...], "probe": [...]}``: a seeded 50/50 split of women, stratified by class.
+    """``{"pretrain": [patient_id, ...], "probe": [...]}``: a seeded 50/50 split of women, stratified by
+    class.
 
     Within each class the women are sorted, shuffled with ``seed``, and the
     first ``ceil(n / 2)`` go to the probe half (so the probe half is never the

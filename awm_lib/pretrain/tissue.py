@@ -29,6 +29,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from awm_lib.data.breast import segment_breast
+from awm_lib.data.image import load_image
+from awm_lib.data.synthetic import SynthConfig, generate_mammogram
 from awm_lib.errors import DataError, DatasetNotFoundError, EmptyImageError
 from awm_lib.io_utils import atomic_path
 
@@ -72,12 +75,17 @@ class TissueBank:
     def load(cls, path: str | Path) -> TissueBank:
         path = Path(path)
         if not path.is_file():
-            raise DatasetNotFoundError("no tissue bank here; build one with `python -m awm_lib pretrain --build-bank PATH`", path=str(path))
+            raise DatasetNotFoundError(
+                "no tissue bank here; build one with `python -m awm_lib pretrain --build-bank PATH`",
+                path=str(path),
+            )
         try:
             with np.load(path) as z:
                 w = int(z["mask_width"])
                 masks = np.unpackbits(z["masks"], axis=-1, count=w).astype(bool)
-                return cls(z["pixels"], masks, [str(s) for s in z["image_ids"]], [str(s) for s in z["sources"]])
+                return cls(
+                    z["pixels"], masks, [str(s) for s in z["image_ids"]], [str(s) for s in z["sources"]]
+                )
         except (OSError, KeyError, ValueError) as e:
             raise DataError(f"not a tissue bank ({e}); rebuild it", path=str(path)) from e
 
@@ -104,15 +112,17 @@ def place_on_canvas(pixels: np.ndarray, mask: np.ndarray, long_side: int) -> tup
 
 
 def breast_tissue(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(H, W)`` image in ``[0, 1]`` -> its breast crop and mask (chest wall left), via ``segment_breast``."""
-    from awm_lib.data.breast import segment_breast
-
+    """``(H, W)`` image in ``[0, 1]`` -> its breast crop and mask (chest wall left), via
+    ``segment_breast``."""
     crop = segment_breast(pixels)
     return np.ascontiguousarray(crop.crop(pixels)), np.ascontiguousarray(crop.crop(crop.full_mask()))
 
 
-def bank_from_arrays(items: Iterable[tuple[str, np.ndarray]], long_side: int, source: str, progress: bool = True) -> TissueBank:
-    """Build a bank from ``(image_id, pixels (H, W) in [0, 1])`` pairs; images without a breast are skipped."""
+def bank_from_arrays(
+    items: Iterable[tuple[str, np.ndarray]], long_side: int, source: str, progress: bool = True
+) -> TissueBank:
+    """Build a bank from ``(image_id, pixels (H, W) in [0, 1])`` pairs; images without a breast are
+    skipped."""
     pix, masks, ids = [], [], []
     for image_id, pixels in tqdm(items, desc=f"tissue bank ({source})", disable=not progress):
         try:
@@ -130,8 +140,6 @@ def bank_from_arrays(items: Iterable[tuple[str, np.ndarray]], long_side: int, so
 
 def files_bank(paths: Iterable[str | Path], long_side: int, source: str, progress: bool = True) -> TissueBank:
     """A bank from image files (PNG/PGM/DICOM) read with :func:`awm_lib.data.image.load_image`."""
-    from awm_lib.data.image import load_image
-
     def items():
         for p in paths:
             yield Path(p).stem, load_image(p).pixels
@@ -139,25 +147,29 @@ def files_bank(paths: Iterable[str | Path], long_side: int, source: str, progres
     return bank_from_arrays(items(), long_side, source, progress)
 
 
-def mias_bank(root: str | Path, long_side: int, max_images: int | None = None, progress: bool = True) -> TissueBank:
+def mias_bank(
+    root: str | Path, long_side: int, max_images: int | None = None, progress: bool = True
+) -> TissueBank:
     """All (or the first ``max_images``) mini-MIAS images, sorted by name."""
     root = Path(root)
     paths = sorted(root.glob("mdb*.png")) or sorted(root.glob("mdb*.pgm"))
     if not paths:
-        raise DatasetNotFoundError("no mdb*.png / mdb*.pgm files; point mias_root at the mini-MIAS folder", path=str(root))
+        raise DatasetNotFoundError(
+            "no mdb*.png / mdb*.pgm files; point mias_root at the mini-MIAS folder", path=str(root)
+        )
     return files_bank(paths[:max_images], long_side, "mias", progress)
 
 
 def _render_synthetic(args: tuple[int, int, int]) -> tuple[str, np.ndarray]:
-    from awm_lib.data.synthetic import SynthConfig, generate_mammogram
-
     i, seed, height = args
     cfg = SynthConfig(height=height, view="MLO" if i % 2 else "CC", laterality="LR"[(i // 2) % 2])
     m = generate_mammogram(cfg, seed=seed * 1_000_003 + i)
     return f"synthetic-{seed}-{i:05d}", m.pixels.astype(np.float32) / (2**m.bits_stored - 1)
 
 
-def synthetic_bank(n: int, long_side: int, seed: int = 0, progress: bool = True, workers: int = 1) -> TissueBank:
+def synthetic_bank(
+    n: int, long_side: int, seed: int = 0, progress: bool = True, workers: int = 1
+) -> TissueBank:
     """``n`` synthetic mammograms (:func:`awm_lib.data.synthetic.generate_mammogram`), half CC, half MLO.
 
     Rendered at ``long_side`` and scaled from their stored bits to ``[0, 1]``;
@@ -170,7 +182,9 @@ def synthetic_bank(n: int, long_side: int, seed: int = 0, progress: bool = True,
 
         # "spawn": safe even when the parent has already initialised CUDA
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            return bank_from_arrays(pool.map(_render_synthetic, jobs, chunksize=4), long_side, "synthetic", progress)
+            return bank_from_arrays(
+                pool.map(_render_synthetic, jobs, chunksize=4), long_side, "synthetic", progress
+            )
     return bank_from_arrays(map(_render_synthetic, jobs), long_side, "synthetic", progress)
 
 
@@ -179,7 +193,9 @@ def concat_banks(banks: list[TissueBank]) -> TissueBank:
         raise DataError("no pretraining data: enable mini-MIAS, synthetic images or a tissue bank file")
     sides = {b.long_side for b in banks}
     if len(sides) != 1:
-        raise DataError(f"tissue banks of different sizes {sorted(sides)} cannot be mixed; rebuild with one long_side")
+        raise DataError(
+            f"tissue banks of different sizes {sorted(sides)} cannot be mixed; rebuild with one long_side"
+        )
     return TissueBank(
         np.concatenate([b.pixels for b in banks]),
         np.concatenate([b.masks for b in banks]),

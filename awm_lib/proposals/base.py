@@ -25,6 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from awm_lib.data.breast import segment_breast
 from awm_lib.errors import ConfigError, EmptyImageError, ProposalError
 from awm_lib.proposals.boxes import as_boxes
 
@@ -145,8 +146,6 @@ def check_image(image, mask=None) -> tuple[np.ndarray, np.ndarray | None]:
 
 def breast_mask(image: np.ndarray) -> np.ndarray:
     """The breast mask from the data layer's segmentation (used when none is given)."""
-    from awm_lib.data.breast import segment_breast  # data is the layer below
-
     return np.asarray(segment_breast(image).full_mask(), dtype=bool)
 
 

@@ -62,13 +62,20 @@ class GroundingDinoProposer(BaseProposer):
             raise ProposalError("no such folder: give a Grounding DINO folder made with save_pretrained "
                                 "(on the command line: --model DIR)", path=str(self.model))
         try:
-            self._processor = AutoProcessor.from_pretrained(self.model, local_files_only=self.local_files_only)
-            model = AutoModelForZeroShotObjectDetection.from_pretrained(self.model, local_files_only=self.local_files_only)
+            self._processor = AutoProcessor.from_pretrained(
+                self.model, local_files_only=self.local_files_only
+            )
+            model = AutoModelForZeroShotObjectDetection.from_pretrained(
+                self.model, local_files_only=self.local_files_only
+            )
         except (OSError, ValueError) as e:
             raise ProposalError(
-                f"cannot load Grounding DINO from {self.model!r} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                "give a local folder made with save_pretrained (on the command line: --model DIR); with network "
-                f"access, download it once (huggingface-cli download {self.model} --local-dir DIR) and give that folder"
+                f"cannot load Grounding DINO from {self.model!r} ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:200]}); "
+                "give a local folder made with save_pretrained (on the command line: --model DIR); with "
+                "network "
+                f"access, download it once (huggingface-cli download {self.model} --local-dir DIR) and give "
+                "that folder"
             ) from None
         dev = choose_device(self.device)
         self._model = model.to(dev).eval()
@@ -101,7 +108,11 @@ class GroundingDinoProposer(BaseProposer):
         outputs = self._model(**inputs)
         sizes = [im.shape for im in images]  # (H, W) each
         results = self._processor.post_process_grounded_object_detection(
-            outputs, inputs["input_ids"], threshold=self.box_threshold, text_threshold=self.text_threshold, target_sizes=sizes
+            outputs,
+            inputs["input_ids"],
+            threshold=self.box_threshold,
+            text_threshold=self.text_threshold,
+            target_sizes=sizes,
         )
         props = []
         for r, size in zip(results, sizes):
@@ -112,12 +123,22 @@ class GroundingDinoProposer(BaseProposer):
         return props
 
 
-def tiny_vocab(words=("a", "mass", "calcification", "lesion", "the", "breast", "tumor", "finding")) -> dict[str, int]:
+def tiny_vocab(
+    words=("a", "mass", "calcification", "lesion", "the", "breast", "tumor", "finding"),
+) -> dict[str, int]:
     """A BERT vocabulary of 1,100 entries with the ids Grounding DINO hard-codes:
     ``[PAD]``=0, ``[UNK]``=100, ``[CLS]``=101, ``[SEP]``=102, ``[MASK]``=103,
     ``.``=1012, ``?``=1029; ``words`` get ids 200, 201, ..."""
     tokens = [f"[unused{i}]" for i in range(1100)]
-    for i, t in {0: "[PAD]", 100: "[UNK]", 101: "[CLS]", 102: "[SEP]", 103: "[MASK]", 1012: ".", 1029: "?"}.items():
+    for i, t in {
+        0: "[PAD]",
+        100: "[UNK]",
+        101: "[CLS]",
+        102: "[SEP]",
+        103: "[MASK]",
+        1012: ".",
+        1029: "?",
+    }.items():
         tokens[i] = t
     for j, w in enumerate(words):
         tokens[200 + j] = w
@@ -149,16 +170,35 @@ def make_tiny_gdino(path: str | Path, seed: int = 0, image_size: int = 128) -> P
         image_size=image_size, patch_size=4, embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
         window_size=4, out_features=["stage2", "stage3", "stage4"],
     )
-    bert = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
+    bert = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
     cfg = GroundingDinoConfig(
-        backbone_config=swin, text_config=bert, num_queries=20, encoder_layers=1, decoder_layers=2, d_model=32,
-        encoder_ffn_dim=32, decoder_ffn_dim=32, encoder_attention_heads=2, decoder_attention_heads=2,
-        max_text_len=32, encoder_n_points=1, decoder_n_points=1,
+        backbone_config=swin,
+        text_config=bert,
+        num_queries=20,
+        encoder_layers=1,
+        decoder_layers=2,
+        d_model=32,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        max_text_len=32,
+        encoder_n_points=1,
+        decoder_n_points=1,
     )
     torch.manual_seed(seed)
     model = GroundingDinoForObjectDetection(cfg).eval()
     size = {"shortest_edge": image_size, "longest_edge": int(image_size * 1.5)}
-    processor = GroundingDinoProcessor(image_processor=GroundingDinoImageProcessorPil(size=size), tokenizer=BertTokenizer(vocab=vocab))
+    processor = GroundingDinoProcessor(
+        image_processor=GroundingDinoImageProcessorPil(size=size), tokenizer=BertTokenizer(vocab=vocab)
+    )
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path

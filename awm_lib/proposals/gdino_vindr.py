@@ -45,7 +45,9 @@ def load_gdino_vindr(root: str | Path | None = None) -> tuple[pd.DataFrame, pd.D
     props, test = root / "proposals_top50.csv.gz", root / "test.csv"
     for f in (props, test):
         if not f.is_file():
-            raise DatasetNotFoundError(f"missing {f.name}; expected the awm-gdino-vindr folder (see its README)", root)
+            raise DatasetNotFoundError(
+                f"missing {f.name}; expected the awm-gdino-vindr folder (see its README)", root
+            )
     boxes = pd.read_csv(props)
     images = pd.read_csv(test)
     ids = images["im_path"].str.replace(".dicom", "", regex=False).str.split("/", expand=True)
@@ -59,7 +61,10 @@ def load_gdino_vindr(root: str | Path | None = None) -> tuple[pd.DataFrame, pd.D
 def per_image(boxes: pd.DataFrame):
     """Yield ``(image_id, Proposals)`` with rank order preserved (rank 0 first)."""
     for image_id, g in boxes.groupby("image_id", sort=False):
-        yield image_id, Proposals(g[["x1", "y1", "x2", "y2"]].to_numpy(np.float32), g["score"].to_numpy(np.float32))
+        yield (
+            image_id,
+            Proposals(g[["x1", "y1", "x2", "y2"]].to_numpy(np.float32), g["score"].to_numpy(np.float32)),
+        )
 
 
 def bootstrap_auc(y, score, groups=None, n_boot: int = 1000, seed: int = 0) -> dict:
@@ -107,17 +112,22 @@ def analyse(root: str | Path | None = None, topk: int = 5, iou_threshold: float 
         sel = select_rois(p.take(torch.arange(1, len(p))), (H, W), anchor, cfg)
         kept = sel.rois[1 : 1 + sel.n_kept]
         bw, bh = float(anchor[2] - anchor[0]), float(anchor[3] - anchor[1])
-        rows.append({
-            "image_id": image_id,
-            "anchor_score": float(p.scores[0]),
-            "max_other_score": float(p.scores[1:].max()) if len(p) > 1 else 0.0,
-            "mean_top_score": float(sel.scores[1 : 1 + sel.n_kept].mean()) if sel.n_kept else 0.0,
-            "n_kept": sel.n_kept,
-            "kept_rel_size": float(torch.sqrt(box_area(sel.raw) / max(a0, 1e-6)).median()) if sel.n_kept else float("nan"),
-            "coverage": coverage(kept, anchor),
-            "breast_w": bw, "breast_h": bh,
-            "full_tokens": (bh / PATCH) * (bw / PATCH),
-        })
+        rows.append(
+            {
+                "image_id": image_id,
+                "anchor_score": float(p.scores[0]),
+                "max_other_score": float(p.scores[1:].max()) if len(p) > 1 else 0.0,
+                "mean_top_score": float(sel.scores[1 : 1 + sel.n_kept].mean()) if sel.n_kept else 0.0,
+                "n_kept": sel.n_kept,
+                "kept_rel_size": float(torch.sqrt(box_area(sel.raw) / max(a0, 1e-6)).median())
+                if sel.n_kept
+                else float("nan"),
+                "coverage": coverage(kept, anchor),
+                "breast_w": bw,
+                "breast_h": bh,
+                "full_tokens": (bh / PATCH) * (bw / PATCH),
+            }
+        )
     df = pd.DataFrame(rows).merge(images[["image_id", "study_id", "cancer"]], on="image_id", how="inner")
     rel_all = np.concatenate(rel_all)
     out = {

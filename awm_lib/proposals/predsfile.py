@@ -41,7 +41,11 @@ def parse_preds(text: str, path: str | Path = "<text>") -> Proposals:
             continue
         parts = line.split()
         if len(parts) != 5:
-            raise ProposalFileError(f"line {lineno}: expected 5 numbers 'cx cy w h score', got {len(parts)} fields: {line.strip()[:60]!r}", path)
+            raise ProposalFileError(
+                f"line {lineno}: expected 5 numbers 'cx cy w h score', got {len(parts)} fields: "
+                f"{line.strip()[:60]!r}",
+                path,
+            )
         try:
             vals = [float(p) for p in parts]
         except ValueError:

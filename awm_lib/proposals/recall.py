@@ -72,7 +72,11 @@ def first_hit_rank(res: ImageResult, min_iou: float = MIN_IOU) -> torch.Tensor:
     hits = hit_matrix(res.boxes, res.lesions, min_iou)  # (N, M)
     ranks = torch.arange(1, hits.shape[0] + 1, dtype=torch.float32)[:, None].expand_as(hits)
     big = torch.full_like(ranks, float("inf"))
-    return torch.where(hits, ranks, big).min(0).values if hits.shape[0] else torch.full((hits.shape[1],), float("inf"))
+    return (
+        torch.where(hits, ranks, big).min(0).values
+        if hits.shape[0]
+        else torch.full((hits.shape[1],), float("inf"))
+    )
 
 
 def recall_at_k(results: Sequence[ImageResult], ks=(1, 5, 10), min_iou: float = MIN_IOU) -> dict:
@@ -135,7 +139,11 @@ def froc(results: Sequence[ImageResult], thresholds=None, min_iou: float = MIN_I
         box_scores.append(r.scores)
         box_is_tp.append(hits.any(1))
         s = r.scores[:, None].expand_as(hits)
-        best = torch.where(hits, s, torch.full_like(s, -float("inf"))).max(0).values if hits.shape[0] else torch.full((hits.shape[1],), -float("inf"))
+        best = (
+            torch.where(hits, s, torch.full_like(s, -float("inf"))).max(0).values
+            if hits.shape[0]
+            else torch.full((hits.shape[1],), -float("inf"))
+        )
         les_best.append(best)  # (M,) best score of a box finding each lesion
     scores = torch.cat(box_scores) if box_scores else torch.zeros(0)
     is_tp = torch.cat(box_is_tp) if box_is_tp else torch.zeros(0, dtype=torch.bool)

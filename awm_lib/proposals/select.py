@@ -84,7 +84,10 @@ class SelectConfig:
     pixel_mm: float | None = None  # the image's pixel size in millimetres
     square_anchor: bool = False  # square the anchor too, side max(w, h) + margin (the reference's rule)
     anchor_in_nms: bool = True  # the anchor suppresses proposals that repeat it (ours); False: the reference
-    filler_frac: tuple[float, float] = (0.05, 0.4)  # pad="random": side range, fraction of the anchor's shorter side
+    filler_frac: tuple[float, float] = (
+        0.05,
+        0.4,
+    )  # pad="random": side range, fraction of the anchor's shorter side
 
     def __post_init__(self):
         if self.topk < 0:
@@ -154,7 +157,11 @@ def select_rois(
     H, W = int(image_size[0]), int(image_size[1])
     if H <= 0 or W <= 0:
         raise ProposalError(f"image size must be positive, got {(H, W)}")
-    anchor_box = torch.tensor([[0.0, 0.0, W, H]]) if anchor is None else clip_boxes(torch.as_tensor(anchor, dtype=torch.float32).reshape(1, 4), W, H)
+    anchor_box = (
+        torch.tensor([[0.0, 0.0, W, H]])
+        if anchor is None
+        else clip_boxes(torch.as_tensor(anchor, dtype=torch.float32).reshape(1, 4), W, H)
+    )
     if (anchor_box[0, 2] - anchor_box[0, 0]) < 1 or (anchor_box[0, 3] - anchor_box[0, 1]) < 1:
         raise ProposalError(f"anchor box {anchor} lies outside the {W}x{H} image")
 
@@ -194,7 +201,9 @@ def select_rois(
     return Selection(rois.float(), out_scores.float(), valid, n_pad, n_dropped, raw)
 
 
-def _padding(n: int, anchor: torch.Tensor, kept: torch.Tensor, cfg: SelectConfig, W: int, H: int) -> torch.Tensor:
+def _padding(
+    n: int, anchor: torch.Tensor, kept: torch.Tensor, cfg: SelectConfig, W: int, H: int
+) -> torch.Tensor:
     """``n`` filler boxes: seeded random squares inside the anchor, repeated kept boxes, or anchor copies.
 
     Random fillers never look at ``kept``: their sides are drawn log-uniformly

@@ -44,7 +44,9 @@ class OracleProposer(BaseProposer):
 
     def propose(self, image, mask=None, gt_boxes=None) -> Proposals:
         if gt_boxes is None:
-            raise ProposalError("the oracle proposer needs the ground-truth boxes: propose(image, gt_boxes=...)")
+            raise ProposalError(
+                "the oracle proposer needs the ground-truth boxes: propose(image, gt_boxes=...)"
+            )
         img, _ = check_image(image, mask)
         H, W = img.shape
         b = as_boxes(gt_boxes)
@@ -90,7 +92,9 @@ class RandomProposer(BaseProposer):
         lo, hi = np.log(self.min_frac * short), np.log(self.max_frac * short)
         side = torch.exp(lo + (hi - lo) * torch.rand(self.n_boxes, generator=g))
         b = torch.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], -1)
-        return Proposals(clip_boxes(b, W, H), torch.rand(self.n_boxes, generator=g), ["random"] * self.n_boxes)
+        return Proposals(
+            clip_boxes(b, W, H), torch.rand(self.n_boxes, generator=g), ["random"] * self.n_boxes
+        )
 
 
 @dataclass

@@ -36,7 +36,8 @@ def load_or_train(
 ) -> TrainResult:
     """The :class:`TrainResult` of ``cfg`` in ``out_dir``: loaded if done, else (re)trained.
 
-    Explained in the book: chapter 4, *Where does the model look?* (``notebooks/04_attention_visualisation.ipynb``).
+    Explained in the book: chapter 4, *Where does the model look?*
+    (``notebooks/04_attention_visualisation.ipynb``).
     """
     out_dir = Path(out_dir)
     if retrain and out_dir.exists():

@@ -106,7 +106,9 @@ def save_checkpoint(
         save_model(unwrap(model), str(tmp / WEIGHTS), metadata={"format": "pt"})
         (tmp / STATE).write_text(json.dumps({**state, "step": step}, indent=2, default=_json_default) + "\n")
         pretrained_config = getattr(unwrap(model), "pretrained_config", None)
-        if pretrained_config is not None:  # the step folder is also a save_pretrained folder (from_pretrained loads it)
+        if (
+            pretrained_config is not None
+        ):  # the step folder is also a save_pretrained folder (from_pretrained loads it)
             (tmp / CONFIG).write_text(json.dumps(pretrained_config(), indent=2) + "\n")
         if trainer_state is not None:
             torch.save(trainer_state, tmp / TRAINER)
@@ -160,7 +162,9 @@ def read_pointer(out_dir: str | os.PathLike) -> dict:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise CheckpointError(f"corrupt checkpoint pointer ({e}); delete it to start afresh", path=path) from e
+        raise CheckpointError(
+            f"corrupt checkpoint pointer ({e}); delete it to start afresh", path=path
+        ) from e
 
 
 # --- finding --------------------------------------------------------------------------
@@ -170,14 +174,18 @@ def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
     path = Path(path)
     if (path / WEIGHTS).exists() or (path / STATE).exists():
         if not (path / COMPLETE).exists():
-            raise CheckpointError("checkpoint is incomplete (no COMPLETE marker): it was being written when the run stopped", path=path)
+            raise CheckpointError(
+                "checkpoint is incomplete (no COMPLETE marker): it was being written when the run stopped",
+                path=path,
+            )
         return path
     if not path.exists():
         raise CheckpointError("no such checkpoint folder", path=path)
     pointer = read_pointer(path)
     if not pointer:
         raise CheckpointError(
-            f"not a checkpoint: expected {WEIGHTS} here or {CKPT_DIR}/{POINTER} (a run folder written by `python -m awm_lib train`)",
+            f"not a checkpoint: expected {WEIGHTS} here or {CKPT_DIR}/{POINTER} (a run folder written by "
+            "`python -m awm_lib train`)",
             path=path,
         )
     name = pointer.get(which) or pointer.get("last")
@@ -234,7 +242,9 @@ def config_differences(saved: dict, current: dict, ignore: tuple[str, ...] = ())
     return diffs
 
 
-def check_config_compatible(saved: dict, current: dict, ignore: tuple[str, ...] = (), what: str = "configuration") -> None:
+def check_config_compatible(
+    saved: dict, current: dict, ignore: tuple[str, ...] = (), what: str = "configuration"
+) -> None:
     """Raise :class:`CheckpointError` if the two (nested) config dicts differ outside ``ignore``."""
     diffs = config_differences(saved, current, ignore)
     if diffs:
@@ -255,12 +265,15 @@ def load_weights(model: torch.nn.Module, step_dir: str | os.PathLike) -> None:
         missing, unexpected = load_model(unwrap(model), str(path), strict=False)
     except RuntimeError as e:  # shape mismatch
         first = " ".join(str(e).split())[:400]
-        raise CheckpointError(f"weights do not fit this model (different architecture?): {first}", path=path) from e
+        raise CheckpointError(
+            f"weights do not fit this model (different architecture?): {first}", path=path
+        ) from e
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error types on corrupt files
         raise CheckpointError(f"cannot read weights ({type(e).__name__}: {e})", path=path) from e
     if missing or unexpected:
         raise CheckpointError(
-            f"weights do not fit this model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]} "
+            f"weights do not fit this model: missing {sorted(missing)[:5]}, unexpected "
+            f"{sorted(unexpected)[:5]} "
             "(was the checkpoint made with a different model configuration?)",
             path=path,
         )
@@ -299,7 +312,9 @@ def load_checkpoint(
     if with_trainer_state:
         tpath = step_dir / TRAINER
         if not tpath.exists():
-            raise CheckpointError(f"no {TRAINER}: this checkpoint holds weights only and cannot be resumed", path=step_dir)
+            raise CheckpointError(
+                f"no {TRAINER}: this checkpoint holds weights only and cannot be resumed", path=step_dir
+            )
         ck.trainer_state = torch.load(tpath, map_location="cpu", weights_only=True)
     return ck
 

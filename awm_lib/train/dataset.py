@@ -46,13 +46,18 @@ from tqdm.auto import tqdm
 
 from awm_lib import paths
 from awm_lib.data.cache import PreprocessCache, Preprocessed
+from awm_lib.data.mias import load_mias
 from awm_lib.data.splits import validation_patients
+from awm_lib.data.synth_dataset import ensure_synthetic_dataset
+from awm_lib.data.synthetic import FIELD_MM
 from awm_lib.data.types import Sample, located
+from awm_lib.data.vindr import load_vindr
 from awm_lib.errors import ConfigError, DatasetNotFoundError
 from awm_lib.io_utils import write_json_atomic
 from awm_lib.losses import label_rois
 from awm_lib.proposals.base import Proposals, make_proposer
-from awm_lib.proposals.select import SelectConfig, select_rois
+from awm_lib.proposals.select import PIXEL_MM, SelectConfig, select_rois
+from awm_lib.train.config import DEFAULT_MARGIN
 
 ROIS_VERSION = 1  # bump when the way RoIs are computed changes
 
@@ -62,34 +67,39 @@ class NoProposalsWarning(UserWarning):
 
 
 # --- splits --------------------------------------------------------------------------
-def load_samples(dataset: str, root: str | Path | None, *, synthetic_n: int = 400, synthetic_seed: int = 0,
-                 synthetic_size: int = 1024, val_fraction: float = 0.2, progress: bool = True) -> list[Sample]:
+def load_samples(
+    dataset: str,
+    root: str | Path | None,
+    *,
+    synthetic_n: int = 400,
+    synthetic_seed: int = 0,
+    synthetic_size: int = 1024,
+    val_fraction: float = 0.2,
+    progress: bool = True,
+) -> list[Sample]:
     """All samples of a dataset (``synthetic`` is generated on first use).
 
     VinDr-shaped sets get their validation studies (``split == "val"``) here,
     ``val_fraction`` of the official training studies.
     """
     if dataset == "mias":
-        from awm_lib.data.mias import load_mias
-
         return load_mias(root)
     if dataset == "vindr":
-        from awm_lib.data.vindr import load_vindr
-
         if root is None:
-            raise DatasetNotFoundError("VinDr-Mammo needs --root (the folder with breast-level_annotations.csv)")
+            raise DatasetNotFoundError(
+                "VinDr-Mammo needs --root (the folder with breast-level_annotations.csv)"
+            )
         return load_vindr(root, val_fraction=val_fraction)
     if dataset == "synthetic":
-        from awm_lib.data.synth_dataset import ensure_synthetic_dataset
-        from awm_lib.data.vindr import load_vindr
-
         if root is None:
             root = ensure_synthetic_dataset(synthetic_n, synthetic_seed, synthetic_size, progress=progress)
         return load_vindr(root, val_fraction=val_fraction)
     raise ConfigError(f"unknown dataset {dataset!r}; choose synthetic, mias or vindr")
 
 
-def carve_validation(samples: list[Sample], fraction: float, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+def carve_validation(
+    samples: list[Sample], fraction: float, seed: int = 0
+) -> tuple[list[Sample], list[Sample]]:
     """Split ``samples`` into (train, val) by patient, stratified by the patient's label.
 
     Patients are shuffled (seeded) within each label and the first ``fraction`` of
@@ -101,7 +111,9 @@ def carve_validation(samples: list[Sample], fraction: float, seed: int = 0) -> t
     return train, val
 
 
-def split_samples(samples: list[Sample], dataset: str, *, fold: int = 0, val_fraction: float = 0.2, seed: int = 0) -> dict[str, list[Sample]]:
+def split_samples(
+    samples: list[Sample], dataset: str, *, fold: int = 0, val_fraction: float = 0.2, seed: int = 0
+) -> dict[str, list[Sample]]:
     """``{"train", "val", "test"}`` lists. The split depends on ``seed`` and ``fold`` only."""
     if dataset == "mias":
         if any(s.fold is None for s in samples):
@@ -126,7 +138,9 @@ def limit_samples(samples: list[Sample], n: int | None, seed: int = 0) -> list[S
     pos = [s for s in samples if s.label == 1]
     neg = [s for s in samples if s.label != 1]
     n_pos = min(len(pos), max(1 if pos else 0, round(n * len(pos) / len(samples))))
-    picked = [pos[i] for i in rng.permutation(len(pos))[:n_pos]] + [neg[i] for i in rng.permutation(len(neg))[: n - n_pos]]
+    picked = [pos[i] for i in rng.permutation(len(pos))[:n_pos]] + [
+        neg[i] for i in rng.permutation(len(neg))[: n - n_pos]
+    ]
     keep = {s.image_id for s in picked}
     return [s for s in samples if s.image_id in keep]  # original order
 
@@ -142,11 +156,13 @@ class RoISettings:
     margin: float = 40.0  # pixels of the ORIGINAL image
     min_overlap: float = 0.5  # roi_labels
     seed: int = 0
-    pad: str = "mask"  # fewer than topk proposals: "mask" = pad and mask out, "random" = seeded random boxes used as RoIs,
-    #                    "repeat" = repeated kept proposals used as RoIs (the reference)
+    # fewer than topk proposals: "mask" = pad and mask out, "random" = seeded random boxes used as RoIs,
+    # "repeat" = repeated kept proposals used as RoIs (the reference)
+    pad: str = "mask"
     square_anchor: bool = False  # the reference squares the anchor too (side max(w, h) + margin)
     anchor_in_nms: bool = True  # False: NMS among the proposals only (the reference)
-    border: str = "shift"  # boxes crossing the border: "shift" inside (ours) | "pad" with black (the reference) | "clip"
+    # boxes crossing the border: "shift" inside (ours) | "pad" with black (the reference) | "clip"
+    border: str = "shift"
 
     def key(self) -> dict:
         """The settings as they enter the cache key. Settings added later enter only when
@@ -185,7 +201,9 @@ def rois_for_image(prep: Preprocessed, sample: Sample, proposer, s: RoISettings)
         raise ConfigError(f"proposer {s.proposer!r} returned {type(props).__name__}, not Proposals")
     scale = 0.5 * (prep.scale[0] + prep.scale[1])  # cache pixels per original pixel
     pad = {"mask": "anchor", "random": "random", "repeat": "repeat"}[s.pad]
-    seed = (s.seed * 1_000_003 + zlib.crc32(sample.image_id.encode())) % (2**63)  # fillers differ between images
+    seed = (s.seed * 1_000_003 + zlib.crc32(sample.image_id.encode())) % (
+        2**63
+    )  # fillers differ between images
     sel = select_rois(props, (h, w), None, SelectConfig(
         topk=s.topk, iou_threshold=s.nms_iou, margin=s.margin * scale, pad=pad, seed=seed, border=s.border,
         square_anchor=s.square_anchor, anchor_in_nms=s.anchor_in_nms))
@@ -197,7 +215,12 @@ def rois_for_image(prep: Preprocessed, sample: Sample, proposer, s: RoISettings)
     if sample.label == 1 and not les_malignant.any():
         labels[:] = -1  # a cancer somewhere we do not know: no RoI can be called benign
     labels[~valid] = -1
-    return {"rois": rois.tolist(), "valid": valid.tolist(), "roi_labels": labels.tolist(), "n_proposals": sel.n_kept}
+    return {
+        "rois": rois.tolist(),
+        "valid": valid.tolist(),
+        "roi_labels": labels.tolist(),
+        "n_proposals": sel.n_kept,
+    }
 
 
 @contextlib.contextmanager
@@ -225,7 +248,9 @@ class RoICache:
         self.proposer = make_proposer(settings.proposer, **(proposer_kwargs or {}))
         ident = json.dumps({"v": ROIS_VERSION, "rois": settings.key(), "cache": cache.settings(),
                             "proposer": self.proposer.settings()}, sort_keys=True, default=str)
-        self.path = self.root / f"rois-{settings.proposer}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}.json"
+        self.path = (
+            self.root / f"rois-{settings.proposer}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}.json"
+        )
 
     def get_all(self, samples: list[Sample], progress: bool = True) -> list[dict]:
         table = json.loads(self.path.read_text()) if self.path.is_file() else {}
@@ -245,7 +270,15 @@ class RoICache:
 class MammoRoIDataset(Dataset):
     """Items as described in the module docstring; see :func:`collate` for batches."""
 
-    def __init__(self, samples: list[Sample], cache: PreprocessCache, rois: list[dict], *, augment: bool = False, seed: int = 0):
+    def __init__(
+        self,
+        samples: list[Sample],
+        cache: PreprocessCache,
+        rois: list[dict],
+        *,
+        augment: bool = False,
+        seed: int = 0,
+    ):
         if len(samples) != len(rois):
             raise ValueError("one RoI record per sample is needed")
         self.samples, self.cache, self.records = samples, cache, rois
@@ -281,7 +314,9 @@ class MammoRoIDataset(Dataset):
         }
 
     @staticmethod
-    def _augment(pixels: np.ndarray, rois: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def _augment(
+        pixels: np.ndarray, rois: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
         """A random gamma (contrast) and a small jitter of the proposal boxes (not the anchor)."""
         gamma = float(np.exp(rng.uniform(-0.2, 0.2)))
         pixels = np.power(np.clip(pixels, 0.0, 1.0), gamma, dtype=np.float32)
@@ -337,8 +372,6 @@ def roi_margin_px(d) -> float:
     (:func:`dataset_pixel_mm`); else ``roi_margin`` pixels; else the dataset's default
     (``awm_lib.train.config.DEFAULT_MARGIN``: pixels on VinDr-shaped data, millimetres on mini-MIAS).
     """
-    from awm_lib.train.config import DEFAULT_MARGIN
-
     if d.roi_margin_mm is not None:
         return d.roi_margin_mm / dataset_pixel_mm(d)
     if d.roi_margin is not None:
@@ -349,16 +382,18 @@ def roi_margin_px(d) -> float:
 
 def dataset_pixel_mm(d) -> float:
     """Millimetres per ORIGINAL pixel of a ``DataConfig``'s dataset (typical values)."""
-    from awm_lib.proposals.select import PIXEL_MM
-
     if d.dataset == "synthetic":
-        from awm_lib.data.synthetic import FIELD_MM
-
         return FIELD_MM / d.synthetic_size
     return PIXEL_MM[d.dataset]
 
 
-def build_datasets(cfg, *, progress: bool = True, splits: tuple[str, ...] = ("train", "val", "test"), workers: int | None = None) -> dict[str, MammoRoIDataset]:
+def build_datasets(
+    cfg,
+    *,
+    progress: bool = True,
+    splits: tuple[str, ...] = ("train", "val", "test"),
+    workers: int | None = None,
+) -> dict[str, MammoRoIDataset]:
     """The datasets a :class:`~awm_lib.train.config.TrainConfig` asks for.
 
     Preprocesses every image (once, cached), computes every image's RoIs (once,
@@ -371,7 +406,10 @@ def build_datasets(cfg, *, progress: bool = True, splits: tuple[str, ...] = ("tr
     parts = {k: limit_samples(v, d.max_images, seed=0) for k, v in parts.items() if k in splits}
     empty = [k for k, v in parts.items() if not v]
     if empty:
-        raise DatasetNotFoundError(f"the {', '.join(empty)} split(s) of {d.dataset} are empty; check the data folder or data.max_images")
+        raise DatasetNotFoundError(
+            f"the {', '.join(empty)} split(s) of {d.dataset} are empty; check the data folder or "
+            "data.max_images"
+        )
     cache = PreprocessCache(long_side=d.long_side)
     everything = [s for v in parts.values() for s in v]
     if workers is None:  # preprocessing is CPU-bound and runs once: use the cores (up to 4)

@@ -27,7 +27,7 @@ from awm_lib.errors import DataError
 from awm_lib.io_utils import atomic_path
 from awm_lib.train.batch import default_forward, logits_of, to_device
 from awm_lib.train.distributed import DistInfo, single_process
-from awm_lib.train.metrics import bootstrap_metrics, choose_threshold
+from awm_lib.train.metrics import METRIC_KEYS, bootstrap_metrics, choose_threshold
 
 
 @torch.no_grad()
@@ -56,7 +56,11 @@ def predict_probabilities(
     batches = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
     loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_fn, num_workers=num_workers,
                         pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(0))
-    autocast = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if (amp and device.type == "cuda") else nullcontext()
+    autocast = (
+        torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        if (amp and device.type == "cuda")
+        else nullcontext()
+    )
     was_training = model.training
     model.eval()
     rows: list[tuple[int, str, int, float]] = []
@@ -72,10 +76,16 @@ def predict_probabilities(
         model.train(was_training)
     gathered = sorted(r for part in dist.all_gather_object(rows) for r in part)
     ids = [r[1] for r in gathered]
-    return ids, np.array([r[2] for r in gathered], dtype=np.int64), np.array([r[3] for r in gathered], dtype=np.float64)
+    return (
+        ids,
+        np.array([r[2] for r in gathered], dtype=np.int64),
+        np.array([r[3] for r in gathered], dtype=np.float64),
+    )
 
 
-def save_predictions(path: str | os.PathLike, image_ids, labels, probs, extra: dict[str, list] | None = None) -> Path:
+def save_predictions(
+    path: str | os.PathLike, image_ids, labels, probs, extra: dict[str, list] | None = None
+) -> Path:
     """Write ``image_id,label,prob[,extra...]`` (one row per image), atomically."""
     path = Path(path)
     extra = extra or {}
@@ -96,7 +106,9 @@ def read_predictions(path: str | os.PathLike) -> tuple[list[str], np.ndarray, np
         ids = [r["image_id"] for r in rows]
         return ids, np.array([int(r["label"]) for r in rows]), np.array([float(r["prob"]) for r in rows])
     except (OSError, KeyError, ValueError) as e:
-        raise DataError(f"cannot read predictions ({e}); expected columns image_id,label,prob", path=path) from e
+        raise DataError(
+            f"cannot read predictions ({e}); expected columns image_id,label,prob", path=path
+        ) from e
 
 
 def metrics_from_predictions(
@@ -130,10 +142,10 @@ def metrics_from_predictions(
 
 def format_results(res: dict) -> str:
     """A few readable lines of a results dict: each metric with its 95% CI."""
-    from awm_lib.train.metrics import METRIC_KEYS
-
-    head = (f"{res.get('dataset', '?')}: test n={res.get('n_test')} ({res.get('n_test_pos')} cancers), "
-            f"threshold {res.get('threshold') or float('nan'):.3f} (chosen on validation, n={res.get('n_val')})")
+    head = (
+        f"{res.get('dataset', '?')}: test n={res.get('n_test')} ({res.get('n_test_pos')} cancers), "
+        f"threshold {res.get('threshold') or float('nan'):.3f} (chosen on validation, n={res.get('n_val')})"
+    )
     lines = [head]
 
     def num(x) -> str:

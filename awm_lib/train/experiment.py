@@ -49,6 +49,7 @@ from awm_lib.train.dataset import MammoRoIDataset, build_datasets, collate
 from awm_lib.train.distributed import DistInfo, single_process
 from awm_lib.train.evaluate import metrics_from_predictions, predict_probabilities, save_predictions
 from awm_lib.train.loop import FitResult, fit, seed_everything
+from awm_lib.train.metrics import METRIC_KEYS
 from awm_lib.train.run_folder import check_run_folder, cleanup_on_failure, remove_run_files
 from awm_lib.train.tokens import (
     collate_tokens,
@@ -69,8 +70,6 @@ class TrainResult:
 
     @property
     def metrics(self) -> dict:
-        from awm_lib.train.metrics import METRIC_KEYS
-
         return {k: self.results[k] for k in METRIC_KEYS}
 
 
@@ -120,10 +119,14 @@ def forward_batch(model, batch: dict):
         return forward_token_batch(ckpt.unwrap(model), batch)
     if isinstance(ckpt.unwrap(model), FullImageClassifier):
         return model(batch["images"], batch["rois"][:, 0])  # (B,) logits
-    return model(batch["images"], batch["rois"], image_sizes=batch.get("image_sizes"), roi_mask=batch.get("roi_mask"))
+    return model(
+        batch["images"], batch["rois"], image_sizes=batch.get("image_sizes"), roi_mask=batch.get("roi_mask")
+    )
 
 
-def _datasets(cfg: TrainConfig, dist: DistInfo, progress: bool, splits=("train", "val", "test")) -> dict[str, MammoRoIDataset]:
+def _datasets(
+    cfg: TrainConfig, dist: DistInfo, progress: bool, splits=("train", "val", "test")
+) -> dict[str, MammoRoIDataset]:
     # the main process fills the caches first; the others then only read them
     if not dist.is_main:
         dist.barrier()
@@ -184,7 +187,9 @@ def _train(cfg: TrainConfig, out_dir: Path, *, resume: bool, progress: bool, dis
     record = run_record(command, seed=cfg.seed, device=device)
     config_dict = to_dict(cfg)
     if cfg.features.cached and dist.world_size > 1:
-        raise ConfigError("features.cached=true trains in one process (seconds on a CPU); run it without torchrun")
+        raise ConfigError(
+            "features.cached=true trains in one process (seconds on a CPU); run it without torchrun"
+        )
     if resume and ckpt.has_checkpoint(out_dir):  # refuse a mismatched resume before touching anything
         ckpt.load_checkpoint(out_dir, which="last", expected_config=config_dict, ignore=RESUME_IGNORE)
     if dist.is_main:
@@ -201,7 +206,9 @@ def _train(cfg: TrainConfig, out_dir: Path, *, resume: bool, progress: bool, dis
             run_config=config_dict, resume=resume, resume_ignore=RESUME_IGNORE,
             num_workers=cfg.data.num_workers, dist=dist,
         )
-        results = evaluate_checkpoint(out_dir, cfg, datasets=ds, model=ckpt.unwrap(model), dist=dist, progress=progress, record=record)
+        results = evaluate_checkpoint(
+            out_dir, cfg, datasets=ds, model=ckpt.unwrap(model), dist=dist, progress=progress, record=record
+        )
     if dist.is_main:
         results["train"] = {"steps": result.state.step, "best_val_auc": result.state.best_metric,
                             "best_step": result.state.best_step, "stopped_early": result.state.stopped_early}
@@ -241,9 +248,11 @@ def evaluate_checkpoint(
     cfg = cfg or saved
     now = to_dict(cfg)
     input_of = lambda c: {k: (c.get("features") or {}).get(k) for k in ("cached", "random_seed")}  # noqa: E731
-    ckpt.check_config_compatible({**{k: ck.config.get(k) for k in ("arch", "model", "baseline")}, "features": input_of(ck.config)},
-                                 {**{k: now[k] for k in ("arch", "model", "baseline")}, "features": input_of(now)},
-                                 what="model configuration")
+    ckpt.check_config_compatible(
+        {**{k: ck.config.get(k) for k in ("arch", "model", "baseline")}, "features": input_of(ck.config)},
+        {**{k: now[k] for k in ("arch", "model", "baseline")}, "features": input_of(now)},
+        what="model configuration",
+    )
     device = choose_device(cfg.optim.device) if dist.world_size == 1 else dist.device
     if model is None:
         model = build_model(cfg, quiet_random=True)
@@ -254,8 +263,16 @@ def evaluate_checkpoint(
     preds = {}
     for split in ("val", "test"):
         ids, labels, probs = predict_probabilities(
-            model, datasets[split], batch_size=cfg.eval.batch_size, device=device, forward_fn=forward_batch,
-            collate_fn=collate_for(cfg), amp=cfg.optim.amp, dist=dist, num_workers=cfg.data.num_workers, progress=progress and dist.is_main,
+            model,
+            datasets[split],
+            batch_size=cfg.eval.batch_size,
+            device=device,
+            forward_fn=forward_batch,
+            collate_fn=collate_for(cfg),
+            amp=cfg.optim.amp,
+            dist=dist,
+            num_workers=cfg.data.num_workers,
+            progress=progress and dist.is_main,
         )
         preds[split] = (ids, labels, probs)
     if save_dir is None and (Path(checkpoint) / ckpt.CKPT_DIR).is_dir():
@@ -301,10 +318,12 @@ def read_results(out_dir: str | os.PathLike) -> dict | None:
 
 def mean_over_runs(results: list[dict]) -> dict:
     """Mean and sd over folds or seeds of each metric's point estimate (for tables)."""
-    from awm_lib.train.metrics import METRIC_KEYS
-
     out = {}
     for k in METRIC_KEYS:
         vals = np.array([r[k]["mean"] for r in results], dtype=float)
-        out[k] = {"mean": float(np.nanmean(vals)), "sd": float(np.nanstd(vals, ddof=1)) if len(vals) > 1 else 0.0, "n": len(vals)}
+        out[k] = {
+            "mean": float(np.nanmean(vals)),
+            "sd": float(np.nanstd(vals, ddof=1)) if len(vals) > 1 else 0.0,
+            "n": len(vals),
+        }
     return out

@@ -31,7 +31,8 @@ from awm_lib.data.cache import preprocess
 from awm_lib.data.image import check_mammogram_size, load_image
 from awm_lib.data.types import Sample
 from awm_lib.errors import ConfigError
-from awm_lib.features import token_input
+from awm_lib.features import resolve, token_input
+from awm_lib.io_utils import atomic_path
 from awm_lib.model.baseline import FullImageClassifier
 from awm_lib.model.pretrained import locate
 from awm_lib.model.roi_transformer import RoIClassifier
@@ -56,7 +57,8 @@ class ImagePrediction:
     checkpoint: str
     proposer: str
     messages: list[str] = field(default_factory=list)
-    # what the model is (awm_lib.train.provenance): "random init" / "the project's SSL checkpoint" / "hub weights" / ...
+    # what the model is (awm_lib.train.provenance): "random init" / "the project's SSL checkpoint" / "hub
+    # weights" / ...
     backbone_source: str = "not recorded"
     backbone_weights: str = ""
     training_data: str = ""
@@ -97,12 +99,21 @@ def load_run(checkpoint: str | os.PathLike, *, which: str = "best",
     model_cls = FullImageClassifier if cfg.arch == "full_image" else RoIClassifier
     model_cfg = from_dict(model_cls.CONFIG_CLASS, model_cls.config_from_training_run(to_dict(cfg)))
     backbone = token_input(cfg.model.backbone, cfg.features.random_seed) if cfg.features.cached else None
-    return model_cls.from_pretrained(step_dir, config=model_cfg, backbone=backbone, device=device), cfg, step_dir
+    return (
+        model_cls.from_pretrained(step_dir, config=model_cfg, backbone=backbone, device=device),
+        cfg,
+        step_dir,
+    )
 
 
 @torch.no_grad()
-def predict_image(image_path: str | os.PathLike, checkpoint: str | os.PathLike, *, proposer: str | None = None,
-                  device: str | torch.device = "cpu") -> ImagePrediction:
+def predict_image(
+    image_path: str | os.PathLike,
+    checkpoint: str | os.PathLike,
+    *,
+    proposer: str | None = None,
+    device: str | torch.device = "cpu",
+) -> ImagePrediction:
     """Classify one mammogram with a trained run (see the module docstring).
 
     An image too small to be a mammogram is refused (:class:`~awm_lib.errors.ImageTooSmallError`).
@@ -110,7 +121,6 @@ def predict_image(image_path: str | os.PathLike, checkpoint: str | os.PathLike, 
     check_mammogram_size(load_image(image_path), image_path)
     model, cfg, step_dir = load_run(checkpoint, device=device)
     if cfg.arch == "roi" and cfg.features.cached:  # a head trained on cached tokens: put its frozen ViT back
-        from awm_lib.features import resolve  # (the same backbone that filled the cache, identical crops)
 
         model.backbone = resolve(cfg.model.backbone, cfg.features.random_seed, warn=False).build().to(device)
     if proposer is not None:
@@ -118,7 +128,8 @@ def predict_image(image_path: str | os.PathLike, checkpoint: str | os.PathLike, 
     if cfg.data.proposer == "oracle":  # it needs lesion annotations, which one image does not have
         raise ConfigError(
             "the 'oracle' proposer needs the image's lesion annotations, and predict sees one unannotated "
-            "image; pass --proposer blob (or random / none)" + (" (this run was trained with oracle boxes)" if proposer is None else "")
+            "image; pass --proposer blob (or random / none)"
+            + (" (this run was trained with oracle boxes)" if proposer is None else "")
         )
     prep, _ = preprocess(image_path, long_side=cfg.data.long_side)
     sample = Sample(image_id=Path(image_path).stem, path=Path(image_path), patient_id="?", label=0)
@@ -140,7 +151,13 @@ def predict_image(image_path: str | os.PathLike, checkpoint: str | os.PathLike, 
         valid[0] = True
         weights, kind = torch.ones(len(valid)), "full-image baseline (no RoIs)"
     else:
-        out = model(batch["images"], batch["rois"], image_sizes=batch["image_sizes"], roi_mask=batch["roi_mask"], return_attention=True)
+        out = model(
+            batch["images"],
+            batch["rois"],
+            image_sizes=batch["image_sizes"],
+            roi_mask=batch["roi_mask"],
+            return_attention=True,
+        )
         prob = float(torch.sigmoid(out.logits.float())[0])
         weights, kind = _roi_weights(out, cfg.model.pooling)
     boxes_orig = prep.boxes_to_original(rois.numpy())
@@ -157,7 +174,8 @@ def predict_image(image_path: str | os.PathLike, checkpoint: str | os.PathLike, 
     messages = []
     fallback = rec["n_proposals"] == 0 and cfg.arch == "roi"
     if fallback:
-        msg = f"{Path(image_path).name}: the '{cfg.data.proposer}' proposer found no region; classified from the anchor (whole breast) alone"
+        msg = (f"{Path(image_path).name}: the '{cfg.data.proposer}' proposer found no region; "
+               "classified from the anchor (whole breast) alone")
         warnings.warn(msg, NoProposalsWarning, stacklevel=2)
         messages.append(msg)
     run_dir = step_dir.parent.parent
@@ -165,17 +183,24 @@ def predict_image(image_path: str | os.PathLike, checkpoint: str | os.PathLike, 
     threshold = results.get("threshold")
     label = None if threshold is None else ("cancer" if prob >= threshold else "no cancer")
     return ImagePrediction(
-        image=str(image_path), probability=prob, label=label, threshold=threshold, rois=roi_list, weight_kind=kind,
-        n_proposals=rec["n_proposals"], fallback_to_anchor=fallback, checkpoint=str(step_dir),
-        proposer=cfg.data.proposer, messages=messages, **describe_model(cfg, results),
+        image=str(image_path),
+        probability=prob,
+        label=label,
+        threshold=threshold,
+        rois=roi_list,
+        weight_kind=kind,
+        n_proposals=rec["n_proposals"],
+        fallback_to_anchor=fallback,
+        checkpoint=str(step_dir),
+        proposer=cfg.data.proposer,
+        messages=messages,
+        **describe_model(cfg, results),
     )
 
 
 def save_overlay(pred: ImagePrediction, out_png: str | os.PathLike) -> Path:
     """The original image with each RoI drawn; brighter red = larger weight; the anchor in blue."""
     from PIL import Image, ImageDraw, ImageFont
-
-    from awm_lib.io_utils import atomic_path
 
     img = Image.fromarray(load_image(pred.image).to_uint8()).convert("RGB")
     draw = ImageDraw.Draw(img)
@@ -189,8 +214,15 @@ def save_overlay(pred: ImagePrediction, out_png: str | os.PathLike) -> Path:
             a = r["weight"] / top
             colour = (255, int(200 * (1 - a)), int(60 * (1 - a)))
         draw.rectangle(r["box"], outline=colour, width=width)
-        draw.text((r["box"][0] + width + 2, r["box"][1] + width + 2), f"{r['kind'][0].upper()}{r['rank']} {r['weight']:.2f}", fill=colour, font=font)
-    head = f"p(cancer) = {pred.probability:.3f}" + (f"  ({pred.label} at t = {pred.threshold:.3f})" if pred.label else "")
+        draw.text(
+            (r["box"][0] + width + 2, r["box"][1] + width + 2),
+            f"{r['kind'][0].upper()}{r['rank']} {r['weight']:.2f}",
+            fill=colour,
+            font=font,
+        )
+    head = f"p(cancer) = {pred.probability:.3f}" + (
+        f"  ({pred.label} at t = {pred.threshold:.3f})" if pred.label else ""
+    )
     if pred.fallback_to_anchor:
         head += "  [no proposals: anchor only]"
     draw.text((10, 10), head, fill=(255, 255, 0), font=font)

@@ -81,7 +81,9 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) 
     return warmup_cosine(t, total=total_steps, warmup=warmup_steps, end=min_ratio)
 
 
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, *, rank: int = 0, world: int = 1, accum_steps: int = 1) -> list[list[int]]:
+def epoch_batches(
+    n: int, batch_size: int, seed: int, epoch: int, *, rank: int = 0, world: int = 1, accum_steps: int = 1
+) -> list[list[int]]:
     """The micro-batches (lists of dataset indices) this process sees in ``epoch``.
 
     One permutation per ``(seed, epoch)`` shared by all processes; it is cut into
@@ -106,7 +108,14 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(s)
 
 
-def make_loader(dataset: Dataset, batches: list[list[int]], collate_fn: Callable | None, num_workers: int, pin_memory: bool, seed: int) -> DataLoader:
+def make_loader(
+    dataset: Dataset,
+    batches: list[list[int]],
+    collate_fn: Callable | None,
+    num_workers: int,
+    pin_memory: bool,
+    seed: int,
+) -> DataLoader:
     """A DataLoader over fixed batches with its own generator (no global RNG is touched)."""
     return DataLoader(
         dataset,
@@ -121,7 +130,11 @@ def make_loader(dataset: Dataset, batches: list[list[int]], collate_fn: Callable
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "python_pos": random.getstate()[2]}
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]),
+        "python_pos": random.getstate()[2],
+    }
     np_state = np.random.get_state()  # noqa: NPY002
     state["numpy"] = torch.from_numpy(np_state[1].astype(np.int64))
     state["numpy_pos"] = int(np_state[2])
@@ -178,7 +191,11 @@ class MetricsLog:
         """Drop records of steps after ``step`` (they are redone after a resume)."""
         if not (self.enabled and self.path.exists()):
             return
-        keep = [line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+        keep = [
+            line
+            for line in self.path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step
+        ]
         write_text_atomic(self.path, "".join(line + "\n" for line in keep))
 
 
@@ -225,25 +242,44 @@ def fit(
     device = choose_device(o.device) if dist.world_size == 1 or o.device != "auto" else dist.device
     seed_everything(seed, o.deterministic)
     run_config = run_config or {}
-    amp = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if (o.amp and device.type == "cuda") else nullcontext()
+    amp = (
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        if (o.amp and device.type == "cuda")
+        else nullcontext()
+    )
 
     # --- schedule: everything in optimizer steps ---------------------------------------
-    micro_per_epoch = len(epoch_batches(len(train_set), o.batch_size, seed, 0, world=dist.world_size, accum_steps=o.accum_steps))
+    micro_per_epoch = len(
+        epoch_batches(len(train_set), o.batch_size, seed, 0, world=dist.world_size, accum_steps=o.accum_steps)
+    )
     if micro_per_epoch == 0:
         raise ConfigError(
             f"the training set has {len(train_set)} images, fewer than one effective batch "
-            f"({o.batch_size} x {o.accum_steps} accumulation x {dist.world_size} processes); lower optim.batch_size"
+            f"({o.batch_size} x {o.accum_steps} accumulation x {dist.world_size} processes); lower "
+            "optim.batch_size"
         )
     steps_per_epoch = micro_per_epoch // o.accum_steps
-    total_steps = o.epochs * steps_per_epoch if o.max_steps is None else min(o.max_steps, o.epochs * steps_per_epoch)
+    total_steps = (
+        o.epochs * steps_per_epoch if o.max_steps is None else min(o.max_steps, o.epochs * steps_per_epoch)
+    )
 
     model.to(device)
-    optimizer = torch.optim.AdamW(param_groups(ckpt.unwrap(model), o.weight_decay, o.lr_head, backbone_lr=o.lr_backbone), betas=(0.9, 0.999))
+    optimizer = torch.optim.AdamW(
+        param_groups(ckpt.unwrap(model), o.weight_decay, o.lr_head, backbone_lr=o.lr_backbone),
+        betas=(0.9, 0.999),
+    )
     state = TrainState(total_steps=total_steps)
     log = MetricsLog(out_dir / LOG_FILE, enabled=dist.is_main)
 
     if resume and ckpt.has_checkpoint(out_dir):
-        ck = ckpt.load_checkpoint(out_dir, model, which="last", expected_config=run_config, ignore=resume_ignore, with_trainer_state=True)
+        ck = ckpt.load_checkpoint(
+            out_dir,
+            model,
+            which="last",
+            expected_config=run_config,
+            ignore=resume_ignore,
+            with_trainer_state=True,
+        )
         optimizer.load_state_dict(ck.trainer_state["optimizer"])
         _set_rng_state(ck.trainer_state["rng"])
         state = TrainState(**ck.state["train_state"])
@@ -262,7 +298,9 @@ def fit(
                 "config": run_config, "train_state": dataclasses.asdict(state),
                 "epoch": state.epoch, "best_metric": state.best_metric, "done": state.done,
             }
-            ckpt.save_checkpoint(out_dir, state.step, model, body, trainer_state, is_best=is_best, keep_last=o.keep_last)
+            ckpt.save_checkpoint(
+                out_dir, state.step, model, body, trainer_state, is_best=is_best, keep_last=o.keep_last
+            )
         dist.barrier()
 
     def validate() -> bool:
@@ -279,18 +317,48 @@ def fit(
             state.evals_without_improvement += 1
             if o.patience and state.evals_without_improvement >= o.patience:
                 state.stopped_early = True
-        log.write({"kind": "val", "step": state.step, "epoch": state.epoch, "auc": None if math.isnan(auc) else auc,
-                   "n": len(labels), "best_auc": state.best_metric, "improved": improved})
+        log.write(
+            {
+                "kind": "val",
+                "step": state.step,
+                "epoch": state.epoch,
+                "auc": None if math.isnan(auc) else auc,
+                "n": len(labels),
+                "best_auc": state.best_metric,
+                "improved": improved,
+            }
+        )
         model.train()
         return improved
 
-    bar = tqdm(total=total_steps, initial=state.step, desc="train", disable=not (o.progress and dist.is_main), dynamic_ncols=True)
+    bar = tqdm(
+        total=total_steps,
+        initial=state.step,
+        desc="train",
+        disable=not (o.progress and dist.is_main),
+        dynamic_ncols=True,
+    )
     model.train()
     while state.step < total_steps and not state.stopped_early:
         if hasattr(train_set, "set_epoch"):
             train_set.set_epoch(state.epoch)
-        batches = epoch_batches(len(train_set), o.batch_size, seed, state.epoch, rank=dist.rank, world=dist.world_size, accum_steps=o.accum_steps)
-        loader = make_loader(train_set, batches[state.batch_in_epoch :], collate_fn, num_workers, device.type == "cuda", seed * 100_003 + state.epoch)
+        batches = epoch_batches(
+            len(train_set),
+            o.batch_size,
+            seed,
+            state.epoch,
+            rank=dist.rank,
+            world=dist.world_size,
+            accum_steps=o.accum_steps,
+        )
+        loader = make_loader(
+            train_set,
+            batches[state.batch_in_epoch :],
+            collate_fn,
+            num_workers,
+            device.type == "cuda",
+            seed * 100_003 + state.epoch,
+        )
         running: dict[str, float] = {}
         for batch in loader:
             batch = to_device(batch, device)
@@ -303,7 +371,9 @@ def fit(
                 _check_finite(loss, parts, state, batch)
                 (loss / o.accum_steps).backward()
             for k, v in {"loss": loss, **parts}.items():
-                running[k] = running.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) / o.accum_steps
+                running[k] = (
+                    running.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) / o.accum_steps
+                )
             state.batch_in_epoch += 1
             if not last_micro:
                 continue
@@ -321,10 +391,26 @@ def fit(
             if state.step % o.log_every == 0 or state.step == total_steps:
                 running = {k: running[k] for k in sorted(running)}
                 running = dist.mean_scalars(running)  # the whole global batch, not one process's slice
-                lrs = {f"lr_{g['name']}": g["lr"] for g in optimizer.param_groups if not g["name"].endswith("no_decay")}
-                log.write({"kind": "train", "step": state.step, "epoch": state.epoch, **running, "grad_norm": grad_norm, **lrs})
+                lrs = {
+                    f"lr_{g['name']}": g["lr"]
+                    for g in optimizer.param_groups
+                    if not g["name"].endswith("no_decay")
+                }
+                log.write(
+                    {
+                        "kind": "train",
+                        "step": state.step,
+                        "epoch": state.epoch,
+                        **running,
+                        "grad_norm": grad_norm,
+                        **lrs,
+                    }
+                )
             bar.update(1)
-            bar.set_postfix(loss=f"{running['loss']:.4f}", best_auc="-" if state.best_metric is None else f"{state.best_metric:.3f}")
+            bar.set_postfix(
+                loss=f"{running['loss']:.4f}",
+                best_auc="-" if state.best_metric is None else f"{state.best_metric:.3f}",
+            )
             running = {}
             finished = state.step >= total_steps
             due_eval = (epoch_done if o.eval_every == 0 else state.step % o.eval_every == 0) or finished
@@ -368,7 +454,8 @@ def _check_finite(loss: torch.Tensor, parts: dict, state: TrainState, batch: Any
         return
     shown = {k: float(v) for k, v in parts.items()}
     raise NonFiniteLossError(
-        f"loss is {float(loss.detach())} at step {state.step + 1} (epoch {state.epoch}, micro-batch {state.batch_in_epoch}); "
+        f"loss is {float(loss.detach())} at step {state.step + 1} (epoch {state.epoch}, micro-batch "
+        f"{state.batch_in_epoch}); "
         f"loss parts {shown}; images in the batch: {_batch_ids(batch)}. "
         "Check these images for NaN pixels or empty RoIs, or lower the learning rate."
     )
@@ -382,7 +469,8 @@ def _clip_and_check(model: torch.nn.Module, grad_clip: float | None, state: Trai
     if not torch.isfinite(norm):
         raise NonFiniteLossError(
             f"gradient norm is {float(norm)} at step {state.step + 1} (epoch {state.epoch}); "
-            f"images in the last micro-batch: {_batch_ids(batch)}. Lower the learning rate or enable grad clipping."
+            f"images in the last micro-batch: {_batch_ids(batch)}. Lower the learning rate or enable grad "
+            "clipping."
         )
     return float(norm)
 

@@ -29,7 +29,13 @@ from awm_lib.train.dataset import MammoRoIDataset, build_datasets
 class TokenDataset(Dataset):
     """Items of a :class:`MammoRoIDataset` with ``tokens`` in place of ``image``."""
 
-    def __init__(self, base: MammoRoIDataset, tokens: torch.Tensor, image_sizes: np.ndarray, backbone: dict | None = None):
+    def __init__(
+        self,
+        base: MammoRoIDataset,
+        tokens: torch.Tensor,
+        image_sizes: np.ndarray,
+        backbone: dict | None = None,
+    ):
         if len(tokens) != len(base):
             raise ValueError(f"{len(base)} images but tokens for {len(tokens)}")
         self.samples, self.records, self.tokens = base.samples, base.records, tokens  # tokens (N, K+1, D)
@@ -95,7 +101,9 @@ def _image_sizes(cache: PreprocessCache, samples) -> np.ndarray:
     return out
 
 
-def token_datasets(cfg, datasets: dict[str, MammoRoIDataset], progress: bool = True) -> dict[str, TokenDataset]:
+def token_datasets(
+    cfg, datasets: dict[str, MammoRoIDataset], progress: bool = True
+) -> dict[str, TokenDataset]:
     """The token version of each dataset (filling the feature cache where needed, all splits at once)."""
     first = next(iter(datasets.values()))
     fc = feature_cache_for(cfg, first.cache)
@@ -112,7 +120,9 @@ def token_datasets(cfg, datasets: dict[str, MammoRoIDataset], progress: bool = T
     return out
 
 
-def build_token_datasets(cfg, *, progress: bool = True, splits: tuple[str, ...] = ("train", "val", "test")) -> dict[str, TokenDataset]:
+def build_token_datasets(
+    cfg, *, progress: bool = True, splits: tuple[str, ...] = ("train", "val", "test")
+) -> dict[str, TokenDataset]:
     """:func:`~awm_lib.train.dataset.build_datasets`, then the tokens of every RoI."""
     return token_datasets(cfg, build_datasets(cfg, progress=progress, splits=splits), progress=progress)
 
@@ -128,5 +138,12 @@ def forward_token_batch(model, batch: dict):
     return model.forward_tokens(batch["tokens"], boxes_norm, batch.get("roi_mask"))
 
 
-__all__ = ["TokenDataset", "build_token_datasets", "collate_tokens", "feature_cache_for", "forward_token_batch",
-           "token_classifier", "token_datasets"]
+__all__ = [
+    "TokenDataset",
+    "build_token_datasets",
+    "collate_tokens",
+    "feature_cache_for",
+    "forward_token_batch",
+    "token_classifier",
+    "token_datasets",
+]

@@ -29,6 +29,7 @@ from awm_lib.book.results.file import (
     format_ci,
     same_settings,
 )
+from awm_lib.experiments.ablation import paired_contrast, run_predictions
 from awm_lib.experiments.ablation_contrasts import resolved
 from awm_lib.experiments.ablation_study import PAPER_METHOD
 
@@ -49,7 +50,8 @@ def contrasts(results: AblationResults | Iterable[dict], dataset: str | None = N
         for b in recs[i + 1:]:
             if a["dataset"] != b["dataset"]:
                 continue
-            # pad_rois and repulsive_on are held fixed too (records written before they existed: the old defaults)
+            # pad_rois and repulsive_on are held fixed too (records written before they existed: the old
+            # defaults)
             diff = [k for k in (*SETTING_KEYS, "pad_rois", "repulsive_on")
                     if not same_settings(_with_defaults(a["settings"]), _with_defaults(b["settings"]), (k,))]
             if "loss" in diff:  # the weight, and where the repulsive term acts, belong to the loss terms
@@ -64,18 +66,34 @@ def contrasts(results: AblationResults | Iterable[dict], dataset: str | None = N
         best = _full_method(results, ds)
         if best is not None:
             rows.append(_contrast_row(ds, "method", b, best))
-    cols = ["dataset", "factor", "from", "to", "from_config", "to_config", "d_auc", "d_f1", "overlap_auc", "overlap_f1"]
+    cols = [
+        "dataset",
+        "factor",
+        "from",
+        "to",
+        "from_config",
+        "to_config",
+        "d_auc",
+        "d_f1",
+        "overlap_auc",
+        "overlap_f1",
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
 def _with_defaults(settings: dict) -> dict:
-    """Settings of records written before ``pad_rois`` / ``repulsive_on`` were recorded: what they used then."""
+    """Settings of records written before ``pad_rois`` / ``repulsive_on`` were recorded: what they used
+    then."""
     repulsive = "repulsive" in str(settings.get("loss", ""))
     return {"pad_rois": "mask", "repulsive_on": "embeddings" if repulsive else "none", **settings}
 
 
-_ORDER = {"position": ["none", "sine", "rope2d"], "loss": ["bce", "bce+repulsive", "bce+supcon", "bce+repulsive+supcon"],
-          "backbone_init": ["random", "ssl", "dinov2"], "proposer": ["random", "none", "blob", "gdino", "oracle"]}
+_ORDER = {
+    "position": ["none", "sine", "rope2d"],
+    "loss": ["bce", "bce+repulsive", "bce+supcon", "bce+repulsive+supcon"],
+    "backbone_init": ["random", "ssl", "dinov2"],
+    "proposer": ["random", "none", "blob", "gdino", "oracle"],
+}
 
 
 def _order(key: str, value):
@@ -108,14 +126,22 @@ def _full_method(results, dataset: str) -> dict | None:
     ``roi-rope2d-repulsive``, else the recipe (a real proposer, 2-D RoPE, BCE + repulsive
     loss) with the baseline's backbone init."""
     recs = [r for r in _records(results, dataset) if r["configuration"] != BASELINE]
-    for name in (PAPER_METHOD, "roi-rope2d-repulsive"):  # the reference's recipe; older files: the project's variant
+    for name in (
+        PAPER_METHOD,
+        "roi-rope2d-repulsive",
+    ):  # the reference's recipe; older files: the project's variant
         named = [r for r in recs if r["configuration"] == name]
         if named:
             return named[0]
     base = [r for r in _records(results, dataset) if r["configuration"] == BASELINE]
     init = base[0]["settings"]["backbone_init"] if base else "random"
-    recipe = [r for r in recs if r["settings"]["proposer"] in ("blob", "gdino") and r["settings"]["position"] == "rope2d"
-              and r["settings"]["loss"] == "bce+repulsive"]
+    recipe = [
+        r
+        for r in recs
+        if r["settings"]["proposer"] in ("blob", "gdino")
+        and r["settings"]["position"] == "rope2d"
+        and r["settings"]["loss"] == "bce+repulsive"
+    ]
     same_init = [r for r in recipe if r["settings"]["backbone_init"] == init]
     pool = same_init or recipe
     return pool[0] if pool else None
@@ -142,7 +168,11 @@ def proposer_swap(results: AblationResults | Iterable[dict] | None, dataset: str
     recs = [r for r in _records(results or [], dataset) if r.get("lesion_recall") is not None]
     fulls = {ds: _full_method(results, ds) for ds in {r["dataset"] for r in recs}}
     keys = [k for k in SETTING_KEYS if k != "proposer"]
-    swap = [r for r in recs if fulls[r["dataset"]] is None or same_settings(r["settings"], fulls[r["dataset"]]["settings"], keys)]
+    swap = [
+        r
+        for r in recs
+        if fulls[r["dataset"]] is None or same_settings(r["settings"], fulls[r["dataset"]]["settings"], keys)
+    ]
     return sorted(swap, key=lambda r: (r["dataset"], r["lesion_recall"]))
 
 
@@ -185,16 +215,33 @@ def _pp_delta(d: dict | None) -> str:
 def _paired(results, dataset: str | None, scale: str | None) -> list[dict]:
     if results is None or not isinstance(results, AblationResults):
         return []
-    return [c for c in results.paired if (dataset is None or c["dataset"] == dataset) and (scale is None or c["scale"] == scale)]
+    return [
+        c
+        for c in results.paired
+        if (dataset is None or c["dataset"] == dataset) and (scale is None or c["scale"] == scale)
+    ]
 
 
-def paired_table(results: AblationResults | None, dataset: str | None = None, scale: str | None = None) -> pd.DataFrame:
-    """The file's paired contrasts as a table: ΔAUC and ΔF1 in percentage points with their paired 95% intervals.
+def paired_table(
+    results: AblationResults | None, dataset: str | None = None, scale: str | None = None
+) -> pd.DataFrame:
+    """The file's paired contrasts as a table: ΔAUC and ΔF1 in percentage points with their paired 95%
+    intervals.
 
     ``scale`` defaults to the file's main scale (:meth:`AblationResults.main_scale`).
     Empty cells are "—", never NaN.
     """
-    cols = ["dataset", "contrast", "from", "to", "ΔAUC (pp) [95% CI]", "ΔF1 (pp) [95% CI]", "AUC resolved", "women", "scale"]
+    cols = [
+        "dataset",
+        "contrast",
+        "from",
+        "to",
+        "ΔAUC (pp) [95% CI]",
+        "ΔF1 (pp) [95% CI]",
+        "AUC resolved",
+        "women",
+        "scale",
+    ]
     if results is None:
         return pd.DataFrame(columns=cols)
     scale = scale or results.main_scale(dataset)
@@ -208,7 +255,9 @@ def paired_table(results: AblationResults | None, dataset: str | None = None, sc
     return pd.DataFrame(rows, columns=cols)
 
 
-def claims_table(results: AblationResults | None, dataset: str | None = None, scale: str | None = None) -> pd.DataFrame:
+def claims_table(
+    results: AblationResults | None, dataset: str | None = None, scale: str | None = None
+) -> pd.DataFrame:
     """The paper's claims (:data:`PAPER_ABLATION`) against our PAIRED contrasts, one row per claim.
 
     A claim is *held* when the paired 95% interval of our difference excludes 0 on
@@ -226,17 +275,28 @@ def claims_table(results: AblationResults | None, dataset: str | None = None, sc
     for claim in PAPER_ABLATION:
         mine = [c for c in pairs if c.get("claim") == claim["factor"]]
         if not mine:
-            rows.append({cols[0]: claim["claim"], cols[1]: "not in this grid (no paired contrast)", cols[2]: "—",
-                         cols[3]: "—", cols[4]: "not tested"})
+            rows.append(
+                {
+                    cols[0]: claim["claim"],
+                    cols[1]: "not in this grid (no paired contrast)",
+                    cols[2]: "—",
+                    cols[3]: "—",
+                    cols[4]: "not tested",
+                }
+            )
             continue
         for c in mine:
-            verdict = f"{paired_verdict(c['d_auc'], claim['d_auc'])} / {paired_verdict(c['d_f1'], claim['d_f1'])}"
+            verdict = (
+                f"{paired_verdict(c['d_auc'], claim['d_auc'])} / {paired_verdict(c['d_f1'], claim['d_f1'])}"
+            )
             rows.append({cols[0]: claim["claim"], cols[1]: f"{c['dataset']}: {c['from']} → {c['to']}",
                          cols[2]: _pp_delta(c["d_auc"]), cols[3]: _pp_delta(c["d_f1"]), cols[4]: verdict})
     return pd.DataFrame(rows, columns=cols)
 
 
-def claims_markdown(results: AblationResults | None, dataset: str | None = None, scale: str | None = None) -> str:
+def claims_markdown(
+    results: AblationResults | None, dataset: str | None = None, scale: str | None = None
+) -> str:
     """The sentence under :func:`claims_table`: how many claims were tested, at which scale, and the rule."""
     if results is None or not results.records:
         return ("*No ablation results yet*: `results/ablation.json` does not exist, so no claim of the "
@@ -244,10 +304,15 @@ def claims_markdown(results: AblationResults | None, dataset: str | None = None,
     scale = scale or results.main_scale(dataset)
     table = claims_table(results, dataset, scale)
     n = int((table["verdict (AUC / F1)"] != "not tested").sum())
-    return (f"{n} of {len(PAPER_ABLATION)} claims of the paper have a paired contrast in the grid (scale `{scale}`). "
-            "ΔAUC and ΔF1 are in percentage points, the second configuration minus the first, with a 95% interval "
-            "from a paired bootstrap that resamples women for both configurations at once. A claim is *held* only "
-            "if that interval excludes 0 on the paper's side, *contradicted* if it excludes 0 on the other side.")
+    return (
+        f"{n} of {len(PAPER_ABLATION)} claims of the paper have a paired contrast in the grid (scale "
+        f"`{scale}`). "
+        "ΔAUC and ΔF1 are in percentage points, the second configuration minus the first, with a 95% "
+        "interval "
+        "from a paired bootstrap that resamples women for both configurations at once. A claim is *held* "
+        "only "
+        "if that interval excludes 0 on the paper's side, *contradicted* if it excludes 0 on the other side."
+    )
 
 
 # =====================================================================================
@@ -271,7 +336,12 @@ def summary_markdown(results: AblationResults | None) -> str:
 
 
 def _pp(m: dict | None) -> str:
-    return format_ci(None if m is None else {k: (None if m.get(k) is None else 100 * m[k]) for k in ("mean", "ci_low", "ci_high")}, 1)
+    return format_ci(
+        None
+        if m is None
+        else {k: (None if m.get(k) is None else 100 * m[k]) for k in ("mean", "ci_low", "ci_high")},
+        1,
+    )
 
 
 def findings_markdown(results: AblationResults | None, dataset: str | None = None) -> str:
@@ -281,24 +351,45 @@ def findings_markdown(results: AblationResults | None, dataset: str | None = Non
     out = []
     for ds in ([dataset] if dataset else results.datasets):
         scale = results.main_scale(ds)
-        recs = [r for r in results.for_dataset(ds) if _get(r, "auc", "mean") == _get(r, "auc", "mean") and r["scale"] == scale]
+        recs = [
+            r
+            for r in results.for_dataset(ds)
+            if _get(r, "auc", "mean") == _get(r, "auc", "mean") and r["scale"] == scale
+        ]
         if not recs:
             continue
-        at_chance = [r["configuration"] for r in recs if _get(r, "auc", "ci_low") <= 0.5 <= _get(r, "auc", "ci_high")]
+        at_chance = [
+            r["configuration"] for r in recs if _get(r, "auc", "ci_low") <= 0.5 <= _get(r, "auc", "ci_high")
+        ]
         above = [r for r in recs if _get(r, "auc", "ci_low") > 0.5]
-        out.append(f"- **{ds}** (scale `{scale}`): {len(at_chance)} of {len(recs)} configurations have an AUC interval that "
-                   f"includes 0.5 (chance){': ' + ', '.join(f'`{c}`' for c in at_chance) if at_chance else ''}.")
-        out.append(f"- {len(above)} of {len(recs)} have an AUC interval whose lower end is above 0.5"
-                   + (": " + "; ".join(f"`{r['configuration']}` {_pp(r['auc'])}" for r in above) + " (percent, 95% CI)."
-                      if above else "."))
+        out.append(
+            f"- **{ds}** (scale `{scale}`): {len(at_chance)} of {len(recs)} configurations have an AUC "
+            "interval that "
+            f"includes 0.5 (chance){': ' + ', '.join(f'`{c}`' for c in at_chance) if at_chance else ''}."
+        )
+        out.append(
+            f"- {len(above)} of {len(recs)} have an AUC interval whose lower end is above 0.5"
+            + (
+                ": "
+                + "; ".join(f"`{r['configuration']}` {_pp(r['auc'])}" for r in above)
+                + " (percent, 95% CI)."
+                if above
+                else "."
+            )
+        )
         if at_chance and len(at_chance) == len(recs):
-            out.append("- With every AUC interval covering chance, no difference between these configurations "
-                       "can be read as an effect of the change that separates them.")
+            out.append(
+                "- With every AUC interval covering chance, no difference between these configurations "
+                "can be read as an effect of the change that separates them."
+            )
         pos, n = recs[0].get("n_test_pos"), recs[0]["n_test"]
         if isinstance(pos, int) and 0 < pos <= n:
             p = pos / n
-            out.append(f"- For scale: calling *every* image cancer gives F1 = 2p/(1+p) = {2 * p / (1 + p):.3f} at this "
-                       f"test prevalence ({pos} of {n}); an F1 near that number is no skill.")
+            out.append(
+                f"- For scale: calling *every* image cancer gives F1 = 2p/(1+p) = {2 * p / (1 + p):.3f} at "
+                "this "
+                f"test prevalence ({pos} of {n}); an F1 near that number is no skill."
+            )
         best = max(recs, key=lambda r: _get(r, "auc", "mean"))
         worst = min(recs, key=lambda r: _get(r, "auc", "mean"))
         out.append(f"- Highest AUC: `{best['configuration']}`, {_pp(best['auc'])}; lowest: "
@@ -312,12 +403,19 @@ def findings_markdown(results: AblationResults | None, dataset: str | None = Non
             m = pairs.get("method")
             if m is not None and m["to"] == full["configuration"]:
                 res = resolved(m["d_auc"])
-                tail = (f"; paired ΔAUC {_pp_delta(m['d_auc'])} pp, "
-                        + ("an interval that excludes 0." if res else "an interval that includes 0: not resolved."))
+                tail = f"; paired ΔAUC {_pp_delta(m['d_auc'])} pp, " + (
+                    "an interval that excludes 0." if res else "an interval that includes 0: not resolved."
+                )
             else:
-                tail = "; their intervals overlap." if _overlap(full, base[0], "auc") else "; their intervals are disjoint."
-            out.append(f"- The paper's recipe (`{full['configuration']}`, AUC {_pp(full['auc'])}) is {abs(d):.1f} "
-                       f"points {rel} the full-image baseline (AUC {_pp(base[0]['auc'])})" + tail)
+                tail = (
+                    "; their intervals overlap."
+                    if _overlap(full, base[0], "auc")
+                    else "; their intervals are disjoint."
+                )
+            out.append(
+                f"- The paper's recipe (`{full['configuration']}`, AUC {_pp(full['auc'])}) is {abs(d):.1f} "
+                f"points {rel} the full-image baseline (AUC {_pp(base[0]['auc'])})" + tail
+            )
         swap = [r for r in proposer_swap(recs, ds) if r in recs]
         if len(swap) >= 2:
             aucs = [_get(r, "auc", "mean") for r in swap]
@@ -329,19 +427,26 @@ def findings_markdown(results: AblationResults | None, dataset: str | None = Non
             for c in pairs.values():
                 if c["factor"] == "proposer":
                     res = resolved(c["d_auc"])
-                    out.append(f"  - `{c['from']}` → `{c['to']}`: paired ΔAUC {_pp_delta(c['d_auc'])} pp"
-                               + ("" if res is None else (" (resolved)" if res else " (not resolved: the interval includes 0)")) + ".")
+                    out.append(
+                        f"  - `{c['from']}` → `{c['to']}`: paired ΔAUC {_pp_delta(c['d_auc'])} pp"
+                        + (
+                            ""
+                            if res is None
+                            else (" (resolved)" if res else " (not resolved: the interval includes 0)")
+                        )
+                        + "."
+                    )
     return "\n".join(out)
 
 
-def paired_runs_table(run_dirs: dict, reference: str, patient_of: dict[str, str], *, n_boot: int = 1000) -> pd.DataFrame:
+def paired_runs_table(
+    run_dirs: dict, reference: str, patient_of: dict[str, str], *, n_boot: int = 1000
+) -> pd.DataFrame:
     """Each run against ``reference`` on the same test women: ΔAUC and ΔF1 (pp) with paired 95% intervals.
 
     ``run_dirs``: name -> finished run folder (all tested on the same images);
     ``patient_of``: image id -> woman (the bootstrap unit). Empty cells are "—".
     """
-    from awm_lib.experiments.ablation import paired_contrast, run_predictions
-
     ref = [run_predictions(run_dirs[reference], patient_of)]
     rows = []
     for name, d in run_dirs.items():

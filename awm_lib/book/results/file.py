@@ -29,19 +29,32 @@ from awm_lib.errors import DataError
 from awm_lib.experiments.ablation_records import METRICS, SCHEMA  # noqa: F401 - one definition, with its writer
 from awm_lib.paths import results_root
 
-SETTING_KEYS = ("proposer", "topk", "crop_size", "position", "pooling", "loss", "contrastive_weight", "backbone_init")
+SETTING_KEYS = (
+    "proposer",
+    "topk",
+    "crop_size",
+    "position",
+    "pooling",
+    "loss",
+    "contrastive_weight",
+    "backbone_init",
+)
 BASELINE = "baseline-full-image"  # the configuration name of the full-image ViT baseline
 SCALE_RANK = ("gpu", "cpu-frozen", "cpu-smoke")  # the scale the book discusses first, when a file has several
 
 # --- the paper's numbers (percent), for comparison only ------------------------------------
-PAPER_CITATION = ("Arora, Borgavi, Miglani, Sanghvi, Shashikumar and Singla, 'Attend what matters: Leveraging vision "
-                  "foundational models for breast cancer classification using mammograms', ISBI 2026, arXiv 2604.19350 "
-                  "— VinDr-Mammo test split, cancer = BI-RADS 4/5")
+PAPER_CITATION = (
+    "Arora, Borgavi, Miglani, Sanghvi, Shashikumar and Singla, 'Attend what matters: Leveraging vision "
+    "foundational models for breast cancer classification using mammograms', ISBI 2026, arXiv 2604.19350 "
+    "— VinDr-Mammo test split, cancer = BI-RADS 4/5"
+)
 #: What the paper's numbers mean; said beside every comparison with its F1 of 54.5.
-PAPER_F1_NOTE = ("The paper's F1 (54.5) uses the threshold that the reference's public eval.py picks on the TEST set "
-                 "(its README evaluates checkpoints on test); our F1 uses a threshold chosen on validation. VinDr-Mammo "
-                 "'cancer' there is breast-level BI-RADS 4 or 5: a radiologist's suspicion, not biopsy-confirmed cancer. "
-                 "A VinDr-Mammo study is one woman.")
+PAPER_F1_NOTE = (
+    "The paper's F1 (54.5) uses the threshold that the reference's public eval.py picks on the TEST set "
+    "(its README evaluates checkpoints on test); our F1 uses a threshold chosen on validation. VinDr-Mammo "
+    "'cancer' there is breast-level BI-RADS 4 or 5: a radiologist's suspicion, not biopsy-confirmed cancer. "
+    "A VinDr-Mammo study is one woman."
+)
 #: The paper's main table (VinDr-Mammo, percent). Ranges are the spread over its ViT variants.
 PAPER_TABLE = (
     {"model": "RoI tokens (full method)", "auc": 86.6, "f1": 54.5},
@@ -51,12 +64,31 @@ PAPER_TABLE = (
 )
 #: The paper's ablation, as approximate gains (percentage points) of one change.
 PAPER_ABLATION = (
-    {"factor": "position", "from": "none", "to": "sinecat+rope1d", "d_auc": None, "d_f1": 2.0,
-     "claim": "the paper's position code (sine code of the box -> Linear, concatenated, + 1-D RoPE) adds about 2 F1"},
-    {"factor": "loss", "from": "bce", "to": "bce+repulsive", "d_auc": 1.0, "d_f1": 1.0,
-     "claim": "the repulsive loss on the RoI transformer's outputs adds about 1 F1 and 1 AUC"},
-    {"factor": "method", "from": BASELINE, "to": "RoI tokens", "d_auc": 3.6, "d_f1": 4.5,
-     "claim": "RoI tokens beat a full-image ViT (by 3.6–8.2 AUC over its variants)"},
+    {
+        "factor": "position",
+        "from": "none",
+        "to": "sinecat+rope1d",
+        "d_auc": None,
+        "d_f1": 2.0,
+        "claim": "the paper's position code (sine code of the box -> Linear, concatenated, + 1-D RoPE) "
+        "adds about 2 F1",
+    },
+    {
+        "factor": "loss",
+        "from": "bce",
+        "to": "bce+repulsive",
+        "d_auc": 1.0,
+        "d_f1": 1.0,
+        "claim": "the repulsive loss on the RoI transformer's outputs adds about 1 F1 and 1 AUC",
+    },
+    {
+        "factor": "method",
+        "from": BASELINE,
+        "to": "RoI tokens",
+        "d_auc": 3.6,
+        "d_f1": 4.5,
+        "claim": "RoI tokens beat a full-image ViT (by 3.6–8.2 AUC over its variants)",
+    },
 )
 
 
@@ -95,7 +127,8 @@ class AblationResults:
 
     @property
     def paired(self) -> list[dict]:
-        """The paired contrasts (the file's top-level ``contrasts``; see :mod:`awm_lib.experiments.ablation_contrasts`)."""
+        """The paired contrasts (the file's top-level ``contrasts``; see
+        :mod:`awm_lib.experiments.ablation_contrasts`)."""
         return [c for c in self.meta.get("contrasts") or [] if isinstance(c, Mapping)]
 
     def main_scale(self, dataset: str | None = None) -> str | None:
@@ -114,7 +147,9 @@ def default_path() -> Path:
     return results_root() / "ablation.json"
 
 
-def load_ablation(path: str | os.PathLike | None = None, *, missing_ok: bool = False) -> AblationResults | None:
+def load_ablation(
+    path: str | os.PathLike | None = None, *, missing_ok: bool = False
+) -> AblationResults | None:
     """Read and check an ablation results file (default ``results/ablation.json``).
 
     A missing file returns ``None`` when ``missing_ok`` (the book's chapters then
@@ -125,11 +160,15 @@ def load_ablation(path: str | os.PathLike | None = None, *, missing_ok: bool = F
     if not path.is_file():
         if missing_ok:
             return None
-        raise ResultsFileError("no results file here; run `python -m awm_lib ablation` to make it", path=str(path))
+        raise ResultsFileError(
+            "no results file here; run `python -m awm_lib ablation` to make it", path=str(path)
+        )
     try:
         obj = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ResultsFileError(f"not valid JSON ({e}); rerun `python -m awm_lib ablation`", path=str(path)) from e
+        raise ResultsFileError(
+            f"not valid JSON ({e}); rerun `python -m awm_lib ablation`", path=str(path)
+        ) from e
     res = validate_ablation(obj, path=path)
     return res
 
@@ -139,7 +178,9 @@ def validate_ablation(obj, path: str | os.PathLike | None = None) -> AblationRes
     where = None if path is None else str(path)
 
     def fail(msg: str):
-        raise ResultsFileError(msg + "; the file must follow the schema of awm_lib/experiments/ablation_records.py", path=where)
+        raise ResultsFileError(
+            msg + "; the file must follow the schema of awm_lib/experiments/ablation_records.py", path=where
+        )
 
     if not isinstance(obj, Mapping):
         fail(f"expected a JSON object at the top, got {type(obj).__name__}")
@@ -154,7 +195,10 @@ def validate_ablation(obj, path: str | os.PathLike | None = None) -> AblationRes
         _check_record(rec, f"records[{i}]", fail)
         key = (rec["dataset"], rec["configuration"], rec["scale"])
         if key in seen:
-            fail(f"records[{i}]: a second record for dataset {key[0]!r}, configuration {key[1]!r}, scale {key[2]!r}")
+            fail(
+                f"records[{i}]: a second record for dataset {key[0]!r}, configuration {key[1]!r}, scale "
+                f"{key[2]!r}"
+            )
         seen.add(key)
     contrasts = obj.get("contrasts", [])
     if not isinstance(contrasts, list):
@@ -189,8 +233,12 @@ def _check_record(rec, at: str, fail) -> None:
         fail(f"{at}: 'lesion_recall' must be null or a number in [0, 1], got {lr!r}")
     roc = rec.get("roc")
     if roc is not None:
-        if not (isinstance(roc, Mapping) and isinstance(roc.get("fpr"), list) and isinstance(roc.get("tpr"), list)
-                and len(roc["fpr"]) == len(roc["tpr"])):
+        if not (
+            isinstance(roc, Mapping)
+            and isinstance(roc.get("fpr"), list)
+            and isinstance(roc.get("tpr"), list)
+            and len(roc["fpr"]) == len(roc["tpr"])
+        ):
             fail(f"{at}: 'roc' must be null or {{'fpr': [...], 'tpr': [...]}} of equal length")
     if not isinstance(rec.get("seeds"), list):
         fail(f"{at}: 'seeds' must be a list")
@@ -294,8 +342,17 @@ def metric_frame(results: AblationResults | Iterable[dict], metrics: Sequence[st
     for r in _records(results, dataset):
         for m in metrics:
             v = r.get(m) or {}
-            rows.append({"dataset": r["dataset"], "configuration": r["configuration"], "metric": m,
-                         **{k: (np.nan if v.get(k) is None else float(v[k])) for k in ("mean", "ci_low", "ci_high", "sd")}})
+            rows.append(
+                {
+                    "dataset": r["dataset"],
+                    "configuration": r["configuration"],
+                    "metric": m,
+                    **{
+                        k: (np.nan if v.get(k) is None else float(v[k]))
+                        for k in ("mean", "ci_low", "ci_high", "sd")
+                    },
+                }
+            )
     return pd.DataFrame(rows)
 
 

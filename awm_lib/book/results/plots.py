@@ -16,7 +16,7 @@ import numpy as np
 
 from awm_lib.book.results.claims import proposer_swap
 from awm_lib.book.results.file import BASELINE, PAPER_TABLE, AblationResults, _get, _records
-from awm_lib.book.viz import PALETTE, _ax, subplots
+from awm_lib.book.viz import PALETTE, _ax, plot_roc, subplots
 from awm_lib.experiments.ablation_study import PAPER_METHOD
 
 
@@ -52,8 +52,6 @@ def plot_forest(results: AblationResults | Iterable[dict], metrics: Sequence[str
 def plot_roc_curves(results: AblationResults | Iterable[dict], configurations: Sequence[str] | None = None,
                     dataset: str | None = None, ax=None):
     """The test ROC curves of some configurations (all with a stored curve by default)."""
-    from awm_lib.book.viz import plot_roc
-
     ax = _ax(ax, width=4.8, height=4.8)
     recs = _records(results or [], dataset)
     if not any(r.get("roc") for r in recs):
@@ -62,7 +60,9 @@ def plot_roc_curves(results: AblationResults | Iterable[dict], configurations: S
         if configurations is not None and r["configuration"] not in configurations:
             continue
         if r.get("roc"):
-            plot_roc(r["roc"]["fpr"], r["roc"]["tpr"], auc=_get(r, "auc", "mean"), label=r["configuration"], ax=ax)
+            plot_roc(
+                r["roc"]["fpr"], r["roc"]["tpr"], auc=_get(r, "auc", "mean"), label=r["configuration"], ax=ax
+            )
     ax.legend(fontsize=7, loc="lower right")
     return ax
 
@@ -87,7 +87,13 @@ def plot_recall_vs_metric(results: AblationResults | Iterable[dict], metric: str
                     label=f"{r['configuration']} ({r['settings']['proposer']})")
     base = [r for r in _records(results, dataset) if r["configuration"] == BASELINE]
     if base:
-        ax.axhline(_get(base[0], metric, "mean"), color="grey", linestyle="--", linewidth=1, label="full-image baseline")
+        ax.axhline(
+            _get(base[0], metric, "mean"),
+            color="grey",
+            linestyle="--",
+            linewidth=1,
+            label="full-image baseline",
+        )
     if metric == "auc":
         ax.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance (AUC 0.5)")
     ax.set_xlim(-0.02, 1.02)
@@ -155,12 +161,17 @@ def plot_auc_by_lesion_size(results: AblationResults | None, dataset: str = "syn
     scale = scale or (results.main_scale(dataset) if results is not None else None)
     entries = [e for e in entries if e.get("scale") == scale]
     if configurations is None:
-        configurations = [BASELINE] + [e["configuration"] for e in entries if e["configuration"] == PAPER_METHOD] + \
-            [e["configuration"] for e in entries if e["configuration"] == "proposer-oracle"]
+        configurations = (
+            [BASELINE]
+            + [e["configuration"] for e in entries if e["configuration"] == PAPER_METHOD]
+            + [e["configuration"] for e in entries if e["configuration"] == "proposer-oracle"]
+        )
     entries = sorted((e for e in entries if e["configuration"] in configurations),
                      key=lambda e: list(configurations).index(e["configuration"]))
     if not entries:
-        return _placeholder(f"no AUC-by-lesion-size results for {dataset} yet: run `python -m awm_lib ablation`", ax)
+        return _placeholder(
+            f"no AUC-by-lesion-size results for {dataset} yet: run `python -m awm_lib ablation`", ax
+        )
     labels = [b["label"] + f"\n({b['n_pos']} cancers)" for b in entries[0]["bins"]]
     x = np.arange(len(labels), dtype=float)
     width = 0.8 / len(entries)
@@ -169,8 +180,15 @@ def plot_auc_by_lesion_size(results: AblationResults | None, dataset: str = "syn
         lo = np.array([np.nan if b["auc"]["ci_low"] is None else b["auc"]["ci_low"] for b in e["bins"]])
         hi = np.array([np.nan if b["auc"]["ci_high"] is None else b["auc"]["ci_high"] for b in e["bins"]])
         err = np.vstack([np.nan_to_num(mean - lo), np.nan_to_num(hi - mean)])
-        ax.errorbar(x - 0.4 + width * (j + 0.5), mean, yerr=err, fmt="o", capsize=3, color=PALETTE[j % len(PALETTE)],
-                    label=e["configuration"])
+        ax.errorbar(
+            x - 0.4 + width * (j + 0.5),
+            mean,
+            yerr=err,
+            fmt="o",
+            capsize=3,
+            color=PALETTE[j % len(PALETTE)],
+            label=e["configuration"],
+        )
     ax.axhline(0.5, color="grey", linestyle=":", linewidth=1, label="chance")
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylim(0.0, 1.02)
