@@ -474,17 +474,13 @@ def forward_one(
     model = model.to(device).eval()
     with torch.no_grad():
         if hasattr(dataset, "tokens"):  # cached tokens of a frozen backbone
-            from awm_lib.train.tokens import collate_tokens
-
             batch = to_device(collate_tokens([dataset[index]]), torch.device(device))
             boxes = boxes_to_cxcywh_norm(batch["rois"].float(), batch["image_sizes"])
             out = model.forward_tokens(
                 batch["tokens"], boxes, batch["roi_mask"], return_attention=return_attention
             )
         else:
-            from awm_lib.train.dataset import collate
-
-            batch = to_device(collate([dataset[index]]), torch.device(device))
+            batch = to_device(collate_images([dataset[index]]), torch.device(device))
             out = model(
                 batch["images"],
                 batch["rois"],

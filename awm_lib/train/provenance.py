@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from awm_lib.paths import project_root
+
 # the kinds of backbone weights, as printed
 RANDOM, SSL, HUB, LOCAL, UNKNOWN = (
     "random init",
@@ -28,8 +30,6 @@ def source_kind(name_or_path: str | None, is_pretrained: bool) -> str:
         return RANDOM
     p = Path(name_or_path).expanduser()
     if not p.is_dir() and not p.is_absolute():
-        from awm_lib.paths import project_root
-
         p = project_root() / p  # e.g. checkpoints/awm-dino-s14, relative to the project
     if p.is_dir():
         return SSL if (p / SSL_MARKER).is_file() else LOCAL
