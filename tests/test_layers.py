@@ -162,6 +162,25 @@ def test_no_import_goes_up_or_sideways_between_layers():
     assert offenders == [], "\n".join(offenders)
 
 
+def test_library_imports_sit_at_the_top_of_each_module():
+    """A module's dependencies are visible at its top. The CLI imports inside its functions, so that
+    ``python -m awm_lib --help`` does not wait for torch; elsewhere an import inside a function needs a
+    ``# lazy import: <why>`` comment on its line."""
+    inside = []
+    for name, path in module_files().items():
+        if part_of(name) == "cli":
+            continue
+        src = path.read_text(encoding="utf-8")
+        lines = src.splitlines()
+        for fn in ast.walk(ast.parse(src)):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    if isinstance(node, (ast.Import, ast.ImportFrom)) and "awm_lib" in ast.unparse(node) \
+                            and "# lazy import:" not in lines[node.lineno - 1]:
+                        inside.append(f"{path.relative_to(ROOT.parent)}:{node.lineno}: {ast.unparse(node)}")
+    assert inside == [], "move these to the top of their module:\n" + "\n".join(inside)
+
+
 def test_the_layer_table_is_the_one_the_library_documents():
     doc = awm_lib.__doc__
     for part in LAYERS:
