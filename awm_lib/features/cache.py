@@ -16,6 +16,7 @@ them; none when there is nothing to do), and the backbone is built only then.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,8 +103,6 @@ class FeatureCache:
     def ensure(self, paths: list[str | os.PathLike], boxes: list, progress: bool = True,
                keys: list[list[str]] | None = None) -> FillReport:
         """Compute and store the tokens that are missing; returns what it did."""
-        import time
-
         t0 = time.perf_counter()
         keys = keys if keys is not None else self.keys(paths, boxes)
         wanted = {k for ks in keys for k in ks}
