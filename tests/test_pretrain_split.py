@@ -148,3 +148,22 @@ def test_heldout_probe_cli_takes_one_checkpoint(tmp_path, capsys):
         == 2
     )
     assert "one --checkpoint" in capsys.readouterr().err
+
+
+def test_probe_verdict_reads_the_intervals_and_flags_below_chance_baselines():
+    from awm_lib.book.pretrain_figures import probe_verdict
+
+    def r(v, lo, hi):
+        return {"value": v, "ci95": [lo, hi]}
+
+    res = {"tasks": {"a": {"n": 10, "n_women": 5,
+                           "results": {"random-init": {"linear": {"auc": r(0.40, 0.3, 0.5)}},
+                                       "ssl": {"linear": {"auc": r(0.55, 0.4, 0.7)}}},
+                           "difference_vs_random_init": {"ssl": {"linear": {"auc": r(0.15, 0.05, 0.25)}}}},
+                     "b": {"n": 10, "n_women": 5,
+                           "results": {"random-init": {"knn": {"auc": r(0.70, 0.6, 0.8)}},
+                                       "ssl": {"knn": {"auc": r(0.68, 0.6, 0.8)}}},
+                           "difference_vs_random_init": {"ssl": {"knn": {"auc": r(-0.02, -0.06, 0.03)}}}}}}
+    a, b = probe_verdict(res).splitlines()
+    assert "better than" in a and "below chance" in a and "0.550 vs 0.400" in a
+    assert "not distinguishable" in b and "below chance" not in b

@@ -582,10 +582,15 @@ def probe_verdict(res: dict, metric: str = "auc") -> str:
             for method, d in per.items():
                 lo, hi = d[metric]["ci95"]
                 word = "better than" if lo > 0 else ("worse than" if hi < 0 else "not distinguishable from")
+                ours = t["results"][name][method][metric]["value"]
+                base = t["results"]["random-init"][method][metric]["value"]
+                note = ""
+                if lo > 0 and base < 0.5:
+                    note = " (random init is below chance here: a gain up to 0.5 is no evidence of useful features)"  # noqa: E501
                 lines.append(
                     f"* **{task}**, {method}: `{name}` is {word} random init "
-                    f"({metric.upper()} difference {d[metric]['value']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}], "
-                    f"{t['n_women']} held-out women)"
+                    f"({metric.upper()} {ours:.3f} vs {base:.3f}, difference {d[metric]['value']:+.3f}, "
+                    f"95% CI [{lo:+.3f}, {hi:+.3f}], {t['n_women']} held-out women){note}"
                 )
     return "\n".join(lines)
 
