@@ -346,6 +346,7 @@ def test_frozen_preset_and_its_checks():
 
 
 FAST = [
+    "model.backbone.name_or_path=none",  # not the SSL checkpoint the preset picks when it is there
     "model.backbone.random_arch=micro",
     "model.crop_size=28",
     "model.topk=2",
@@ -440,3 +441,18 @@ def test_two_processes_filling_one_cache_compute_each_token_once(tiny, images, c
     fc = FeatureCache(BackboneConfig(name_or_path=str(tiny)), crop_size=28, preprocess=pc, root=root)
     rows = sum(len(np.load(s)["keys"]) for s in fc.store.shards())
     assert rows == 9 == len(fc.store)
+
+
+def test_frozen_preset_uses_the_projects_ssl_checkpoint_when_it_is_there(tmp_path, monkeypatch):
+    from awm_lib import paths
+    from awm_lib.train.config import make_config
+
+    monkeypatch.setattr(paths, "PROJECT_ROOT", tmp_path)  # a project without checkpoints/
+    monkeypatch.chdir(tmp_path)
+    assert make_config("frozen").model.backbone.name_or_path is None  # the random ViT-S/14
+    ssl = tmp_path / "checkpoints" / "awm-dino-cpu"
+    save_tiny_dinov2(ssl, hidden_size=32, num_hidden_layers=2, num_attention_heads=2)
+    cfg = make_config("frozen")
+    assert cfg.model.backbone.name_or_path == "checkpoints/awm-dino-cpu"
+    r = resolve(cfg.model.backbone)
+    assert r.kind == "local" and r.weights.startswith("sha256:") and r.hidden_size == 32
