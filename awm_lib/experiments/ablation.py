@@ -60,6 +60,7 @@ from awm_lib.experiments.ablation_records import (  # noqa: F401 - re-exported
     NOTES,
     SCHEMA,
     make_record,
+    settings_differences,
     settings_of,
     study_command,
     write_results,
@@ -383,6 +384,13 @@ def study_contrasts(
     out = []
     for c in CONTRASTS:
         if c.a not in arms and c.b not in arms:
+            continue
+        if c.factor != "method" and not settings_differences(
+            *(settings_of(config_for(n, dataset, scale, root=root, extra=extra)) for n in (c.a, c.b))
+        ):
+            # e.g. the gpu scale offline with the SSL checkpoint present: its default backbone IS the
+            # checkpoint, so "ssl vs random" would compare a configuration with itself
+            log(f"ablation: contrast {c.name!r} left out: {c.a} and {c.b} are the same settings here")
             continue
         pair = []
         for name in (c.a, c.b):
