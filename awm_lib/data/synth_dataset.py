@@ -47,25 +47,13 @@ import numpy as np
 from awm_lib.data.dicom import write_mammo_dicom
 from awm_lib.data.synth_findings import VINDR_CATEGORY
 from awm_lib.data.synthetic import DENSITY_PRIOR, SynthConfig, render_view, sample_breast
+from awm_lib.data.vindr import BREAST_COLUMNS, BREAST_CSV, FINDING_COLUMNS, FINDING_CSV
 from awm_lib.errors import ConfigError, DataError
 from awm_lib.io_utils import atomic_path, write_json_atomic
 from awm_lib.paths import cache_root
 
 MANIFEST = "synth_manifest.json"
 FORMAT_VERSION = 1
-BREAST_COLUMNS = [
-    "study_id",
-    "series_id",
-    "image_id",
-    "laterality",
-    "view_position",
-    "height",
-    "width",
-    "breast_birads",
-    "breast_density",
-    "split",
-]
-FINDING_COLUMNS = [*BREAST_COLUMNS, "finding_categories", "finding_birads", "xmin", "ymin", "xmax", "ymax"]
 
 
 class SplitWithoutCancerWarning(UserWarning):
@@ -356,7 +344,7 @@ def _write_csvs(root: Path, studies: list[dict]) -> None:
 
     breast = pd.DataFrame([r for s in studies for r in s["breast"]], columns=BREAST_COLUMNS)
     findings = pd.DataFrame([r for s in studies for r in s["findings"]], columns=FINDING_COLUMNS)
-    for name, df in (("finding_annotations.csv", findings), ("breast-level_annotations.csv", breast)):
+    for name, df in ((FINDING_CSV, findings), (BREAST_CSV, breast)):
         with atomic_path(root / name) as tmp:
             df.to_csv(tmp, index=False)
 
@@ -390,7 +378,7 @@ def ensure_synthetic_dataset(
         if root is not None
         else default_dataset_dir(n, seed, size, kwargs.get("difficulty", 0.3), kwargs.get("prevalence", 0.2))
     )
-    done = (root / "breast-level_annotations.csv").is_file() and (root / "finding_annotations.csv").is_file()
+    done = (root / BREAST_CSV).is_file() and (root / FINDING_CSV).is_file()
     if done:
         settings = _settings(
             n,
