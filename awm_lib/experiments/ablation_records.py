@@ -229,14 +229,15 @@ CPU_SMOKE_NOTE = (
     "widget and the pipeline real. The GPU-scale study is `python -m awm_lib ablation --scale gpu ...`."
 )
 CPU_FROZEN_NOTE = (
-    " Records with scale 'cpu-frozen' were trained on a shared 2-core CPU with the 'frozen' preset: every RoI crop "
-    "embedded ONCE by a frozen backbone (see each record's 'backbone'; 'random:...' is a randomly initialised ViT, "
-    "not DINOv2) and cached, then the position code, RoI transformer, pooling, heads and losses trained on the "
-    "cached (B, K, D) tokens; the backbone is never fine-tuned. Model settings are the preset's; the optimiser is "
-    "pinned by the scale (batch 64, head lr 1e-3, up to 40 epochs, early stopping on validation AUC); all were fixed "
-    "before any test fold was seen. The full-image baseline at this scale is the whole breast resized to 224 px "
-    "through the same frozen ViT. They measure the paper's ablation at CPU scale, NOT the paper's numbers (a "
-    "fine-tuned pretrained DINOv2 on VinDr-Mammo)."
+    " Records with scale 'cpu-frozen' were trained on a shared 2-core CPU with the 'frozen' preset: "
+    "every RoI crop embedded ONCE by a frozen backbone (see each record's 'backbone'; 'random:...' is a "
+    "randomly initialised ViT, not DINOv2) and cached, then the position code, RoI transformer, pooling, "
+    "heads and losses trained on the cached (B, K, D) tokens; the backbone is never fine-tuned. Model "
+    "settings are the preset's; the optimiser is pinned by the scale (batch 64, head lr 1e-3, up to 40 "
+    "epochs, early stopping on validation AUC); all were fixed before any test fold was seen. The "
+    "full-image baseline at this scale is the whole breast resized to 224 px through the same frozen "
+    "ViT. They measure the paper's ablation at CPU scale, NOT the paper's numbers (a fine-tuned "
+    "pretrained DINOv2 on VinDr-Mammo)."
 )
 SCALE_NOTES = {"cpu-smoke": CPU_SMOKE_NOTE, "cpu-frozen": CPU_FROZEN_NOTE}
 
