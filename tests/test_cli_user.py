@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from train_helpers import train_argv
 
 from awm_lib.cli import PROG, build_parser, main
 
@@ -65,21 +66,7 @@ def cache_dir(tmp_path_factory):
 def finished(tmp_path_factory, mias_root, cache_dir):
     """A finished run folder (trained here, smoke scale) and the stderr of its training."""
     out = tmp_path_factory.mktemp("runs") / "finished"
-    argv = [
-        "train",
-        "--dataset",
-        "mias",
-        "--root",
-        str(mias_root),
-        "--preset",
-        "smoke",
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
-    for s in TINY:
-        argv += ["--set", s]
-    code, _, err = _run(argv)
+    code, _, err = _run(train_argv(mias_root, out, sets=TINY))
     assert code == 0, err
     return out, err
 
@@ -90,20 +77,7 @@ def test_train_onto_a_finished_run_refuses_and_leaves_it_byte_identical(finished
     before = {
         p.name: p.read_bytes() for p in (out / "results.json", out / "metrics.jsonl", out / "config.json")
     }
-    code, _, err = _run(
-        [
-            "train",
-            "--dataset",
-            "mias",
-            "--root",
-            str(mias_root),
-            "--preset",
-            "smoke",
-            "--out",
-            str(out),
-            "--no-progress",
-        ]
-    )
+    code, _, err = _run(train_argv(mias_root, out))
     assert code == 2
     assert _first(err) == (
         f"{PROG} train: error: {out}: holds a run; "

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from train_helpers import train_argv
 
 from awm_lib.data.cache import PreprocessCache
 from awm_lib.features import FeatureCache, TokenInput, crop_key, file_sha256, resolve
@@ -363,21 +364,7 @@ def test_train_cli_frozen_twice_second_run_computes_no_token(mias_root, cache_en
     from awm_lib.cli import main
 
     def run(out):
-        args = [
-            "train",
-            "--dataset",
-            "mias",
-            "--root",
-            str(mias_root),
-            "--preset",
-            "frozen",
-            "--out",
-            str(out),
-            "--json",
-        ]
-        for s in FAST:
-            args += ["--set", s]
-        assert main(args) == 0
+        assert main(train_argv(mias_root, out, preset="frozen", sets=FAST, extra=("--json",))) == 0
         return json.loads(capsys.readouterr().out)
 
     first = run(tmp_path / "a")

@@ -11,6 +11,7 @@ import json
 
 import pytest
 from PIL import Image
+from train_helpers import train_argv
 
 from awm_lib.cli import main
 from awm_lib.proposals.base import Proposals
@@ -33,21 +34,8 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, mias_root, cache_dir):
     out = tmp_path_factory.mktemp("run")
-    args = [
-        "train",
-        "--dataset",
-        "mias",
-        "--root",
-        str(mias_root),
-        "--preset",
-        "smoke",
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
-    for s in SMALL:
-        args += ["--set", s]
-    assert main(args) == 0  # its one-line random-backbone warning: tests/test_cli_user.py
+    # its one-line random-backbone warning: tests/test_cli_user.py
+    assert main(train_argv(mias_root, out, sets=SMALL)) == 0
     return out
 
 
@@ -252,22 +240,7 @@ def test_help(command, capsys):
 
 def test_full_image_baseline_trains_and_predicts(mias_root, cache_dir, tmp_path, capsys):
     out = tmp_path / "baseline"
-    args = [
-        "train",
-        "--dataset",
-        "mias",
-        "--root",
-        str(mias_root),
-        "--preset",
-        "smoke",
-        "--out",
-        str(out),
-        "--no-progress",
-        "--set",
-        "arch=full_image",
-        "--set",
-        "baseline.long_side=56",
-    ]
+    args = train_argv(mias_root, out, sets=("arch=full_image", "baseline.long_side=56"))
     for s in SMALL:
         args += ["--set", s]
     assert main(args) == 0

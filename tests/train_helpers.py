@@ -15,6 +15,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 
+def train_argv(root, out, *, preset: str = "smoke", sets=(), extra=("--no-progress",), dataset: str = "mias"):
+    """The ``python -m awm_lib train`` arguments the CLI tests use: one ``--set`` per item of ``sets``."""
+    argv = ["train", "--dataset", dataset, "--root", str(root), "--preset", preset, "--out", str(out), *extra]
+    for item in sets:
+        argv += ["--set", item]
+    return argv
+
+
 class ToyDataset(Dataset):
     """``n`` images (1, 16, 16); label 1 when the square at the RoI is bright."""
 
