@@ -173,3 +173,30 @@ def test_config_errors(tiny_dir):
         make(tiny_dir, d_model=30, heads=4)
     with pytest.raises(ConfigError, match="patch size"):
         make(tiny_dir, crop_size=30)
+
+
+def test_token_norm_standardises_valid_rois_only(tiny_dir):
+    """token_norm=batchnorm z-scores each backbone feature over the VALID RoIs of the batch (training),
+    with running statistics at evaluation; padded rows neither count nor change."""
+    model = make(tiny_dir, token_norm="batchnorm")
+    g = torch.Generator().manual_seed(0)
+    feats = 5.0 + 3.0 * torch.randn(16, 3, model.backbone.embed_dim, generator=g)  # (B, K, Db)
+    mask = torch.ones(16, 3, dtype=torch.bool)
+    mask[:, 2] = False  # the last RoI is padding everywhere
+    feats[:, 2] = 1e6  # a padded row that entered the statistics would wreck them
+    model.train()
+    out = model._normalise_tokens(feats, mask)
+    valid = out[mask]  # (32, Db)
+    torch.testing.assert_close(valid.mean(0), torch.zeros(valid.shape[1]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(valid.std(0, unbiased=False), torch.ones(valid.shape[1]), atol=1e-3, rtol=0)
+    assert torch.equal(out[:, 2], feats[:, 2])
+    model.eval()  # running statistics: a single image's output no longer depends on its batch
+    one = model._normalise_tokens(feats[:1], mask[:1])
+    assert torch.equal(one, model._normalise_tokens(feats, mask)[:1])
+    logits = model.forward_tokens(feats, torch.rand(16, 3, 4), mask).logits
+    assert torch.isfinite(logits).all()
+
+
+def test_token_norm_is_validated(tiny_dir):
+    with pytest.raises(ConfigError, match="token_norm"):
+        make(tiny_dir, token_norm="layer")

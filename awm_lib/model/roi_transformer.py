@@ -57,6 +57,7 @@ POOLINGS = ("anchor", "attention", "mean", "cls", "anchor_attention")
 # anchor_attention: the reference's 'attn' pooling, the last block's attention row of the anchor (mean over
 # heads)
 MLPS = ("gelu", "relu")  # gelu: Linear -> GELU -> Linear (ours); relu: one Linear + ReLU (the reference's)
+TOKEN_NORMS = ("none", "batchnorm")
 HEADS = (
     "linear",
     "mlp",
@@ -106,6 +107,10 @@ class RoIClassifierConfig:
         True  # Linear from the backbone (+ concatenated code) width to d_model; the reference has none
     )
     pos_dim: int = 256  # width of the concatenated sinecat code (the reference's 256)
+    # "batchnorm": standardise each backbone feature with batch statistics (running statistics at
+    # evaluation; BatchNorm1d without affine, over the valid RoIs only) before anything else, as MAE's
+    # linear probe does on frozen features; "none": the backbone's embedding as it is
+    token_norm: str = "none"
     init_std: float | None = 0.02  # None: PyTorch's default init of new layers (the reference's)
     rope_min_wavelength: float = 0.02
     rope_max_wavelength: float = 4.0
@@ -132,6 +137,8 @@ class RoIClassifierConfig:
             raise ConfigError(
                 f"model.pos_dim={self.pos_dim} must be a positive multiple of 8 (the reference: 256)"
             )
+        if self.token_norm not in TOKEN_NORMS:
+            raise ConfigError(f"model.token_norm={self.token_norm!r}; choose one of {TOKEN_NORMS}")
         if self.mlp not in MLPS:
             raise ConfigError(f"model.mlp={self.mlp!r}; choose one of {MLPS}")
         if self.head not in HEADS:
@@ -299,6 +306,9 @@ class RoIClassifier(PretrainedModel, nn.Module):
         # the reference's box code: sine -> Linear(P, P), concatenated to the CLS embedding
         self.pos_proj = nn.Linear(cfg.pos_dim, cfg.pos_dim) if uses_sine_concat(cfg.position) else None
         width = self.backbone.embed_dim + (cfg.pos_dim if self.pos_proj is not None else 0)
+        self.token_norm = (
+            nn.BatchNorm1d(self.backbone.embed_dim, affine=False) if cfg.token_norm == "batchnorm" else None
+        )
         if cfg.input_proj:
             self.proj = nn.Linear(width, d)
         elif width != d:
@@ -381,6 +391,17 @@ class RoIClassifier(PretrainedModel, nn.Module):
         feats = self.backbone(crops.flatten(0, 1)).view(b, k, -1)  # (B, K, Db): one ViT call
         return self.forward_tokens(feats, boxes_norm, roi_mask, return_attention)
 
+    def _normalise_tokens(self, feats: torch.Tensor, roi_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, K, Db) -> (B, K, Db) standardised by ``token_norm``; padded RoIs neither enter the batch
+        statistics nor change (they stay masked downstream)."""
+        flat = feats.reshape(-1, feats.shape[-1])  # (B*K, Db)
+        if roi_mask is None:
+            return self.token_norm(flat).reshape(feats.shape)
+        valid = roi_mask.reshape(-1)  # (B*K,)
+        out = flat.clone()
+        out[valid] = self.token_norm(flat[valid])
+        return out.reshape(feats.shape)
+
     def forward_tokens(
         self,
         feats: torch.Tensor,
@@ -396,6 +417,8 @@ class RoIClassifier(PretrainedModel, nn.Module):
         """
         cfg = self.cfg
         b, k = feats.shape[:2]
+        if self.token_norm is not None:
+            feats = self._normalise_tokens(feats, roi_mask)
         if self.pos_proj is not None:  # the reference: [CLS embedding | Linear(sine code)]
             code = self.pos_proj(reference_box_code(boxes_norm, cfg.pos_dim).to(feats.dtype))  # (B, K, P)
             feats = torch.cat([feats, code], dim=-1)  # (B, K, Db + P)
