@@ -146,6 +146,13 @@ CONFIGURATIONS: dict[str, Configuration] = {
             "nothing)",
         ),
         Configuration(
+            "proposer-oracle-k1",
+            (*_FULL, "data.proposer=oracle", "data.pad_rois=random", "model.topk=1"),
+            "the paper's method with ONE proposal, the lesion box (random box without a lesion): a perfect "
+            "detector at k = 1, no filler RoIs (k chosen on validation folds only: "
+            "results/frozen_k_selection.json)",
+        ),
+        Configuration(
             "proposer-random",
             (*_FULL, "data.proposer=random", "data.pad_rois=random"),
             "the paper's method with seeded random boxes inside the breast as proposals",
@@ -294,6 +301,14 @@ CONTRASTS: tuple[Contrast, ...] = (
         "proposer-oracle",
         None,
         "the lesion boxes themselves vs blob proposals (both padded with random boxes)",
+    ),
+    Contrast(
+        "k: 5 -> 1 (oracle)",
+        "k",
+        "proposer-oracle",
+        "proposer-oracle-k1",
+        None,
+        "one lesion box vs the lesion box plus four random filler boxes (oracle proposals)",
     ),
     Contrast(
         "backbone: ssl",
