@@ -304,7 +304,7 @@ CONTRASTS: tuple[Contrast, ...] = (
     ),
     Contrast(
         "k: 5 -> 1 (oracle)",
-        "k",
+        "topk",
         "proposer-oracle",
         "proposer-oracle-k1",
         None,
