@@ -359,6 +359,10 @@ def test_generated_text_reads_the_numbers(results_file):
         "paired ΔAUC +12.0 [+5.0, +20.0] pp, an interval that excludes 0." in text
     )  # the paired contrast decides
     assert "5 of 5 have an AUC interval whose lower end is above 0.5" in text
+    # every other resolved paired contrast is named, the method and proposer ones have their own bullets
+    assert ("Other paired contrasts whose ΔAUC interval excludes 0: position: rope2d (`roi-nopos` → "
+            "`roi-rope2d`) +2.0 [+0.5, +3.5] pp; loss: repulsive (`roi-rope2d-bce` → `roi-rope2d`) "
+            "-18.0 [-25.0, -11.0] pp.") in text
     # the swap is the full method (recall 0.5, AUC 72) and the oracle (recall 1.0, AUC 80) only
     assert (
         "rises with every step up in lesion recall (`roi-rope2d` recall 0.50 → AUC 72.0; `oracle` recall 1.00"

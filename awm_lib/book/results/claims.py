@@ -436,6 +436,13 @@ def findings_markdown(results: AblationResults | None, dataset: str | None = Non
                         )
                         + "."
                     )
+        others = [
+            f"{c['name']} (`{c['from']}` → `{c['to']}`) {_pp_delta(c['d_auc'])} pp"
+            for c in pairs.values()
+            if c["factor"] not in ("proposer", "method") and resolved(c["d_auc"])
+        ]
+        out.append("- Other paired contrasts whose ΔAUC interval excludes 0: "
+                   + ("; ".join(others) + "." if others else "none."))
     return "\n".join(out)
 
 
