@@ -45,7 +45,9 @@ VARIANTS = {
     "pw3": ["loss.pos_weight=3"],
     "lr1e-3-bs32": ["optim.lr_head=1e-3", "optim.batch_size=32", "optim.epochs=30"],
     "meanpool": ["model.pooling=mean"],
-    "lr1e-3-bs32-bce": ["optim.lr_head=1e-3", "optim.batch_size=32", "optim.epochs=30", "loss.repulsive_weight=0"],
+    "lr1e-3-bs32-bce": [
+        "optim.lr_head=1e-3", "optim.batch_size=32", "optim.epochs=30", "loss.repulsive_weight=0"
+    ],
     # the RoI head on a configuration's cached tokens (with --config)
     "k5": [],
     "k2": ["model.topk=2"],
