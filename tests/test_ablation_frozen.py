@@ -40,3 +40,23 @@ def test_cpu_frozen_scale_pins_the_backbone_and_redefines_the_baseline():
     for c in ablation.CONTRASTS:
         assert c.a in ablation.CONFIGURATIONS and c.b in ablation.CONFIGURATIONS
     assert len(set(ablation.DEFAULT_CONFIGS)) >= 11
+
+
+def test_validation_selection_variants_are_valid_settings():
+    """Every variant of scripts/select_frozen_preset.py (how the frozen preset's optimiser and
+    proposer-oracle-k1's k were chosen on validation) still parses into a valid config."""
+    import importlib.util
+
+    from awm_lib import paths
+
+    spec = importlib.util.spec_from_file_location(
+        "select_frozen_preset", paths.PROJECT_ROOT / "scripts" / "select_frozen_preset.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    args = type("Args", (), {"config": None})()
+    for name in mod.VARIANTS:
+        assert mod.run_config(args, name, seed=0, fold=1).data.fold == 1
+    args.config = "proposer-oracle"
+    assert mod.run_config(args, "k1", seed=1, fold=2).model.topk == 1
+    assert mod.run_config(args, "token-bn", seed=0, fold=0).model.token_norm == "batchnorm"
