@@ -99,3 +99,13 @@ def test_subprocess_no_traceback(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
     assert "empty" in r.stderr and str(path) in r.stderr
+
+
+@pytest.mark.parametrize("shape", [(1, 300), (6, 6)])
+def test_tiny_image_refused_not_given_a_made_up_box(tmp_path, capsys, shape):
+    """A one-pixel strip used to get breast_bbox [0, 0, 32, 1] and exit 0."""
+    path = tmp_path / "tiny.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)).save(path)
+    assert main(["inspect", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "too small to segment a breast" in err[0] and str(path) in err[0]

@@ -27,11 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from awm_lib.errors import EmptyImageError
+from awm_lib.errors import EmptyImageError, ImageTooSmallError
 
 WORK_SIDE = 512  # long side of the working copy
 PAD = 15  # pixels of margin around the breast box (the paper's implementation uses 15)
 MIN_AREA_FRACTION = 0.01  # a "breast" smaller than 1% of the image is not one
+MIN_SEGMENT_SIDE = 16  # under this (pixels, either side) there is nothing to segment
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,8 @@ def boxes_to_original(boxes, box, flipped: bool) -> np.ndarray:
 def segment_breast(pixels: np.ndarray, pad: int = PAD, work_side: int = WORK_SIDE) -> BreastCrop:
     """Segment the breast in ``pixels`` (H, W) in [0, 1] (bright tissue); see the module doc.
 
-    Raises :class:`EmptyImageError` when nothing breast-like is found.
+    Raises :class:`EmptyImageError` when nothing breast-like is found, :class:`ImageTooSmallError` for an
+    image under ``MIN_SEGMENT_SIDE`` pixels on a side.
 
     Explained in the book: chapter 1, *Mammograms and DICOM* (``notebooks/01_mammograms_and_dicom.ipynb``).
     """
@@ -127,6 +129,11 @@ def segment_breast(pixels: np.ndarray, pad: int = PAD, work_side: int = WORK_SID
     if pixels.ndim != 2:
         raise ValueError(f"expected a 2-D image, got shape {pixels.shape}")
     H, W = pixels.shape
+    if min(H, W) < MIN_SEGMENT_SIDE:  # a strip or an icon: any "breast box" would be made up
+        raise ImageTooSmallError(
+            f"{W}x{H} pixels is too small to segment a breast (each side must be at least "
+            f"{MIN_SEGMENT_SIDE} px)"
+        )
     step = max(1, int(np.ceil(max(H, W) / work_side)))
     small = _block_mean(pixels.astype(np.float32, copy=False), step)  # (h, w)
     small = ndimage.uniform_filter(small, size=3)  # tame film grain and quantum noise
