@@ -16,10 +16,8 @@ them with the command, date and device. The choice reads validation only; the te
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -28,6 +26,7 @@ import warnings
 import numpy as np
 
 from awm_lib.experiments.ablation_study import config_for
+from awm_lib.io_utils import run_record, write_json_atomic
 from awm_lib.train.config import make_config
 from awm_lib.train.experiment import train
 
@@ -98,18 +97,14 @@ def main() -> None:
                      "seconds": secs}
         print(name, json.dumps({k: v for k, v in out[name].items() if k != "overrides"}), flush=True)
     if args.out:
-        record = {
+        write_json_atomic(args.out, {
             "what": "best validation AUC (early stopping's criterion) per run, mini-MIAS validation women of "
                     "each fold; test folds are not read",
             "configuration": args.config, "scale": "cpu-frozen" if args.config else "frozen preset (base)",
             "folds": folds, "seeds": seeds,
-            "command": "python " + " ".join(sys.argv),
-            "date": datetime.date.today().isoformat(),
-            "device": f"CPU ({platform.machine()}, {os.cpu_count()} cores)",
+            **run_record(["python", *sys.argv], seed=seeds, device="cpu"),
             "variants": out,
-        }
-        with open(args.out, "w") as f:
-            json.dump(record, f, indent=1)
+        })
 
 
 if __name__ == "__main__":
