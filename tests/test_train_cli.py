@@ -240,10 +240,7 @@ def test_help(command, capsys):
 
 def test_full_image_baseline_trains_and_predicts(mias_root, cache_dir, tmp_path, capsys):
     out = tmp_path / "baseline"
-    args = train_argv(mias_root, out, sets=("arch=full_image", "baseline.long_side=56"))
-    for s in SMALL:
-        args += ["--set", s]
-    assert main(args) == 0
+    assert main(train_argv(mias_root, out, sets=("arch=full_image", "baseline.long_side=56", *SMALL))) == 0
     assert json.loads((out / "results.json").read_text())["n_test"] == 10
     capsys.readouterr()
     assert main(["predict", str(mias_root / "mdb028.png"), "--checkpoint", str(out), "--json"]) == 0
