@@ -584,9 +584,8 @@ def probe_verdict(res: dict, metric: str = "auc") -> str:
                 word = "better than" if lo > 0 else ("worse than" if hi < 0 else "not distinguishable from")
                 ours = t["results"][name][method][metric]["value"]
                 base = t["results"]["random-init"][method][metric]["value"]
-                note = ""
-                if lo > 0 and base < 0.5:
-                    note = " (random init is below chance here: a gain up to 0.5 is no evidence of useful features)"  # noqa: E501
+                note = (" (random init is below chance here: a gain up to 0.5 is no evidence of useful "
+                        "features)") if lo > 0 and base < 0.5 else ""
                 lines.append(
                     f"* **{task}**, {method}: `{name}` is {word} random init "
                     f"({metric.upper()} {ours:.3f} vs {base:.3f}, difference {d[metric]['value']:+.3f}, "
