@@ -25,12 +25,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -221,10 +225,6 @@ def bench_cli() -> dict:
     """``python -m awm_lib train --dataset mias --preset frozen --out DIR`` twice (new folders):
     the first fills whatever is missing, the second runs with the cache warm and is timed
     (wall and CPU seconds of the whole command, Python start-up and imports included)."""
-    import json
-    import resource
-    import subprocess
-
     cmd = [sys.executable, "-m", "awm_lib", "train", "--dataset", "mias", "--preset", "frozen",
            "--no-progress", "--json", "--out"]
     rows = []
@@ -291,9 +291,6 @@ def main() -> int:
     ap.add_argument("--out", default=str(results_root() / "bench_features.json"))
     args = ap.parse_args()
     if args.cli_only:
-        import json
-        from pathlib import Path
-
         old = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
         old["cli"] = {**bench_cli(), **run_record(["python", *sys.argv], seed=0, device="cpu")}
         write_json_atomic(args.out, old)
